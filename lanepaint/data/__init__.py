@@ -1,0 +1,1 @@
+"""Data formats: lane vocabulary, FluxFill dataset, VideoPainter layout, synthetic scenes."""

@@ -1,0 +1,1 @@
+"""Storage (local paths and gs:// URIs), video decode/encode and atomic writes."""
