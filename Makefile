@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
-PIPELINE ?= end-to-end
+PIPELINE ?= filter-dataset
 export SAM2_BUILD_CUDA := 0
 
-.PHONY: install test lint demo compile check-compiled clean
+.PHONY: install test lint demo compile check-compiled clean run-local
 
 install: $(STAMP)
 
@@ -36,7 +36,10 @@ check-compiled: install
 	$(PY) -m pipelines.compile --check
 
 demo: install
-	$(PY) -m lanepaint.demo --out $(DEMO_OUT)
+	$(PY) -m pipelines.demo --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
+
+run-local: install
+	$(PY) -m pipelines.local $(PIPELINE) $(if $(PARAMS),--params $(PARAMS))

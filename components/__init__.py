@@ -1,0 +1,1 @@
+"""KFP components: one thin wrapper per stage that calls ``lanepaint.stages``."""

@@ -1,0 +1,299 @@
+"""The FluxFill dataset: ``train.csv`` (image, mask, prompt, prompt_2) + ``images/`` + ``masks/``.
+
+Paths in the CSV are relative to the dataset root and may never leave it. Masks are
+single-channel images, 255 = repaint, 0 = keep. A dataset is published whole: it is built
+in a local staging folder and appears at its destination only when complete (atomic
+directory replace locally; on GCS the files first and ``train.csv`` last, so a reader
+never sees rows whose files are missing).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lanepaint.data.vocab import CaptionError, parse_caption
+from lanepaint.io import storage
+from lanepaint.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+CSV_NAME = "train.csv"
+COLUMNS = ("image", "mask", "prompt", "prompt_2")
+REQUIRED_COLUMNS = ("image", "mask", "prompt")
+LINK_MODES = ("copy", "hardlink", "symlink")
+
+
+class DatasetFormatError(ValueError):
+    """The dataset as a whole cannot be read (no CSV, empty file, missing columns)."""
+
+
+class UnsafePathError(ValueError):
+    """A path from the CSV is absolute or escapes the dataset root."""
+
+
+@dataclass(frozen=True)
+class FluxFillRow:
+    image: str
+    mask: str
+    prompt: str
+    prompt_2: str = ""
+    line: int = field(default=0, compare=False)
+
+    def as_csv(self) -> list[str]:
+        return [self.image, self.mask, self.prompt, self.prompt_2]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A CSV row that was not used, and why. Nothing is dropped without one."""
+
+    line: int
+    reason: str
+    image: str = ""
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "image": self.image, "reason": self.reason}
+
+
+def safe_relpath(path: str) -> str:
+    """Normalize a CSV path; refuse absolute paths and anything that escapes the root."""
+    raw = (path or "").strip()
+    if not raw:
+        raise UnsafePathError("empty path")
+    if raw.startswith(("/", "\\")) or "://" in raw or (len(raw) > 1 and raw[1] == ":"):
+        raise UnsafePathError(f"absolute path not allowed: {raw!r}")
+    norm = posixpath.normpath(raw.replace("\\", "/"))
+    if norm == ".." or norm.startswith("../") or norm == ".":
+        raise UnsafePathError(f"path escapes the dataset root: {raw!r}")
+    return norm
+
+
+def parse_csv(text: str, source: str = CSV_NAME) -> tuple[list[FluxFillRow], list[Rejection]]:
+    """Parse train.csv text into rows and per-row rejections.
+
+    Whole-file problems (empty, no header, missing required columns) raise
+    DatasetFormatError; a bad row only rejects that row. A UTF-8 BOM is accepted.
+    Unknown extra columns are ignored with a warning (they are never silently merged).
+    """
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DatasetFormatError(f"{source} is empty")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+    except csv.Error as exc:
+        raise DatasetFormatError(f"{source}: unreadable header: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DatasetFormatError(
+            f"{source}: missing column(s) {', '.join(missing)}; header is {header}; "
+            f"expected {', '.join(COLUMNS)}"
+        )
+    extra = [c for c in header if c not in COLUMNS]
+    if extra:
+        log.warning("%s: ignoring unknown column(s) %s", source, ", ".join(extra))
+    index = {name: header.index(name) for name in COLUMNS if name in header}
+    rows: list[FluxFillRow] = []
+    rejections: list[Rejection] = []
+    line = 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            line = reader.line_num
+            rejections.append(Rejection(line, f"malformed CSV row: {exc}"))
+            continue
+        line = reader.line_num
+        if not values or all(not v.strip() for v in values):
+            continue  # blank line
+        if len(values) != len(header):
+            rejections.append(
+                Rejection(
+                    line,
+                    f"wrong field count: row has {len(values)}, header has {len(header)}",
+                    values[0] if values else "",
+                )
+            )
+            continue
+        image = values[index["image"]].strip()
+        try:
+            row = FluxFillRow(
+                image=safe_relpath(image),
+                mask=safe_relpath(values[index["mask"]]),
+                prompt=values[index["prompt"]].strip(),
+                prompt_2=values[index["prompt_2"]].strip() if "prompt_2" in index else "",
+                line=line,
+            )
+        except UnsafePathError as exc:
+            rejections.append(Rejection(line, f"unsafe path: {exc}", image))
+            continue
+        if not row.prompt:
+            rejections.append(Rejection(line, "empty prompt", image))
+            continue
+        rows.append(row)
+    return rows, rejections
+
+
+def format_csv(rows: Iterable[FluxFillRow]) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(row.as_csv())
+    return buf.getvalue()
+
+
+def read_dataset(root: str) -> tuple[list[FluxFillRow], list[Rejection]]:
+    """Read ``root/train.csv`` (local or gs://)."""
+    csv_uri = storage.join(root, CSV_NAME)
+    try:
+        text = storage.read_text(csv_uri)
+    except FileNotFoundError as exc:
+        raise DatasetFormatError(f"no {CSV_NAME} in dataset {root}") from exc
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"{csv_uri} is not UTF-8 text: {exc}") from exc
+    return parse_csv(text, csv_uri)
+
+
+def check_row(local_root: Path, row: FluxFillRow) -> str | None:
+    """Why a row is unusable (None when fine): files, decoding, sizes, mask, caption."""
+    try:
+        parse_caption(row.prompt)
+    except CaptionError as exc:
+        return f"malformed caption: {exc}"
+    sizes = []
+    for kind, rel in (("image", row.image), ("mask", row.mask)):
+        path = local_root / rel
+        if not path.is_file():
+            return f"missing {kind} file: {rel}"
+        try:
+            with Image.open(path) as im:
+                im.load()
+                sizes.append(im.size)
+                if kind == "mask":
+                    mask = np.asarray(im.convert("L"))
+        except Exception as exc:  # PIL raises many types for broken files
+            return f"undecodable {kind}: {rel}: {type(exc).__name__}: {exc}"
+    if sizes[0] != sizes[1]:
+        return f"size mismatch: image {sizes[0]} != mask {sizes[1]}"
+    if not (mask >= 128).any():
+        return f"empty mask: {row.mask}"
+    return None
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class DatasetWriter:
+    """Builds a FluxFill dataset in a local staging folder and publishes it whole.
+
+    Use as a context manager: on a clean exit ``commit()`` runs, on an exception nothing
+    is published. Rows keep their relative paths, so files never collide.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        self.rows: list[FluxFillRow] = []
+        self._staging = Path(tempfile.mkdtemp(prefix="lanepaint-dataset-"))
+        self._local_target = None if storage.is_gcs(root) else Path(root)
+        self._committed = False
+
+    @property
+    def staging(self) -> Path:
+        return self._staging
+
+    def _target(self, rel: str) -> Path:
+        path = self._staging / safe_relpath(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add(
+        self,
+        name: str,
+        image: np.ndarray,
+        mask: np.ndarray,
+        prompt: str,
+        prompt_2: str = "",
+    ) -> FluxFillRow:
+        """Add an RGB image and its mask (uint8; nonzero = repaint) as ``images/NAME.png``."""
+        if image.shape[:2] != mask.shape[:2]:
+            raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} differ")
+        row = FluxFillRow(f"images/{name}.png", f"masks/{name}.png", prompt, prompt_2)
+        self._target(row.image).write_bytes(encode_png(image))
+        binary = np.where(mask > 0, 255, 0).astype(np.uint8)
+        self._target(row.mask).write_bytes(encode_png(binary))
+        self.rows.append(row)
+        return row
+
+    def add_existing(self, row: FluxFillRow, src_root: Path, link_mode: str = "copy") -> None:
+        """Add a row whose files already exist under ``src_root`` (local)."""
+        if link_mode not in LINK_MODES:
+            raise ValueError(f"link mode must be one of {LINK_MODES}, got {link_mode!r}")
+        for rel in (row.image, row.mask):
+            src = (src_root / rel).resolve()
+            dst = self._target(rel)
+            if dst.exists() or dst.is_symlink():
+                continue  # a file shared by two rows (e.g. one mask for several images)
+            if link_mode == "copy":
+                shutil.copy2(src, dst)
+            elif link_mode == "hardlink":
+                os.link(src, dst)
+            else:
+                # Relative to where the file will live after publishing, so the dataset can
+                # move together with its source.
+                final_dir = self._local_target / posixpath.dirname(rel)
+                os.symlink(os.path.relpath(src, start=final_dir.resolve()), dst)
+        self.rows.append(row)
+
+    def write_text(self, rel: str, text: str) -> None:
+        """An extra file inside the dataset (manifest, report)."""
+        self._target(rel).write_text(text, encoding="utf-8")
+
+    def commit(self) -> str:
+        """Write train.csv and publish the staging folder at ``root``. Returns root."""
+        if self._committed:
+            return self.root
+        csv_text = format_csv(self.rows)
+        if self._local_target is not None:
+            (self._staging / CSV_NAME).write_text(csv_text, encoding="utf-8")
+            with atomic_path(self._local_target) as tmp:
+                shutil.move(str(self._staging), str(tmp))
+        else:
+            # Files first (in parallel), train.csv last: the CSV is the commit point, and an
+            # older CSV at this prefix is withdrawn before any file changes under it.
+            storage.delete(storage.join(self.root, CSV_NAME))
+            storage.upload_dir(self._staging, self.root)
+            storage.write_text(storage.join(self.root, CSV_NAME), csv_text)
+            shutil.rmtree(self._staging, ignore_errors=True)
+        self._committed = True
+        log.info("published dataset with %d rows at %s", len(self.rows), self.root)
+        return self.root
+
+    def discard(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

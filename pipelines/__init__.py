@@ -1,0 +1,1 @@
+"""KFP pipeline definitions; `python -m pipelines.compile` writes ``compiled/*.yaml``."""
