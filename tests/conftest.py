@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -19,11 +20,23 @@ def gcs_server():
 
     server = FakeGCSServer()
     server.start()
+    _drain_stderr(server._process)
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "lanepaint-test")
     try:
         yield server
     finally:
         server.stop()
+
+
+def _drain_stderr(process) -> None:
+    """Read the server's stderr: the wrapper pipes it and never reads it, and the server
+    logs every request, so after ~64 KiB of log it would block and stop answering."""
+
+    def drain() -> None:
+        for _ in iter(lambda: process.stderr.read(65536), b""):
+            pass
+
+    threading.Thread(target=drain, name="fake-gcs-stderr", daemon=True).start()
 
 
 @pytest.fixture

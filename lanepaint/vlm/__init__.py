@@ -1,0 +1,1 @@
+"""Vision-language model use: prompts, answer parsing, judge panels, batched generation."""

@@ -1,0 +1,99 @@
+"""Batched Qwen2.5-VL generation through the stock transformers model and processor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+def to_pil(image) -> Image.Image:
+    """Any image we handle (PIL, HxW gray, HxWx3/4 uint8) as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        return Image.fromarray(array, "L").convert("RGB")
+    return Image.fromarray(array[..., :3], "RGB")
+
+
+class VLMGenerator:
+    """One image + one text prompt per item, generated in batches with left padding.
+
+    Greedy decoding, so answers are deterministic for a given model and input. A batch that
+    fails (e.g. out of memory) is retried one item at a time; an item that still fails
+    yields an empty answer, which the parsers turn into ``unknown`` / FAIL.
+    """
+
+    def __init__(
+        self, model, processor, min_pixels: int | None = None, max_pixels: int | None = None
+    ):
+        self.model = model
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        self.image_kwargs = {
+            k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v
+        }
+        self.failures: list[str] = []
+
+    def _chat_text(self, prompt: str) -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+        ]
+        return self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _generate_batch(self, images, prompts, max_new_tokens: int, min_new_tokens: int):
+        import torch
+
+        inputs = self.processor(
+            text=[self._chat_text(p) for p in prompts],
+            images=[to_pil(i) for i in images],
+            padding=True,
+            return_tensors="pt",
+            **({"images_kwargs": self.image_kwargs} if self.image_kwargs else {}),
+        ).to(self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                do_sample=False,
+            )
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def generate(
+        self,
+        images: Sequence,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        min_new_tokens: int = 0,
+        batch_size: int = 8,
+    ) -> list[str]:
+        if len(images) != len(prompts):
+            raise ValueError("one prompt per image")
+        answers: list[str] = []
+        for start in range(0, len(images), batch_size):
+            imgs = list(images[start : start + batch_size])
+            texts = list(prompts[start : start + batch_size])
+            try:
+                answers += self._generate_batch(imgs, texts, max_new_tokens, min_new_tokens)
+            except Exception as exc:  # noqa: BLE001 - retried per item, then recorded
+                log.warning("VLM batch failed (%s); retrying one by one", exc)
+                for img, text in zip(imgs, texts, strict=True):
+                    try:
+                        answers += self._generate_batch(
+                            [img], [text], max_new_tokens, min_new_tokens
+                        )
+                    except Exception as item_exc:  # noqa: BLE001
+                        self.failures.append(f"{type(item_exc).__name__}: {item_exc}")
+                        answers.append("")
+        return answers
