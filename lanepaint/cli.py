@@ -17,6 +17,7 @@ COMMANDS = [
     "lanepaint.stages.filter_dataset",
     "lanepaint.models.cli",
     "lanepaint.lanes.cli",
+    "lanepaint.stages.caption",
 ]
 
 

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from lanepaint.io.atomic import _is_temp_name, atomic_path, atomic_write_bytes
 
@@ -493,6 +493,24 @@ def local_path(uri: str) -> Iterator[Path]:
         path = Path(tmp) / (posixpath.basename(key.rstrip("/")) or "object")
         download_file(uri, path)
         yield path
+
+
+@contextlib.contextmanager
+def open_read(uri: str) -> Iterator[BinaryIO]:
+    """A seekable binary reader: a zip's central directory or one member can be read from
+    GCS without downloading the whole object (google-cloud-storage's ranged BlobReader)."""
+    if not is_gcs(uri):
+        with open(uri, "rb") as fh:
+            yield fh
+        return
+    bucket, key = split_gcs(uri)
+    blob = _client().bucket(bucket).blob(key)
+    try:
+        fh = blob.open("rb", retry=_retry())
+    except _not_found() as exc:
+        raise FileNotFoundError(f"no such object: {uri}") from exc
+    with fh:
+        yield fh
 
 
 @contextlib.contextmanager

@@ -37,9 +37,16 @@ class VLMGenerator:
         self.model = model
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
-        self.image_kwargs = {
-            k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v
-        }
+        # Pixel budget per image (the processor's size = {shortest_edge: min pixels,
+        # longest_edge: max pixels}); 28x28 pixels become one visual token.
+        self.image_kwargs = {}
+        if min_pixels or max_pixels:
+            size = dict(getattr(processor.image_processor, "size", None) or {})
+            if min_pixels:
+                size["shortest_edge"] = min_pixels
+            if max_pixels:
+                size["longest_edge"] = max_pixels
+            self.image_kwargs = {"size": size}
         self.failures: list[str] = []
 
     def _chat_text(self, prompt: str) -> str:
