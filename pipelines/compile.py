@@ -20,6 +20,7 @@ COMPILED = Path(__file__).with_name("compiled")
 # pipeline name -> "module:function"
 PIPELINES = {
     "filter-dataset": "pipelines.filter:filter_pipeline",
+    "dataset-build": "pipelines.dataset_build:dataset_build_pipeline",
 }
 
 

@@ -1,0 +1,82 @@
+"""Pipeline `dataset-build`: videos → sharded build-dataset → merge → filter-dataset.
+
+Meant to run as a recurring run (`make schedule`): every run writes a new dated prefix under
+``output_root`` — the schedule's ``run_date`` (its scheduled time), else the run's creation
+time — so no run overwrites an earlier dataset. ``output_dir`` pins the folder instead
+(e.g. to resume a run).
+"""
+
+from kfp import dsl
+
+from components.build_dataset import build_dataset_shard, merge_dataset, plan_dataset_build
+from components.filter_dataset import filter_dataset
+from components.settings import configure, settings
+
+# KFP 2.17 takes ParallelFor's parallelism at compile time only; set it in settings.yaml
+# (pipelines: dataset_build: parallelism) and recompile.
+PARALLELISM = int(settings().get("pipelines", {}).get("dataset_build", {}).get("parallelism", 8))
+
+
+@dsl.pipeline(
+    name="dataset-build",
+    description="Road frames from driving videos into a captioned, filtered FluxFill dataset.",
+)
+def dataset_build_pipeline(
+    source: str,
+    output_root: str,
+    model_root: str = "",
+    output_dir: str = "",
+    run_date: str = "",
+    num_shards: int = 8,
+    chunk_start: int = 0,
+    chunk_end: int = 199,
+    start_index: int = 0,
+    limit: int = -1,
+    frame_numbers: str = "1,100,200,300,400,500",
+    min_coverage: float = 0.01,
+    segmenter: str = "sam2",
+    captioner: str = "vlm",
+    vlm_size: str = "7B",
+    count: str = "any",
+    color: str = "any",
+    pattern: str = "any",
+    require_clear_road: bool = True,
+):
+    plan = plan_dataset_build(
+        output_root=output_root,
+        output_dir=output_dir,
+        run_date=run_date,
+        run_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
+        num_shards=num_shards,
+    )
+    configure(plan, "shard")
+    with dsl.ParallelFor(plan.outputs["shards"], parallelism=PARALLELISM) as shard_index:
+        shard = build_dataset_shard(
+            source=source,
+            output_dir=plan.outputs["output_dir"],
+            model_root=model_root,
+            shard_index=shard_index,
+            num_shards=num_shards,
+            chunk_start=chunk_start,
+            chunk_end=chunk_end,
+            start_index=start_index,
+            limit=limit,
+            frame_numbers=frame_numbers,
+            min_coverage=min_coverage,
+            segmenter=segmenter,
+            captioner=captioner,
+            vlm_size=vlm_size,
+        )
+        configure(shard, "build-dataset")
+    merged = merge_dataset(
+        output_dir=plan.outputs["output_dir"], shard_rows=dsl.Collected(shard.output)
+    )
+    configure(merged, "merge")
+    filtered = filter_dataset(
+        input_dir=plan.outputs["output_dir"],
+        count=count,
+        color=color,
+        pattern=pattern,
+        require_clear_road=require_clear_road,
+    ).after(merged)
+    configure(filtered, "filter-dataset")
