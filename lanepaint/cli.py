@@ -18,6 +18,7 @@ COMMANDS = [
     "lanepaint.models.cli",
     "lanepaint.lanes.cli",
     "lanepaint.stages.caption",
+    "lanepaint.stages.build_dataset",
 ]
 
 

@@ -1,0 +1,1 @@
+"""The edit stage's parts: instructions, the first frame with its judge loop, outputs."""

@@ -1,0 +1,202 @@
+"""First frame: FluxFill paints the road mask, the VLM judge checks it, retried on FAIL.
+
+Each attempt uses the current caption and its own seed; on FAIL the judge's revised caption
+(when it gives one) becomes the next prompt. At most ``max_attempts``; every attempt is kept
+and the best one is used: a PASS first, then the attempt whose lane markings (read by the
+weights-free analyzer inside the mask) match the instruction best, then the earliest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from lanepaint.data import masks as mask_ops
+from lanepaint.data.vocab import LaneAttributes, parse_caption
+from lanepaint.edit.instructions import Instruction
+from lanepaint.vlm.parse import Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FirstFrameConfig:
+    size: int = 1024  # long side of FluxFill's working resolution (rounded to 16)
+    steps: int = 50
+    guidance: float = 30.0
+    dilation: int = 16
+    feather: int = 8
+    max_attempts: int = 5
+    lora_scale: float = 1.0
+    seed: int = 42
+    judge_retries: int = 2
+    backoff_s: float = 1.0
+
+
+@dataclass
+class Attempt:
+    index: int
+    caption: str
+    prompt_2: str
+    seed: int
+    image: np.ndarray = field(repr=False)
+    verdict: Verdict | None = None
+    analyzer_caption: str | None = None
+    analyzer_matches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdict and self.verdict.passed)
+
+    def score(self) -> tuple:
+        return (self.passed, self.analyzer_matches, -self.index)
+
+    def as_dict(self) -> dict:
+        return {
+            "attempt": self.index,
+            "caption": self.caption,
+            "prompt_2": self.prompt_2,
+            "seed": self.seed,
+            "verdict": self.verdict.as_dict() if self.verdict else None,
+            "analyzer_caption": self.analyzer_caption,
+            "analyzer_matches": self.analyzer_matches,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class FirstFrameResult:
+    attempts: list[Attempt]
+
+    @property
+    def best(self) -> Attempt:
+        return max(self.attempts, key=Attempt.score)
+
+    @property
+    def first_pass(self) -> bool:
+        return self.attempts[0].passed
+
+    def as_dict(self) -> dict:
+        return {
+            "attempts": [a.as_dict() for a in self.attempts],
+            "best_attempt": self.best.index,
+            "passed": self.best.passed,
+            "first_attempt_passed": self.first_pass,
+        }
+
+
+def working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) with the long side ``long_side``, aspect kept, both multiples of 16."""
+    scale = long_side / max(height, width)
+    return (max(16, round(height * scale / 16) * 16), max(16, round(width * scale / 16) * 16))
+
+
+def prepare_mask(mask: np.ndarray, config: FirstFrameConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(binary dilated mask for the painter, feathered float mask for blending back)."""
+    grown = mask_ops.dilate(mask, config.dilation)
+    return grown, mask_ops.feather(grown, config.feather)
+
+
+class FirstFramePainter:
+    """FluxFill (stock pipeline, optional LoRA already loaded) + optional judge."""
+
+    def __init__(self, pipe, judge=None, config: FirstFrameConfig | None = None, sleep=time.sleep):
+        self.pipe = pipe
+        self.judge = judge
+        self.config = config or FirstFrameConfig()
+        self._sleep = sleep
+
+    def paint(
+        self, frame: np.ndarray, mask: np.ndarray, caption: str, prompt_2: str, seed: int
+    ) -> np.ndarray:
+        """One FluxFill inpaint at the working size, blended back at the frame's size."""
+        import torch
+
+        cfg = self.config
+        grown, soft = prepare_mask(mask, cfg)
+        h, w = working_size(*frame.shape[:2], cfg.size)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        kwargs = {}
+        if getattr(self.pipe, "get_active_adapters", None) and self.pipe.get_active_adapters():
+            kwargs["joint_attention_kwargs"] = {"scale": cfg.lora_scale}
+        out = self.pipe(
+            prompt=caption,
+            prompt_2=prompt_2 or None,
+            image=Image.fromarray(frame),
+            mask_image=Image.fromarray(np.where(grown > 0, 255, 0).astype(np.uint8)),
+            height=h,
+            width=w,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            generator=generator,
+            output_type="np",
+            **kwargs,
+        ).images[0]
+        painted = np.asarray(
+            Image.fromarray((np.clip(out, 0, 1) * 255).round().astype(np.uint8)).resize(
+                (frame.shape[1], frame.shape[0]), Image.BICUBIC
+            )
+        )
+        blended = frame * (1 - soft[..., None]) + painted * soft[..., None]
+        return blended.round().astype(np.uint8)
+
+    def _judge(self, frame, mask, result, caption) -> Verdict | None:
+        if self.judge is None:
+            return None
+        verdict = None
+        for retry in range(self.config.judge_retries + 1):
+            verdict = self.judge.judge(frame, mask, result, caption)
+            if verdict.parsed or retry == self.config.judge_retries:
+                break
+            # An unreadable answer may be transient (OOM, a truncated reply): back off.
+            self._sleep(self.config.backoff_s * 2**retry)
+        return verdict
+
+    def run(
+        self, frame: np.ndarray, mask: np.ndarray, instruction: Instruction, on_attempt=None
+    ) -> FirstFrameResult:
+        from lanepaint.lanes.analyze import analyze_image
+
+        caption, prompt_2 = instruction.caption, instruction.prompt_2
+        attempts: list[Attempt] = []
+        for index in range(self.config.max_attempts):
+            start = time.perf_counter()
+            seed = self.config.seed + index
+            image = self.paint(frame, mask, caption, prompt_2, seed)
+            verdict = self._judge(frame, mask, image, instruction.caption)
+            analysis = analyze_image(image, mask)
+            matches = _matches(parse_caption(analysis.caption), instruction.attributes)
+            attempt = Attempt(
+                index,
+                caption,
+                prompt_2,
+                seed,
+                image,
+                verdict,
+                analysis.caption,
+                matches,
+                time.perf_counter() - start,
+            )
+            attempts.append(attempt)
+            if on_attempt:
+                on_attempt(attempt)
+            log.info(
+                "attempt %d: %s (%s)",
+                index,
+                "PASS" if attempt.passed else "FAIL" if verdict else "no judge",
+                "; ".join(verdict.reasons) if verdict else "",
+            )
+            if self.judge is None or attempt.passed:
+                break
+            if verdict and verdict.revised_caption:
+                prompt_2 = verdict.revised_caption
+        return FirstFrameResult(attempts)
+
+
+def _matches(found: LaneAttributes, wanted: LaneAttributes) -> int:
+    return sum(getattr(found, a) == getattr(wanted, a) for a in ("count", "color", "pattern"))
