@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 PIPELINE ?= filter-dataset
 export SAM2_BUILD_CUDA := 0
 
-.PHONY: install test lint demo compile check-compiled clean run-local
+.PHONY: install browser test lint demo compile check-compiled clean run-local
 
 install: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+# The HTML report is checked in a real headless browser: Debian's chromium (root only).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	  echo "warning: chromium missing; the report browser test will be skipped"
+
+test: install browser
 	$(VENV)/bin/ruff check lanepaint components pipelines bench tests
 	$(PY) -m pytest -q
 
@@ -43,3 +49,34 @@ clean:
 
 run-local: install
 	$(PY) -m pipelines.local $(PIPELINE) $(if $(PARAMS),--params $(PARAMS))
+
+# --- cluster: images, KFP submission (docs/cluster.md) ---------------------------------
+# Images are tagged with the git SHA; run-pipeline/upload/schedule compile afresh with
+# LANEPAINT_IMAGE_TAG=$(TAG) so what is submitted references exactly those images.
+GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+TAG ?= $(GIT_SHA)
+REGISTRY ?=
+RELEASE_TAG ?=
+SUBMIT = $(if $(REGISTRY),LANEPAINT_IMAGE_REGISTRY=$(REGISTRY)) $(PY) -m pipelines.submit
+BUILD_IMAGES = $(PY) images/build.py --tag $(TAG) $(if $(REGISTRY),--registry $(REGISTRY)) \
+	$(if $(RELEASE_TAG),--also-tag $(RELEASE_TAG))
+
+.PHONY: images push upload run-pipeline schedule
+
+images: install
+	$(BUILD_IMAGES) $(if $(ALLOW_DIRTY),--allow-dirty) $(if $(NO_PUSH),--no-push)
+
+push: install
+	$(BUILD_IMAGES) --push-only
+
+upload: install
+	$(SUBMIT) upload --image-tag $(TAG)
+
+run-pipeline: install
+	$(SUBMIT) run $(PIPELINE) --image-tag $(TAG) $(if $(PARAMS),--params $(PARAMS)) \
+		$(if $(WAIT),--wait) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+schedule: install
+	$(SUBMIT) schedule $(SCHEDULE_PIPELINE) --image-tag $(TAG) \
+		$(if $(PARAMS),--params $(PARAMS)) $(if $(CRON),--cron "$(CRON)") \
+		$(if $(REPLACE),--replace)

@@ -19,6 +19,7 @@ COMMANDS = [
     "lanepaint.lanes.cli",
     "lanepaint.stages.caption",
     "lanepaint.stages.build_dataset",
+    "lanepaint.stages.evaluate",
 ]
 
 

@@ -1,0 +1,53 @@
+"""Where the edit stage writes, per video and instruction (what evaluate reads).
+
+```
+OUT/<video_id>/<instruction_slug>/edited.mp4        the edited video
+                                  side_by_side.mp4  original | edited
+                                  first_frame/attempt_<k>.png, best.png
+                                  judge.json        every attempt with its verdict
+                                  record.json       settings, sources, timings (written last)
+OUT/summary.json, summary.md, failures.jsonl, manifest.jsonl
+```
+"""
+
+from __future__ import annotations
+
+import json
+
+from lanepaint.io import storage
+
+
+class EditLayout:
+    def __init__(self, root: str):
+        self.root = root
+
+    def item(self, video_id: str, slug: str, name: str = "") -> str:
+        parts = [video_id, slug] + ([name] if name else [])
+        return storage.join(self.root, *parts)
+
+    def edited(self, video_id: str, slug: str) -> str:
+        return self.item(video_id, slug, "edited.mp4")
+
+    def side_by_side(self, video_id: str, slug: str) -> str:
+        return self.item(video_id, slug, "side_by_side.mp4")
+
+    def attempt(self, video_id: str, slug: str, index: int | str) -> str:
+        name = index if isinstance(index, str) else f"attempt_{index}.png"
+        return self.item(video_id, slug, f"first_frame/{name}")
+
+    def judge(self, video_id: str, slug: str) -> str:
+        return self.item(video_id, slug, "judge.json")
+
+    def record(self, video_id: str, slug: str) -> str:
+        return self.item(video_id, slug, "record.json")
+
+    def records(self) -> list[dict]:
+        """Every finished item's record, sorted by video and instruction."""
+        out = []
+        for uri in storage.list_files(self.root):
+            if uri.endswith("/record.json"):
+                try:
+                    out.append(json.loads(storage.read_text(uri)))
+                except (json.JSONDecodeError, FileNotFoundError):
+                    continue
+        return sorted(out, key=lambda r: (r["video_id"], r["instruction_slug"]))

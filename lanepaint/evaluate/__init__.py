@@ -1,0 +1,1 @@
+"""Objective edit metrics (no VLM) and the HTML report the KFP UI shows."""

@@ -1,0 +1,114 @@
+"""Objective quality of an edited video, measured without any learned model.
+
+- background preservation: PSNR and SSIM between edited and original frames, outside the
+  (dilated) edit mask; paste-back should make this near-lossless (video coding aside);
+- temporal stability inside the mask: the mean absolute difference between each frame and
+  the next one warped back by optical flow (Farneback), on the edited video and, for
+  reference, on the original; flicker raises it;
+- lane attributes inside the mask: the weights-free lane analyzer over the edited frames,
+  compared attribute by attribute with the instruction.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lanepaint.data.vocab import LaneAttributes
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float | None:
+    """PSNR (dB) over the pixels selected by ``where``; None when none are selected."""
+    if not where.any():
+        return None
+    diff = a[where].astype(np.float64) - b[where].astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM of two RGB frames (gray, Gaussian window σ=1.5, the usual constants)."""
+    x, y = _gray(a), _gray(b)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(img):
+        return cv2.GaussianBlur(img, (11, 11), 1.5)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+
+
+def background_preservation(original: np.ndarray, edited: np.ndarray, masks: np.ndarray) -> dict:
+    """Mean PSNR/SSIM outside the masks over frames [T,H,W,3] (masks [T,H,W], 1 = edit)."""
+    psnrs, ssims = [], []
+    for o, e, m in zip(original, edited, masks, strict=False):
+        keep = m == 0
+        value = psnr(o, e, keep)
+        if value is None:
+            continue
+        psnrs.append(value)
+        ssims.append(float(ssim_map(o, e)[keep].mean()))
+    return {
+        "background_psnr_db": round(float(np.mean(psnrs)), 3) if psnrs else None,
+        "background_ssim": round(float(np.mean(ssims)), 5) if ssims else None,
+        "frames": len(psnrs),
+    }
+
+
+def warp_error(frames: np.ndarray, masks: np.ndarray) -> float | None:
+    """Mean |frame_t − warp(frame_{t+1} → t)| inside the masks (0–255 scale)."""
+    errors = []
+    for t in range(len(frames) - 1):
+        a, b = _gray(frames[t]), _gray(frames[t + 1])
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        h, w = a.shape
+        grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        warped = cv2.remap(
+            b,
+            grid_x + flow[..., 0],
+            grid_y + flow[..., 1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        region = masks[t] > 0
+        if region.any():
+            errors.append(float(np.abs(a - warped)[region].mean()))
+    return round(float(np.mean(errors)), 4) if errors else None
+
+
+def temporal_stability(original: np.ndarray, edited: np.ndarray, masks: np.ndarray) -> dict:
+    edited_err = warp_error(edited, masks)
+    original_err = warp_error(original, masks)
+    ratio = None
+    if edited_err is not None and original_err:
+        ratio = round(edited_err / original_err, 4)
+    return {
+        "warp_error_edited": edited_err,
+        "warp_error_original": original_err,
+        "warp_error_ratio": ratio,
+    }
+
+
+def lane_attributes(
+    edited: np.ndarray, masks: np.ndarray, wanted: LaneAttributes, max_frames: int = 24
+) -> dict:
+    """The analyzer's reading of the edited region against the instruction."""
+    from lanepaint.data.vocab import parse_caption
+    from lanepaint.lanes.analyze import analyze_video
+
+    analysis = analyze_video(edited, max_frames=max_frames, road_masks=masks)
+    found = parse_caption(analysis.caption)
+    correct = {a: getattr(found, a) == getattr(wanted, a) for a in ("count", "color", "pattern")}
+    return {
+        "analyzer_caption": found.caption,
+        "wanted_caption": wanted.caption,
+        "attribute_correct": correct,
+        "all_correct": all(correct.values()),
+    }
