@@ -17,7 +17,8 @@ def evaluate(
 ):
     """Judge and objective metrics of the edits; the HTML report shows in the KFP UI."""
     from lanepaint.io import artifacts, storage
-    from lanepaint.stages.evaluate import EvaluateConfig, evaluate as run
+    from lanepaint.stages.evaluate import EvaluateConfig
+    from lanepaint.stages.evaluate import evaluate as run
 
     edit_dir = artifacts.resolve_pointer(edits.path)
     out = output_dir or storage.join(edit_dir, "_evaluation")
