@@ -15,12 +15,22 @@ import sys
 COMMANDS = [
     "lanepaint.data.synth",
     "lanepaint.stages.filter_dataset",
+    "lanepaint.stages.segment",
+    "lanepaint.stages.train_lora",
     "lanepaint.models.cli",
     "lanepaint.lanes.cli",
     "lanepaint.stages.caption",
     "lanepaint.stages.build_dataset",
     "lanepaint.stages.evaluate",
 ]
+
+
+# `lanepaint kfp ...` and `lanepaint run-local ...` hand over to ``pipelines/`` (part of a
+# repository checkout): the library itself never imports kfp.
+PIPELINE_COMMANDS = {
+    "kfp": ("pipelines.submit", "submit runs, upload pipelines, create schedules"),
+    "run-local": ("pipelines.local", "run a pipeline on this machine with kfp.local"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for name, (_, help_text) in PIPELINE_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PIPELINE_COMMANDS:
+        return int(importlib.import_module(PIPELINE_COMMANDS[argv[0]][0]).main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

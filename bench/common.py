@@ -1,0 +1,66 @@
+"""What every benchmark records: the perf JSON of performance.md, card and commit included."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+
+def card() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return "cpu"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def perf_record(
+    stage: str,
+    ours_s: float,
+    reference_s: float,
+    rel_err: float | None,
+    floor_s: float | None,
+    peak_gib: float | None,
+    extra: dict | None = None,
+) -> dict:
+    """One result with the keys of docs/perf/<stage>.json."""
+    return {
+        "stage": stage,
+        "card": card(),
+        "commit": commit(),
+        "date": dt.date.today().isoformat(),
+        "ours_s": round(ours_s, 5),
+        "reference_s": round(reference_s, 5),
+        "ratio": round(reference_s / ours_s, 4) if ours_s else None,
+        "peak_gib": None if peak_gib is None else round(peak_gib, 3),
+        "floor_s": floor_s,
+        "rel_err": rel_err,
+        "extra": extra or {},
+    }
+
+
+def write_json(results: list[dict], out_dir: Path, size: str) -> list[Path]:
+    """``<stage>.json`` for full-size runs; ``<stage>.smoke.json`` so CI never overwrites
+    a measured result."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in results:
+        name = f"{r['stage']}.json" if size == "full" else f"{r['stage']}.smoke.json"
+        path = out_dir / name
+        path.write_text(json.dumps(r, indent=2) + "\n")
+        paths.append(path)
+    return paths
