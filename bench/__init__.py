@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.<name> --size full|smoke`` (see docs/performance.md)."""
