@@ -28,9 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="validate files (configs, safetensors headers) without loading any model",
     )
-    check.add_argument(
-        "--cache-dir", type=Path, default=None, help="local cache for a gs:// root"
-    )
+    check.add_argument("--cache-dir", type=Path, default=None, help="local cache for a gs:// root")
     check.set_defaults(func=_check)
 
 

@@ -152,14 +152,27 @@ def load_cogvideox_i2v(
         tokenizer=_load_tokenizer(name, folder / "tokenizer", T5Tokenizer),
         text_encoder=_load_weights(name, folder / "text_encoder", T5EncoderModel, dtype),
         vae=_load_weights(name, folder / "vae", AutoencoderKLCogVideoX, dtype),
-        transformer=_load_weights(
-            name, folder / "transformer", CogVideoXTransformer3DModel, dtype
-        ),
+        transformer=_load_weights(name, folder / "transformer", CogVideoXTransformer3DModel, dtype),
         scheduler=_load_files(
             name, folder / "scheduler", CogVideoXDPMScheduler, "scheduler_config.json"
         ),
     )
     return pipe.to(device)
+
+
+def load_videopainter_branch(
+    root: RootLike, dtype: torch.dtype = torch.bfloat16, device: Device = "cpu"
+):
+    """The VideoPainter context branch (``VideoPainter/checkpoints/branch``)."""
+    from lanepaint.models.root import VIDEOPAINTER_BRANCH_DIR
+    from lanepaint.videopainter.branch import VideoPainterBranch
+
+    return _load_weights(
+        "videopainter_branch",
+        as_model_root(root) / VIDEOPAINTER_BRANCH_DIR,
+        VideoPainterBranch,
+        dtype,
+    ).to(device)
 
 
 def load_qwen_vl(

@@ -287,9 +287,7 @@ def visible_gpus() -> list[tuple[str, int]]:
 
     if not torch.cuda.is_available():
         return []
-    return [
-        (f"cuda:{i}", torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())
-    ]
+    return [(f"cuda:{i}", torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
 
 
 def apply_placement(model: Any, placement: Placement) -> Any:

@@ -58,6 +58,12 @@ def _qwen_vl(size: str) -> Loader:
     return load
 
 
+def _videopainter_branch(root: ModelRoot) -> Any:
+    from lanepaint.models.loaders import load_videopainter_branch
+
+    return load_videopainter_branch(root)
+
+
 def _sam2(root: ModelRoot) -> Any:
     from lanepaint.models.loaders import load_sam2_video_predictor
 
@@ -79,7 +85,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "videopainter_branch",
             VIDEOPAINTER_BRANCH_DIR,
             False,
-            "VideoPainter context branch (files checked; loader comes with its model class)",
+            "VideoPainter context branch",
+            _videopainter_branch,
         ),
         ModelSpec(
             "qwen_vl_7b", QWEN_VL_DIRS["7B"], True, "Qwen2.5-VL-7B (judge, caption)", _qwen_vl("7B")

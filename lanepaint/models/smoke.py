@@ -30,6 +30,7 @@ from lanepaint.models.root import (
     SAM2_SIDECAR,
     SMOKE_LABEL,
     SMOKE_MARKER,
+    VIDEOPAINTER_BRANCH_DIR,
     ModelError,
 )
 
@@ -167,8 +168,11 @@ def qwen_processor(
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     sizes = dict(
-        patch_size=14, merge_size=merge_size, temporal_patch_size=2,
-        min_pixels=4 * 28 * 28, max_pixels=max_pixels,
+        patch_size=14,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+        min_pixels=4 * 28 * 28,
+        max_pixels=max_pixels,
     )
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**sizes),
@@ -195,54 +199,124 @@ def qwen_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
 # --- tiny models ----------------------------------------------------------------------------
 
 TINY_T5 = dict(
-    d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2, relative_attention_num_buckets=8,
-    feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
-    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    d_model=32,
+    d_ff=37,
+    d_kv=8,
+    num_heads=4,
+    num_layers=2,
+    relative_attention_num_buckets=8,
+    feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False,
+    use_cache=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
 )
 TINY_FLUX_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=2, layers_per_block=1, norm_num_groups=2,
-    block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, sample_size=32, use_quant_conv=False,
-    use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=2,
+    layers_per_block=1,
+    norm_num_groups=2,
+    block_out_channels=(8, 8, 8, 8),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=32,
+    use_quant_conv=False,
+    use_post_quant_conv=False,
+    shift_factor=0.1159,
+    scaling_factor=0.3611,
 )
 TINY_FLUX_TRANSFORMER = dict(
     # 272 = 4*2 noisy + 4*2 masked-image latent channels + 8*8*4 mask channels (packed 2x2)
-    patch_size=1, in_channels=272, out_channels=8, num_layers=1, num_single_layers=1,
-    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-    pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(4, 4, 8),
+    patch_size=1,
+    in_channels=272,
+    out_channels=8,
+    num_layers=1,
+    num_single_layers=1,
+    attention_head_dim=16,
+    num_attention_heads=2,
+    joint_attention_dim=32,
+    pooled_projection_dim=32,
+    guidance_embeds=True,
+    axes_dims_rope=(4, 4, 8),
 )
 FLUX_SCHEDULER = dict(
-    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_image_seq_len=256,
-    max_image_seq_len=4096, base_shift=0.5, max_shift=1.15,
+    num_train_timesteps=1000,
+    shift=3.0,
+    use_dynamic_shifting=True,
+    base_image_seq_len=256,
+    max_image_seq_len=4096,
+    base_shift=0.5,
+    max_shift=1.15,
 )
 TINY_COGVIDEOX_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
-    block_out_channels=(8, 8, 8, 8), down_block_types=("CogVideoXDownBlock3D",) * 4,
-    up_block_types=("CogVideoXUpBlock3D",) * 4, temporal_compression_ratio=4,
-    sample_height=32, sample_width=48, scaling_factor=0.7,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=1,
+    norm_num_groups=2,
+    block_out_channels=(8, 8, 8, 8),
+    down_block_types=("CogVideoXDownBlock3D",) * 4,
+    up_block_types=("CogVideoXUpBlock3D",) * 4,
+    temporal_compression_ratio=4,
+    sample_height=32,
+    sample_width=48,
+    scaling_factor=0.7,
 )
 TINY_COGVIDEOX_TRANSFORMER = dict(
     # sample 4x6 latents = 32x48 pixels (the 2:3 aspect of 480x720); 8 = 2 x 4 latent channels
-    num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
-    time_embed_dim=2, text_embed_dim=32, num_layers=1, sample_width=6, sample_height=4,
-    sample_frames=49, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
-    use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True,
+    num_attention_heads=2,
+    attention_head_dim=16,
+    in_channels=8,
+    out_channels=4,
+    time_embed_dim=2,
+    text_embed_dim=32,
+    num_layers=2,  # the VideoPainter branch copies the first two blocks
+    sample_width=6,
+    sample_height=4,
+    sample_frames=49,
+    patch_size=2,
+    temporal_compression_ratio=4,
+    max_text_seq_length=226,
+    use_rotary_positional_embeddings=True,
+    use_learned_positional_embeddings=True,
 )
 COGVIDEOX_SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-    beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=True, steps_offset=0,
-    prediction_type="v_prediction", rescale_betas_zero_snr=True, snr_shift_scale=1.0,
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    snr_shift_scale=1.0,
     timestep_spacing="trailing",
 )
 TINY_QWEN_TEXT = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
     rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6},
 )
 TINY_QWEN_VISION = dict(
-    depth=2, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14,
-    spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32, window_size=56,
-    fullatt_block_indexes=[1], tokens_per_second=2,
+    depth=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=4,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    out_hidden_size=32,
+    window_size=56,
+    fullatt_block_indexes=[1],
+    tokens_per_second=2,
 )
 
 
@@ -259,9 +333,16 @@ def tiny_flux_fill(seed: int = 0) -> FluxFillPipeline:
     _seed(seed, "flux_fill")
     clip = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=_round_up(len(clip_tok)), hidden_size=32, intermediate_size=37,
-            num_hidden_layers=5, num_attention_heads=4, max_position_embeddings=77,
-            projection_dim=32, hidden_act="quick_gelu", bos_token_id=0, eos_token_id=1,
+            vocab_size=_round_up(len(clip_tok)),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=5,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            hidden_act="quick_gelu",
+            bos_token_id=0,
+            eos_token_id=1,
             pad_token_id=1,
         )
     )
@@ -331,6 +412,23 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def tiny_videopainter_branch(transformer, seed: int = 0):
+    """The branch initialized from the tiny backbone as specified, with its zero output
+    layers given small random weights (like trained ones) so that smoke runs exercise the
+    injection numerically."""
+    import torch
+
+    from lanepaint.videopainter.branch import VideoPainterBranch
+
+    branch = VideoPainterBranch.from_transformer(transformer)
+    _seed(seed, "videopainter_branch")
+    with torch.no_grad():
+        for layer in branch.branch_blocks:
+            layer.weight.normal_(0.0, 0.02)
+            layer.bias.zero_()
+    return branch
+
+
 def _write_smoke_models(dest: Path, seed: int) -> None:
     import torch
 
@@ -339,7 +437,10 @@ def _write_smoke_models(dest: Path, seed: int) -> None:
     write_clip_vocab_files(dest / FLUX_FILL_DIR / "tokenizer")
     del flux
 
-    tiny_cogvideox_i2v(seed).save_pretrained(dest / COGVIDEOX_I2V_DIR)
+    cog = tiny_cogvideox_i2v(seed)
+    cog.save_pretrained(dest / COGVIDEOX_I2V_DIR)
+    tiny_videopainter_branch(cog.transformer, seed).save_pretrained(dest / VIDEOPAINTER_BRANCH_DIR)
+    del cog
 
     qwen, processor = tiny_qwen_vl(seed)
     qwen.save_pretrained(dest / QWEN_VL_DIRS["7B"])
@@ -360,6 +461,7 @@ def _write_smoke_models(dest: Path, seed: int) -> None:
             "models": {
                 "flux_fill": FLUX_FILL_DIR,
                 "cogvideox_i2v": COGVIDEOX_I2V_DIR,
+                "videopainter_branch": VIDEOPAINTER_BRANCH_DIR,
                 "qwen_vl_7b": QWEN_VL_DIRS["7B"],
                 "sam2": SAM2_CHECKPOINT,
             },

@@ -38,7 +38,6 @@ from lanepaint.io import reports, storage
 
 log = logging.getLogger(__name__)
 
-BRANCH_DIR = "VideoPainter/checkpoints/branch"
 ID_LORA_FILE = "VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
 MAX_MASK_COVERAGE = 0.98
 
@@ -48,6 +47,8 @@ class EditConfig:
     instructions: str = "lane single white solid"
     first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)
     judge: bool = True
+    judge_max_new_tokens: int = 128
+    judge_visual_tokens: int = 990
     vlm_size: str = "7B"
     lora: str | None = None
     steps: int = 50
@@ -98,7 +99,6 @@ def load_models(model_root: str, config: EditConfig) -> Models:
 
     from lanepaint.models import loaders, placement
     from lanepaint.models.root import as_model_root
-    from lanepaint.videopainter.branch import VideoPainterBranch
     from lanepaint.videopainter.pipeline import VideoPainterPipeline
     from lanepaint.vlm.judge import Judge
     from lanepaint.vlm.qwen import VLMGenerator
@@ -123,7 +123,9 @@ def load_models(model_root: str, config: EditConfig) -> Models:
     if config.judge:
         vlm_dev = plan[vlm].device
         model, processor = loaders.load_qwen_vl(root, config.vlm_size, _dtype(vlm_dev), vlm_dev)
-        judge = Judge(VLMGenerator(model, processor))
+        judge = Judge(
+            VLMGenerator(model, processor), config.judge_max_new_tokens, config.judge_visual_tokens
+        )
 
     cog_dev = plan["cogvideox_i2v"].device
     dtype = _dtype(cog_dev)
@@ -131,7 +133,7 @@ def load_models(model_root: str, config: EditConfig) -> Models:
     pipe.scheduler = CogVideoXDPMScheduler.from_config(
         pipe.scheduler.config, timestep_spacing="trailing"
     )
-    branch = VideoPainterBranch.from_pretrained(str(root / BRANCH_DIR), torch_dtype=dtype)
+    branch = loaders.load_videopainter_branch(root, dtype, "cpu")
     painter = VideoPainterPipeline(pipe, branch)
     if (root / ID_LORA_FILE).is_file():
         painter.load_id_lora(root / ID_LORA_FILE)
