@@ -320,6 +320,15 @@ TINY_QWEN_VISION = dict(
 )
 
 
+def _eval(pipe):
+    """In-memory tiny pipelines behave like loaded ones: eval mode (T5's dropout is on in
+    training mode and would make every call differ)."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    return pipe
+
+
 def tiny_flux_fill(seed: int = 0) -> FluxFillPipeline:
     from diffusers import (
         AutoencoderKL,
@@ -347,7 +356,7 @@ def tiny_flux_fill(seed: int = 0) -> FluxFillPipeline:
         )
     )
     t5 = T5EncoderModel(T5Config(vocab_size=128, **TINY_T5))
-    return FluxFillPipeline(
+    pipe = FluxFillPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
         vae=AutoencoderKL(**TINY_FLUX_VAE),
         text_encoder=clip,
@@ -356,6 +365,7 @@ def tiny_flux_fill(seed: int = 0) -> FluxFillPipeline:
         tokenizer_2=t5_tok,
         transformer=FluxTransformer2DModel(**TINY_FLUX_TRANSFORMER),
     )
+    return _eval(pipe)
 
 
 def tiny_cogvideox_i2v(seed: int = 0) -> CogVideoXImageToVideoPipeline:
@@ -368,13 +378,14 @@ def tiny_cogvideox_i2v(seed: int = 0) -> CogVideoXImageToVideoPipeline:
     from transformers import T5Config, T5EncoderModel
 
     _seed(seed, "cogvideox_i2v")
-    return CogVideoXImageToVideoPipeline(
+    pipe = CogVideoXImageToVideoPipeline(
         tokenizer=t5_tokenizer(model_max_length=226),
         text_encoder=T5EncoderModel(T5Config(vocab_size=128, **TINY_T5)),
         vae=AutoencoderKLCogVideoX(**TINY_COGVIDEOX_VAE),
         transformer=CogVideoXTransformer3DModel(**TINY_COGVIDEOX_TRANSFORMER),
         scheduler=CogVideoXDPMScheduler(**COGVIDEOX_SCHEDULER),
     )
+    return _eval(pipe)
 
 
 def tiny_qwen_vl(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor]:

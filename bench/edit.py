@@ -1,0 +1,315 @@
+"""``python -m bench.edit --size full|smoke``: first frame, propagation and one whole edit.
+
+Full size (random bf16 weights built on the GPU, performance.md's work units):
+- first_frame: FluxFill at 1024², 50 steps. Reference: a plain ``FluxFillPipeline(...)``
+  call. Ours: the same pipeline with fused QKV projections and regionally compiled
+  transformer blocks (compile time reported separately, paid once per component run).
+- propagate: CogVideoX-5B-I2V + VideoPainter branch, 49 frames at 480x720, 50 steps, CFG as
+  one batch of 2. Reference: our dual pipeline called eagerly; ours: compiled blocks.
+- whole_edit: one video through the stage's two phases as the edit stage runs them
+  (first frame + one judge call, then propagation + encoding), models swapped between
+  phases as the placement plan does on one GPU.
+Outputs are compared with the reference on the same weights and inputs (relative L2 of the
+output images / latents). Smoke size runs the same code on the tiny models on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import perf_record, write_json
+
+GiB = 1024**3
+PEAK_TFLOPS = 790.0
+FLUX_STEP_TFLOP = 74.0
+COG_STEP_TFLOP = 660.0  # one CFG step (batch 2) of the 49-frame clip: 2 x 330
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _clock(fn):
+    _sync()
+    start = time.perf_counter()
+    out = fn()
+    _sync()
+    return time.perf_counter() - start, out
+
+
+def _peak() -> float | None:
+    return torch.cuda.max_memory_allocated() / GiB if torch.cuda.is_available() else None
+
+
+def _rel(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    a = torch.as_tensor(np.asarray(a, dtype=np.float32) if isinstance(a, np.ndarray) else a)
+    b = torch.as_tensor(np.asarray(b, dtype=np.float32) if isinstance(b, np.ndarray) else b)
+    a, b = a.float().flatten(), b.float().flatten()
+    return float((a - b).norm() / a.norm().clamp_min(1e-12))
+
+
+def _free(*objs) -> None:
+    for o in objs:
+        if hasattr(o, "to"):
+            o.to("cpu")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _scene(h: int, w: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    from lanepaint.data.synth import SceneSpec, render_clip
+
+    video, road = render_clip(SceneSpec(width=w, height=h, seed=7), frames, 8.0)
+    return video, road
+
+
+def bench_first_frame(size: str, device: str) -> tuple[dict, object, dict]:
+    from PIL import Image
+
+    if size == "full":
+        from lanepaint.models.fullsize import build_flux_fill_pipeline
+
+        pipe = build_flux_fill_pipeline(device)
+        res, steps = 1024, 50
+    else:
+        from lanepaint.models.smoke import tiny_flux_fill
+
+        pipe = tiny_flux_fill().to(device)
+        res, steps = 32, 4
+    frame, road = _scene(res, res, 1)
+    image, mask = Image.fromarray(frame[0]), Image.fromarray(road[0] * 255)
+    caption = "road with single white solid lane markings"
+
+    def call():
+        g = torch.Generator("cpu").manual_seed(0)
+        return pipe(
+            prompt=caption,
+            image=image,
+            mask_image=mask,
+            height=res,
+            width=res,
+            num_inference_steps=steps,
+            guidance_scale=30.0,
+            generator=g,
+            output_type="np",
+        ).images[0]
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    _clock(call)  # warm-up
+    ref_s, ref = _clock(call)
+    t_compile = time.perf_counter()
+    pipe.transformer.fuse_qkv_projections()
+    for block in [
+        *pipe.transformer.transformer_blocks,
+        *pipe.transformer.single_transformer_blocks,
+    ]:
+        block.compile()
+    _clock(call)  # compiles (first call), paid once per component run
+    t_compile = time.perf_counter() - t_compile
+    ours_s, ours = _clock(call)
+    record = perf_record(
+        "first_frame",
+        ours_s,
+        ref_s,
+        _rel(ref, ours),
+        floor_s=round(steps * FLUX_STEP_TFLOP / PEAK_TFLOPS, 3) if size == "full" else None,
+        peak_gib=_peak(),
+        extra={
+            "work": f"{res}x{res}, {steps} steps",
+            "compile_s": round(t_compile, 1),
+            "variant": "fused QKV + regionally compiled blocks",
+        },
+    )
+    return record, pipe, {"frame": frame[0], "mask": road[0]}
+
+
+def bench_propagate(size: str, device: str) -> tuple[dict, object]:
+    from lanepaint.videopainter.branch import VideoPainterBranch
+    from lanepaint.videopainter.pipeline import VideoPainterPipeline
+
+    if size == "full":
+        from lanepaint.models.fullsize import build_cogvideox_i2v_pipeline
+
+        pipe = build_cogvideox_i2v_pipeline(device)
+        steps = 50
+    else:
+        from lanepaint.models.smoke import tiny_cogvideox_i2v
+
+        pipe = tiny_cogvideox_i2v().to(device)
+        steps = 3
+    from diffusers import CogVideoXDPMScheduler
+
+    pipe.scheduler = CogVideoXDPMScheduler.from_config(
+        pipe.scheduler.config, timestep_spacing="trailing"
+    )
+    branch = VideoPainterBranch.from_transformer(pipe.transformer)
+    with torch.no_grad():
+        for layer in branch.branch_blocks:  # trained-like, so the branch is not a no-op
+            layer.weight.normal_(0.0, 0.02)
+    painter = VideoPainterPipeline(pipe, branch)
+    cfg = pipe.transformer.config
+    h = cfg.sample_height * pipe.vae_scale_factor_spatial
+    w = cfg.sample_width * pipe.vae_scale_factor_spatial
+    frames = cfg.sample_frames
+    video, road = _scene(h, w, frames)
+    first = video[0].copy()
+    first[road[0] > 0] = 255 - first[road[0] > 0]
+
+    def call(n_steps=steps):
+        return painter(
+            video,
+            road,
+            "a road with a single white solid lane marking",
+            first,
+            num_inference_steps=n_steps,
+            guidance_scale=6.0,
+            seed=0,
+            mask_dilation=16 if size == "full" else 2,
+        )
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    _clock(lambda: call(2))  # warm-up
+    ref_s, ref = _clock(call)
+    t_compile = time.perf_counter()
+    if device == "cuda":
+        painter.compile_blocks()
+    _clock(lambda: call(2))  # compiles, paid once per component run
+    t_compile = time.perf_counter() - t_compile
+    ours_s, ours = _clock(call)
+    record = perf_record(
+        "propagate",
+        ours_s,
+        ref_s,
+        _rel(ref.latents, ours.latents),
+        floor_s=round(steps * COG_STEP_TFLOP / PEAK_TFLOPS, 2) if size == "full" else None,
+        peak_gib=_peak(),
+        extra={
+            "work": f"{frames} frames {h}x{w}, {steps} steps, CFG",
+            "compile_s": round(t_compile, 1),
+            "variant": "regionally compiled blocks",
+            "ref_timings": ref.timings,
+            "ours_timings": ours.timings,
+            "pixel_rel_err": _rel(ref.frames, ours.frames),
+        },
+    )
+    return record, painter
+
+
+def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
+    device = "cuda" if size == "full" else "cpu"
+    results = []
+    whole: dict[str, float] = {}
+    if parts & {"first_frame", "whole_edit"}:
+        record, flux, scene = bench_first_frame(size, device)
+        results.append(record)
+        if "whole_edit" in parts:
+            from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter
+            from lanepaint.edit.instructions import parse_instruction
+            from lanepaint.vlm.judge import Judge
+            from lanepaint.vlm.qwen import VLMGenerator
+
+            if size == "full":
+                from lanepaint.models.fullsize import build_qwen_vl
+
+                qwen, proc = build_qwen_vl(device)
+                ff = FirstFrameConfig(size=1024, steps=50, max_attempts=1)
+                judge = Judge(VLMGenerator(qwen, proc), max_new_tokens=64)
+            else:
+                from lanepaint.models.smoke import tiny_qwen_vl
+
+                qwen, proc = tiny_qwen_vl()
+                ff = FirstFrameConfig(size=32, steps=4, max_attempts=1)
+                judge = Judge(VLMGenerator(qwen, proc), max_new_tokens=8, tokens=64)
+            painter = FirstFramePainter(flux, judge, ff)
+            h, w = (480, 720) if size == "full" else (32, 48)
+            frame, road = _scene(h, w, 1)
+            whole["phase1_s"], _ = _clock(
+                lambda: painter.run(frame[0], road[0], parse_instruction("lane single white solid"))
+            )
+            t, _ = _clock(lambda: _free(flux, qwen))
+            whole["release_s"] = t
+        else:
+            _free(flux)
+        del flux
+    if parts & {"propagate", "whole_edit"}:
+        record, painter = bench_propagate(size, device)
+        if "propagate" in parts:
+            results.append(record)
+        if "whole_edit" in parts:
+            from lanepaint.io.video import write_video
+
+            cfg = painter.pipe.transformer.config
+            f = painter.pipe.vae_scale_factor_spatial
+            video, road = _scene(cfg.sample_height * f, cfg.sample_width * f, cfg.sample_frames)
+            steps = 50 if size == "full" else 3
+            whole["phase2_s"], res = _clock(
+                lambda: painter(video, road, "a road", video[0], num_inference_steps=steps, seed=0)
+            )
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                whole["encode_s"], _ = _clock(
+                    lambda: (
+                        write_video(Path(tmp) / "e.mp4", res.frames, 8.0),
+                        write_video(
+                            Path(tmp) / "s.mp4", np.concatenate([video, res.frames], axis=2), 8.0
+                        ),
+                    )
+                )
+            total = sum(whole.values())
+            results.append(
+                perf_record(
+                    "whole_edit",
+                    total,
+                    total,
+                    None,
+                    floor_s=None,
+                    peak_gib=_peak(),
+                    extra={
+                        "phases_s": {k: round(v, 3) for k, v in whole.items()},
+                        "videos_per_hour": round(3600 / total, 2),
+                        "note": "one attempt (first-attempt pass); reference = ours: the stock "
+                        "libraries have no whole-edit path",
+                    },
+                )
+            )
+    write_json(results, out_dir, size)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser.add_argument("--parts", default="first_frame,propagate,whole_edit")
+    args = parser.parse_args(argv)
+    results = run(args.size, args.out_dir, set(args.parts.split(",")))
+    print(
+        f"{'stage':<12} {'ours_s':>9} {'ref_s':>9} {'ratio':>6} {'floor_s':>8} "
+        f"{'rel_err':>9} {'peak_gib':>8}"
+    )
+    for r in results:
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+        err = "-" if r["rel_err"] is None else f"{r['rel_err']:.2e}"
+        floor = "-" if r["floor_s"] is None else f"{r['floor_s']:.1f}"
+        print(
+            f"{r['stage']:<12} {r['ours_s']:>9.2f} {r['reference_s']:>9.2f} "
+            f"{r['ratio']:>6.2f} {floor:>8} {err:>9} {peak:>8}"
+        )
+    print(json.dumps({r["stage"]: r["extra"] for r in results}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""KFP components of the edit step: one GPU task per shard of videos, then a merge."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
+
+from components.settings import image_for
+
+
+@dsl.component(base_image=image_for("shard"), install_kfp_package=False)
+def shard_indices(num_shards: int) -> list:
+    """[0, 1, ..., num_shards-1]: the items of the ParallelFor over shards."""
+    if num_shards < 1:
+        raise ValueError("num_shards must be >= 1")
+    return list(range(num_shards))
+
+
+@dsl.component(base_image=image_for("edit"), install_kfp_package=False)
+def edit_shard(
+    layout: Input[Dataset],
+    output_dir: str,
+    model_root: str,
+    instruction: str,
+    shard_index: int,
+    num_shards: int,
+    lora: str = "",
+    lora_scale: float = 1.0,
+    judge: bool = True,
+    max_attempts: int = 5,
+    steps: int = 50,
+    first_frame_steps: int = 50,
+    max_frames: int = -1,
+    compile_blocks: bool = True,
+) -> int:
+    """Edit one shard of the videos into output_dir; returns how many items it edited."""
+    from dataclasses import replace
+
+    from lanepaint.edit.first_frame import FirstFrameConfig
+    from lanepaint.io import artifacts, storage
+    from lanepaint.stages.edit import EditConfig, edit_videos
+
+    config = EditConfig(
+        instructions=instruction,
+        first_frame=replace(
+            FirstFrameConfig(),
+            max_attempts=max_attempts,
+            steps=first_frame_steps,
+            lora_scale=lora_scale,
+        ),
+        judge=judge,
+        lora=artifacts.resolve_pointer(lora) if lora else None,
+        steps=steps,
+        max_frames=None if max_frames < 0 else max_frames,
+        compile=compile_blocks,
+        num_shards=num_shards,
+        shard_index=shard_index,
+    )
+    summary_dir = storage.join(output_dir, "_shards", f"shard_{shard_index:04d}")
+    summary = edit_videos(
+        artifacts.resolve_pointer(layout.path),
+        output_dir,
+        model_root,
+        config,
+        summary_dir=summary_dir,
+    )
+    return int(summary["edited"])
+
+
+@dsl.component(base_image=image_for("merge"), install_kfp_package=False)
+def merge_edits(
+    output_dir: str,
+    shard_counts: list,
+    edits: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+):
+    """Combine the shards' manifests, summaries and failures."""
+    from lanepaint.io import artifacts, storage
+    from lanepaint.stages.edit import merge_edits as merge
+
+    summary = merge(output_dir)
+    artifacts.write_pointer(edits.path, output_dir, "edit-outputs", items=summary["records"])
+    edits.metadata.update({"uri": output_dir, "items": summary["records"]})
+    for key in ("items", "edited", "skipped_done", "failed", "records"):
+        metrics.log_metric(key, summary[key])
+    with open(report.path, "w") as f:
+        f.write(storage.read_text(storage.join(output_dir, "summary.md")))
