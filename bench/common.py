@@ -20,6 +20,12 @@ def card() -> str:
 
 
 def commit() -> str:
+    """The code's commit: $LANEPAINT_COMMIT (set where the tree travels without .git, e.g. a
+    lent GPU machine), else git."""
+    import os
+
+    if os.environ.get("LANEPAINT_COMMIT"):
+        return os.environ["LANEPAINT_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True

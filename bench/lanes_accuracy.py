@@ -1,0 +1,296 @@
+"""``python -m bench.lanes_accuracy [--size full|smoke]``: accuracy of `lanepaint lanes`.
+
+Per-attribute accuracy (count, color, pattern) of the weights-free lane analysis, per line
+(left and right pooled) and for the summary caption, on:
+
+- synthetic frames of every left x right combination (8 x 8) under each condition (plain,
+  shadows, curve, night) at three sizes and two instants, plus a harder mix;
+- synthetic clips (aggregated over frames);
+- every row of ../shared/data/LABELS.csv (images alone, videos aggregated), and every
+  frame of the labelled videos analysed alone;
+- TuSimple example frames: distance of the found ego lines to the labelled lane pixels.
+
+Full size writes docs/quality.md; smoke size (a subsample, about a minute) only prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import time
+from pathlib import Path
+
+from lanepaint.lanes.accuracy import (
+    CONDITIONS,
+    HARD,
+    Case,
+    Localization,
+    run_label_video_frames,
+    run_labels,
+    run_synthetic_images,
+    run_synthetic_videos,
+    run_tusimple,
+    synthetic_specs,
+    tally,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SIZES = ((320, 192), (256, 160), (640, 384))
+SMALL_SIZES = ((160, 96), (128, 80))
+
+# Rows whose label we believe is wrong, and why (shown only while the analysis disagrees).
+DISPUTED = {
+    "images/udacity_advanced_lane_lines/straight_lines2.jpg": (
+        "the frame shows the car in the rightmost lane: a white dashed line on its left and "
+        "the white solid edge line on its right (no yellow line near the ego lane); the "
+        "label reads yellow solid | white dashed, like the other Udacity frames."
+    ),
+}
+
+
+def _pct(x: float) -> str:
+    return "–" if math.isnan(x) else f"{100 * x:.1f} %"
+
+
+def _table(groups: dict[str, list[Case]]) -> list[str]:
+    out = [
+        "| set | n | count (line) | color (line) | pattern (line) | count (summary) "
+        "| color (summary) | pattern (summary) | caption exact |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, cases in groups.items():
+        t = tally(cases)
+        out.append(
+            f"| {name} | {t.cases} | {_pct(t.side_accuracy('count'))} "
+            f"| {_pct(t.side_accuracy('color'))} | {_pct(t.side_accuracy('pattern'))} "
+            f"| {_pct(t.accuracy('summary', 'count'))} | {_pct(t.accuracy('summary', 'color'))} "
+            f"| {_pct(t.accuracy('summary', 'pattern'))} | {_pct(t.caption_accuracy)} |"
+        )
+    return out
+
+
+def _by_group(cases: list[Case], order: tuple[str, ...] | None = None) -> dict[str, list[Case]]:
+    names = order or tuple(dict.fromkeys(c.group for c in cases))
+    groups = {name: [c for c in cases if c.group == name] for name in names}
+    groups = {k: v for k, v in groups.items() if v}
+    groups["all"] = list(cases)
+    return groups
+
+
+def _failures(cases: list[Case], limit: int = 25) -> list[str]:
+    fails = tally(cases).failures
+    lines = [f"- {f}" for f in fails[:limit]]
+    if len(fails) > limit:
+        lines.append(f"- … and {len(fails) - limit} more")
+    return lines or ["- none"]
+
+
+def _words(attrs) -> str:
+    return f"{attrs.count} {attrs.color} {attrs.pattern}"
+
+
+def _real_rows(cases: list[Case]) -> list[str]:
+    out = [
+        "| path | label left \\| right | analysis left \\| right | ok |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in cases:
+        got_l, got_r = c.result.left.attributes, c.result.right.attributes
+        ok = got_l == c.left and got_r == c.right
+        out.append(
+            f"| {c.name} | {_words(c.left)} \\| {_words(c.right)} "
+            f"| {_words(got_l)} \\| {_words(got_r)} | {'yes' if ok else '**no**'} |"
+        )
+    return out
+
+
+def _localization(rows: list[Localization]) -> list[str]:
+    out = ["| frame | side | found | median error (px at 1280x720) |", "| --- | --- | --- | ---: |"]
+    for r in rows:
+        err = "–" if math.isnan(r.median_error_px) else f"{r.median_error_px:.1f}"
+        out.append(f"| {r.image} | {r.side} | {'yes' if r.found else 'no'} | {err} |")
+    return out
+
+
+def run(size: str, data: Path) -> tuple[list[str], dict]:
+    smoke = size == "smoke"
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - t0
+        return result
+
+    pairs = 8 if smoke else None
+    times = (2.0,) if smoke else (0.7, 2.9)
+    synth = timed(
+        "synthetic images",
+        lambda: run_synthetic_images(synthetic_specs(pairs, CONDITIONS, SIZES), times),
+    )
+    hard = timed(
+        "synthetic hard",
+        lambda: run_synthetic_images(synthetic_specs(8 if smoke else 24, (HARD,), SIZES, 7), times),
+    )
+    small = timed(
+        "synthetic small",
+        lambda: [
+            Case(c.name, f"{w}x{h}", c.left, c.right, c.result)
+            for w, h in SMALL_SIZES
+            for c in run_synthetic_images(synthetic_specs(8, CONDITIONS, ((w, h),), seed=5))
+        ],
+    )
+    clips = timed(
+        "synthetic clips",
+        lambda: run_synthetic_videos(
+            synthetic_specs(4 if smoke else 8, CONDITIONS, ((320, 192),), seed=3), frames=12
+        ),
+    )
+    coverage = "8 pairs covering all 8 per side" if smoke else "all 64 pairs"
+    md = [
+        "# Lane analysis quality (`lanepaint lanes`)",
+        "",
+        f"Measured {dt.date.today().isoformat()} by `python -m bench.lanes_accuracy --size {size}`"
+        " (CPU only; the analysis needs no weights).",
+        "",
+        "An attribute counts as correct only when it equals the label; `unknown` counts as",
+        "wrong. *line* pools the left and right ego-lane lines; *summary* is the combined",
+        "caption attribute (`LaneAttributes.combine`: mixed where the sides differ);",
+        "*caption exact* needs all three summary attributes right.",
+        "",
+        "## Synthetic scenes (`lanepaint.data.synth`)",
+        "",
+        "Every left x right combination of {single, double} x {white, yellow} x "
+        f"{{solid, dashed}} ({coverage})"
+        f" per condition, rendered at {', '.join(f'{w}x{h}' for w, h in SIZES)} (cycled) and "
+        f"analysed at t = {', '.join(f'{t:g}' for t in times)} s, without the road mask. "
+        "Camera height, horizon, dash gap, extra lanes and curve direction vary at random. "
+        f"`{HARD}` combines shadows, a sharp curve and sensor noise of sigma 9.",
+        "",
+        *_table(_by_group(synth + hard, (*CONDITIONS, HARD))),
+        "",
+        "Below 256 px wide the analysis degrades: the two stripes of a double line are no",
+        "longer resolved (count mostly turns `unknown` rather than wrong) and far dash gaps",
+        "shrink to a pixel or two (8 pairs x 4 conditions per size):",
+        "",
+        *_table(_by_group(small)),
+        "",
+        f"Clips ({len(clips)} of 12 frames at 8 fps, 320x192; attributes voted over frames):",
+        "",
+        *_table(_by_group(clips, CONDITIONS)),
+        "",
+        "Synthetic failures:",
+        "",
+        *_failures(synth + hard + clips),
+        "",
+    ]
+    summary = {"synthetic": tally(synth), "clips": tally(clips), "hard": tally(hard)}
+    if (data / "LABELS.csv").is_file():
+        real = timed("real labels", lambda: run_labels(data))
+        frames = timed(
+            "real video frames", lambda: run_label_video_frames(data, step=4 if smoke else 1)
+        )
+        loc = timed("tusimple", lambda: run_tusimple(data))
+        disputed = [
+            c
+            for c in real
+            if c.name in DISPUTED
+            and (c.result.left.attributes != c.left or c.result.right.attributes != c.right)
+        ]
+        groups = _by_group(real, ("image", "video"))
+        if disputed:
+            names = {c.name for c in disputed}
+            groups["all, disputed labels left out"] = [c for c in real if c.name not in names]
+        md += [
+            "## Real frames (`../shared/data/LABELS.csv`)",
+            "",
+            "Every labelled image analysed alone and every labelled video aggregated over up to"
+            " 24 frames (no road masks). These frames were also used to tune the thresholds,"
+            " so this is not a held-out measure.",
+            "",
+            *_table(groups),
+            "",
+            *_real_rows(real),
+            "",
+            "Every frame of the labelled videos analysed alone (no voting):",
+            "",
+            *_table(_by_group(frames)),
+            "",
+            "Failures on real data:",
+            "",
+            *_failures(real + frames, limit=30),
+            "",
+        ]
+        if disputed:
+            md += ["Disputed labels:", ""]
+            md += [f"- `{c.name}`: {DISPUTED[c.name]}" for c in disputed]
+            md.append("")
+        md += [
+            "## Line localization on TuSimple frames",
+            "",
+            "TuSimple example frames carry lane pixels, not attributes: this checks that the",
+            "lines chosen as the ego lane's are the labelled ones (median horizontal distance",
+            "over the rows both cover, in pixels of the 1280x720 frame; for scale, the labelled",
+            "ego lane is about 1100 px wide at the bottom of these frames).",
+            "",
+            *_localization(loc),
+            "",
+        ]
+        summary.update(real=tally(real), frames=tally(frames))
+    else:
+        md += [f"Real data not found at {data}: real-frame tables skipped.", ""]
+    md += [
+        "## Where it fails, and what it does not do",
+        "",
+        "- The synthetic scenes come from the renderer the analysis was developed against;",
+        "  their near-perfect scores show the method is consistent, not that it generalizes.",
+        "  The real numbers are the ones to trust, and they are thin: two Udacity cameras,",
+        "  sunny California freeways, single lines only (no real double line, no real",
+        "  night), and the same frames were used to tune the thresholds.",
+        "- Seen while tuning on the real frames: foliage and guard rails out-voting the",
+        "  lane lines for the vanishing point (now up to three candidates are tried and the",
+        "  first that shows both ego lines is kept); shadow edges and concrete seams taken",
+        "  for lines (lines must now be parallel to the others and long enough); a faded",
+        "  yellow line on light concrete losing part of its length, which then reads as",
+        "  dashed (still the case in the last frames of `udacity_vd_pr2_test_small1`; the",
+        "  vote over the clip is right).",
+        "- A frame that holds a single dash of a dashed line has no gap to measure unless",
+        "  the other line shows where the road begins; pattern is then `unknown`.",
+        "- Double lines need resolution: below 256 px wide, count turns `unknown` more and",
+        "  more often (table above).",
+        "- Night works where headlights light the markings (the synthetic night); a frame",
+        "  with almost no light is reported as too dark.",
+        "- Not handled: roads without markings (no line found), lane changes (the line under",
+        "  the car is given to whichever side it is on), wet-road glare, worn paint,",
+        "  Botts' dots only, unpainted road edges, and hills (the bird's-eye view assumes a",
+        "  flat road).",
+        "",
+        "Run times (this machine, 2 shared CPU cores): "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + ".",
+        "",
+    ]
+    return md, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("full", "smoke"), default="full")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--out", type=Path, help="markdown output (full size: docs/quality.md)")
+    args = parser.parse_args(argv)
+    md, summary = run(args.size, args.data)
+    out = args.out or (REPO / "docs" / "quality.md" if args.size == "full" else None)
+    for name, t in summary.items():
+        acc = ", ".join(f"{a} {_pct(t.side_accuracy(a))}" for a in ("count", "color", "pattern"))
+        print(f"{name:10s} n={t.cases:4d}  per line: {acc}  caption {_pct(t.caption_accuracy)}")
+    if out:
+        out.write_text("\n".join(md), encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

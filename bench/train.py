@@ -1,0 +1,439 @@
+"""``python -m bench.train --size full|smoke``: one FluxFill LoRA training step.
+
+Full size: FLUX.1-Fill-dev with random bf16 weights built on the GPU
+(``lanepaint.models.fullsize``), 1024², batch 1, LoRA rank 128 on to_q/to_k/to_v/to_out.0
+(fp32 LoRA parameters, bf16 autocast), AdamW and gradient clipping included. Variants:
+
+- ``reference``: the plain loop of the diffusers Flux LoRA examples, written out here
+  (cached latents and prompt embeddings, inline packing, ``torch.optim.AdamW``),
+- ``ours``: the trainer's building blocks (``lanepaint.training.objective``, fused AdamW,
+  the trainer's attention-kernel choice) with cached latents and embeddings,
+- ``ours+gc``: the same with gradient checkpointing,
+- ``ours-uncached`` / ``ours-uncached+gc``: VAE, CLIP and T5 encode every step,
+- ``ours+compile`` (``--compile``): regional ``torch.compile`` of the transformer blocks.
+
+All variants run in one process on the same weights, one after the other; each gets a fresh
+adapter with the same initialisation, its memory is freed afterwards, and an out-of-memory
+(or any other failure) is recorded for that variant while the next one still runs. The
+attention kernels are chosen for every variant alike (``--attention``; the default never
+picks cuDNN, whose backward crashed on the full-size Flux transformer on an H100).
+``rel_err`` compares the loss and the LoRA gradients of ``ours`` with the reference loop
+on the first step, same weights and same inputs.
+
+Smoke size: the tiny FluxFill on the CPU in fp32, so CI runs the script in seconds.
+Prints the table last; writes docs/perf/train_step.json (train_step.smoke.json for smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench.common import perf_record, write_json
+
+GiB = 1024**3
+PEAK_TFLOPS = 790e12  # bf16 matrix products measured on an H100 (performance.md)
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class Size:
+    resolution: int
+    rank: int
+    text_tokens: int
+    steps: int
+    warmup: int
+
+
+SIZES = {
+    "full": Size(resolution=1024, rank=128, text_tokens=512, steps=10, warmup=3),
+    "smoke": Size(resolution=64, rank=8, text_tokens=32, steps=3, warmup=1),
+}
+
+
+def flux_forward_flops(config, image_tokens: int, text_tokens: int) -> float:
+    """Matrix FLOPs of one Flux transformer forward (linear layers + attention)."""
+    d = config.num_attention_heads * config.attention_head_dim
+    n = image_tokens + text_tokens
+    # per block: q,k,v,out (4d^2) + MLP 4x (8d^2) per token; single blocks: qkv 3d^2 +
+    # mlp-in 4d^2 + proj-out 5d^2; attention QK^T and AV: 4 n^2 d.
+    block = 2 * n * 12 * d * d + 4 * n * n * d
+    blocks = (config.num_layers + config.num_single_layers) * block
+    embed = 2 * d * (
+        image_tokens * (config.in_channels + config.out_channels)
+        + text_tokens * config.joint_attention_dim
+    )
+    return float(blocks + embed)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclass
+class Draws:
+    """The random inputs of one step, so two loops can be fed identically."""
+
+    eps_x0: torch.Tensor
+    eps_masked: torch.Tensor
+    noise: torch.Tensor
+    index: torch.Tensor  # into the scheduler's training sigmas
+
+
+class Bench:
+    def __init__(self, size: str, device: str):
+        from lanepaint.training import objective
+
+        self.size, self.sz, self.device = size, SIZES[size], torch.device(device)
+        self.dtype = torch.bfloat16 if size == "full" else torch.float32
+        if size == "full":
+            from lanepaint.models.fullsize import build_flux_fill_pipeline
+
+            self.pipe = build_flux_fill_pipeline(device, self.dtype)
+        else:
+            from lanepaint.models.smoke import tiny_flux_fill
+
+            self.pipe = tiny_flux_fill().to(device)
+        self.transformer = self.pipe.transformer
+        self.geometry = objective.FillGeometry.from_vae_config(self.pipe.vae.config)
+        self.schedule = objective.FlowSchedule(self.pipe.scheduler.config)
+        res = self.sz.resolution
+        gen = torch.Generator().manual_seed(0)
+        axis = torch.linspace(-1, 1, res)
+        yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+        image = torch.stack([xx, yy, xx * yy]) * 0.8 + 0.1 * torch.randn(3, res, res, generator=gen)
+        self.image = image.clamp(-1, 1)[None].to(self.device)
+        mask = torch.zeros(1, 1, res, res)
+        mask[..., res // 2 :, :] = 1.0
+        self.mask = mask.to(self.device)
+        self.prompt = "road with single white solid lane markings"
+        self.batch = self.encode()
+        self.guidance = 30.0 if self.transformer.config.guidance_embeds else None
+        self.autocast = self.dtype != torch.float32
+
+    def encode(self):
+        """The cached features (what the trainer caches once): VAE posteriors + text."""
+        from lanepaint.training import data, objective
+
+        latents = data.encode_images(self.pipe.vae, self.image, self.mask)
+        embeds, pooled = data.encode_text(
+            self.pipe, [self.prompt], [""], max_sequence_length=self.sz.text_tokens
+        )
+        return objective.collate(
+            [{k: v[0] for k, v in latents.items()} | {"mask": self.mask[0, 0]}],
+            [{"prompt_embeds": embeds[0], "pooled": pooled[0]}],
+            self.device,
+        )
+
+    def encoders_to(self, device) -> None:
+        for module in (self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2):
+            module.to(device)
+        _free(self.device)
+
+    def draws(self, seed: int) -> Draws:
+        gen = torch.Generator(self.device).manual_seed(seed)
+        b = self.batch
+
+        def randn(like):
+            return torch.randn(like.shape, generator=gen, device=self.device)
+
+        return Draws(
+            randn(b.latent_std),
+            randn(b.masked_std),
+            randn(b.latent_std),
+            torch.randint(0, len(self.schedule.sigmas), (1,), generator=gen, device=self.device),
+        )
+
+    def ours_inputs(self, d: Draws):
+        from lanepaint.training import objective
+
+        b, g = self.batch, self.geometry
+        index = d.index.cpu()
+        return objective.StepInputs(
+            x0=g.scale(b.latent_mean + b.latent_std * d.eps_x0),
+            noise=d.noise,
+            sigmas=self.schedule.sigmas[index].to(self.device),
+            timesteps=self.schedule.timesteps[index].to(self.device),
+            condition=g.condition(b.masked_mean + b.masked_std * d.eps_masked, b.mask),
+            prompt_embeds=b.prompt_embeds,
+            pooled=b.pooled,
+        )
+
+    # ---------------------------------------------------------------- the two losses
+
+    def reference_loss(self, d: Draws) -> torch.Tensor:
+        """The diffusers-example loop, inline: pack, noise, predict, unpack, MSE."""
+        from diffusers import FluxFillPipeline as P
+
+        b, vae = self.batch, self.pipe.vae.config
+        f = 2 ** (len(vae.block_out_channels) - 1)
+        bsz, c, h, w = b.latent_mean.shape
+        shift, scale = vae.shift_factor, vae.scaling_factor
+        model_input = (b.latent_mean + b.latent_std * d.eps_x0 - shift) * scale
+        masked = (b.masked_mean + b.masked_std * d.eps_masked - shift) * scale
+        index = d.index.cpu()
+        sigmas = self.schedule.sigmas[index].to(self.device).view(-1, 1, 1, 1)
+        timesteps = self.schedule.timesteps[index].to(self.device)
+        noisy = (1.0 - sigmas) * model_input + sigmas * d.noise
+        mask = b.mask[:, 0].view(bsz, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(bsz, f * f, h, w)
+        hidden = torch.cat(
+            [
+                P._pack_latents(noisy, bsz, c, h, w),
+                P._pack_latents(masked, bsz, c, h, w),
+                P._pack_latents(mask, bsz, f * f, h, w),
+            ],
+            dim=2,
+        )
+        guidance = None
+        if self.guidance is not None:
+            guidance = torch.tensor([self.guidance], device=self.device).expand(bsz)
+        ids = P._prepare_latent_image_ids(bsz, h // 2, w // 2, self.device, torch.float32)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            pred = self.transformer(
+                hidden_states=hidden,
+                timestep=timesteps / 1000,
+                guidance=guidance,
+                pooled_projections=b.pooled,
+                encoder_hidden_states=b.prompt_embeds,
+                txt_ids=torch.zeros(b.prompt_embeds.shape[1], 3, device=self.device),
+                img_ids=ids,
+                return_dict=False,
+            )[0]
+        pred = P._unpack_latents(pred, h * f, w * f, f)
+        target = d.noise - model_input
+        return torch.mean(((pred.float() - target.float()) ** 2).reshape(bsz, -1), 1).mean()
+
+    def ours_loss(self, inputs) -> torch.Tensor:
+        from lanepaint.training import objective
+
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            loss, _ = objective.flow_matching_loss(self.transformer, inputs, self.guidance)
+        return loss
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _add_adapter(bench: Bench, seed: int = 0) -> list[torch.nn.Parameter]:
+    from lanepaint.training.config import TrainConfig
+    from lanepaint.training.lora import add_lora
+
+    torch.manual_seed(seed)
+    params = add_lora(
+        bench.transformer, TrainConfig(rank=bench.sz.rank, alpha=float(bench.sz.rank))
+    )
+    bench.transformer.train()
+    return params
+
+
+def _drop_adapter(bench: Bench) -> None:
+    from lanepaint.training.lora import ADAPTER
+
+    bench.transformer.delete_adapters(ADAPTER)
+    bench.transformer.disable_gradient_checkpointing()
+    _free(bench.device)
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _step_fn(bench: Bench, variant: str, params, optimizer, attention: str):
+    """One optimizer step of ``variant`` (draws from a fresh seed each call)."""
+    from lanepaint.training.trainer import attention_context
+
+    counter = {"n": 0}
+    cached = "uncached" not in variant
+
+    def step() -> float:
+        counter["n"] += 1
+        d = bench.draws(1000 + counter["n"])
+        with attention_context(attention, bench.device):
+            if variant == "reference":
+                loss = bench.reference_loss(d)
+            else:
+                if not cached:
+                    with torch.no_grad():
+                        bench.batch = bench.encode()
+                loss = bench.ours_loss(bench.ours_inputs(d))
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    return step
+
+
+def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: int) -> dict:
+    device = bench.device
+    row: dict = {"variant": variant, "step_s": None, "peak_gib": None, "error": None}
+    optimizer = params = None
+    try:
+        bench.encoders_to(device if "uncached" in variant else "cpu")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        params = _add_adapter(bench)
+        if "+gc" in variant:
+            bench.transformer.enable_gradient_checkpointing()
+        if variant == "ours+compile":
+            bench.transformer.compile_repeated_blocks()
+        fused = device.type == "cuda" and variant != "reference"
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=fused)
+        step = _step_fn(bench, variant, params, optimizer, attention)
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(steps):
+            _sync(device)
+            t0 = time.perf_counter()
+            row["loss"] = step()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        row["step_s"] = statistics.median(times)
+        if device.type == "cuda":
+            row["peak_gib"] = torch.cuda.max_memory_allocated(device) / GiB
+    except torch.OutOfMemoryError:
+        row["error"] = "OOM"
+    except Exception as exc:  # record and go on with the next variant
+        row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        del optimizer, params
+        try:
+            _drop_adapter(bench)
+        except Exception as exc:  # a broken adapter must not hide the variant's own error
+            row["error"] = row["error"] or f"cleanup: {exc}"
+    return row
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def first_step_error(bench: Bench, attention: str) -> dict:
+    """Relative error of ours vs the reference loop: loss and LoRA gradients, same inputs.
+
+    LoRA B starts at zero (no gradient reaches A); it is set to small random values first
+    so that every adapter tensor gets a gradient to compare.
+    """
+    from lanepaint.training.trainer import attention_context
+
+    bench.encoders_to("cpu")
+    params = _add_adapter(bench)
+    try:
+        gen = torch.Generator().manual_seed(7)
+        with torch.no_grad():
+            for p in params:
+                p.copy_(torch.randn(p.shape, generator=gen) * 1e-2)
+        d = bench.draws(7)
+        results = []
+        for fn in (bench.reference_loss, lambda dd: bench.ours_loss(bench.ours_inputs(dd))):
+            with attention_context(attention, bench.device):
+                loss = fn(d)
+                loss.backward()
+            results.append((loss.detach().float(), torch.cat([p.grad.flatten() for p in params])))
+            for p in params:
+                p.grad = None
+        (ref_loss, ref_grad), (our_loss, our_grad) = results
+        grad_err = float((our_grad - ref_grad).norm() / ref_grad.norm().clamp_min(1e-30))
+        loss_err = float((our_loss - ref_loss).abs() / ref_loss.abs().clamp_min(1e-30))
+        return {"loss": loss_err, "grad": grad_err}
+    finally:
+        del params
+        _drop_adapter(bench)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(
+    size: str,
+    out_dir: Path,
+    attention: str = "auto",
+    steps: int | None = None,
+    warmup: int | None = None,
+    compile_: bool = False,
+) -> tuple[dict, list[dict]]:
+    device = "cuda" if size == "full" else "cpu"
+    if size == "full" and not torch.cuda.is_available():
+        raise SystemExit("--size full needs a CUDA GPU")
+    bench = Bench(size, device)
+    sz = bench.sz
+    steps, warmup = steps or sz.steps, warmup if warmup is not None else sz.warmup
+    errors = first_step_error(bench, attention)
+    variants = ["reference", "ours", "ours+gc", "ours-uncached", "ours-uncached+gc"]
+    if compile_:
+        variants.append("ours+compile")  # last: compiled blocks stay compiled
+    rows = [run_variant(bench, v, attention, steps, warmup) for v in variants]
+    ref = next(r for r in rows if r["variant"] == "reference")
+    for r in rows:
+        r["ratio"] = (ref["step_s"] / r["step_s"]) if ref["step_s"] and r["step_s"] else None
+    ours = next(r for r in rows if r["variant"] == "ours")
+    c = bench.transformer.config
+    h, w = bench.batch.latent_mean.shape[-2:]
+    flops = flux_forward_flops(c, (h // 2) * (w // 2), sz.text_tokens)
+    floor_s = 3 * flops / PEAK_TFLOPS  # forward + backward (~2x forward)
+    record = perf_record(
+        "train_step",
+        ours_s=ours["step_s"] or float("nan"),
+        reference_s=ref["step_s"] or float("nan"),
+        rel_err=max(errors.values()),
+        floor_s=float(f"{floor_s:.4g}"),
+        peak_gib=ours["peak_gib"],
+        extra={
+            "size": size,
+            "unit": f"one optimizer step, {sz.resolution}^2, batch 1, LoRA rank {sz.rank}",
+            "attention": attention,
+            "forward_tflop": round(flops / 1e12, 3),
+            "rel_err_parts": errors,
+            "variants": rows,
+        },
+    )
+    write_json([record], out_dir, size)
+    return record, rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'variant':<18} {'step_s':>8} {'peak_gib':>9} {'ref/ours':>9}  note"]
+    for r in rows:
+        step = "-" if r["step_s"] is None else f"{r['step_s']:.4f}"
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
+        lines.append(f"{r['variant']:<18} {step:>8} {peak:>9} {ratio:>9}  {r['error'] or ''}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser.add_argument(
+        "--attention", choices=("auto", "flash", "efficient", "math", "cudnn"), default="auto"
+    )
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant")
+    parser.add_argument("--compile", action="store_true", help="add the ours+compile variant")
+    args = parser.parse_args(argv)
+    record, rows = run(
+        args.size, args.out_dir, args.attention, args.steps, args.warmup, args.compile
+    )
+    print(json.dumps({k: v for k, v in record.items() if k != "extra"}))
+    print(
+        f"train_step {record['card']}: floor {record['floor_s']} s, "
+        f"rel_err {record['rel_err']:.2e}"
+    )
+    print(format_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
