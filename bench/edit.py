@@ -89,7 +89,7 @@ def bench_first_frame(size: str, device: str) -> tuple[dict, object, dict]:
     image, mask = Image.fromarray(frame[0]), Image.fromarray(road[0] * 255)
     caption = "road with single white solid lane markings"
 
-    def call():
+    def call(n_steps=steps):
         g = torch.Generator("cpu").manual_seed(0)
         return pipe(
             prompt=caption,
@@ -97,7 +97,7 @@ def bench_first_frame(size: str, device: str) -> tuple[dict, object, dict]:
             mask_image=mask,
             height=res,
             width=res,
-            num_inference_steps=steps,
+            num_inference_steps=n_steps,
             guidance_scale=30.0,
             generator=g,
             output_type="np",
