@@ -1,0 +1,390 @@
+"""Lane attributes of a road image or video, without model weights.
+
+``analyze_image`` finds the painted lines (see ``detect``), picks the two that bound the
+ego lane and classifies each (see ``classify``). ``analyze_video`` does that on sampled
+frames with one shared vanishing point and votes per attribute, since a dash pattern or a
+faint colour is clearer over several frames than in one. Input that cannot be analysed
+(not RGB, tiny, no road, too dark) gives ``unknown`` attributes and a note, never an
+exception: a dataset build must record it and move on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lanepaint.data.vocab import UNKNOWN, LaneAttributes
+from lanepaint.lanes import classify, detect
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES = ("count", "color", "pattern")
+# Below this (on a 0..1 scale) a decision is reported as unknown rather than guessed.
+MIN_CONFIDENCE = 0.55
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+
+
+@dataclass(frozen=True)
+class SideResult:
+    """One ego-lane line: each attribute with its own confidence (0..1)."""
+
+    count: str = UNKNOWN
+    color: str = UNKNOWN
+    pattern: str = UNKNOWN
+    confidence: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in ATTRIBUTES})
+
+    @property
+    def attributes(self) -> LaneAttributes:
+        return LaneAttributes(self.count, self.color, self.pattern)
+
+    def as_dict(self) -> dict:
+        return {
+            "count": self.count,
+            "color": self.color,
+            "pattern": self.pattern,
+            "confidence": {k: round(float(v), 3) for k, v in self.confidence.items()},
+        }
+
+
+@dataclass(frozen=True)
+class LaneAnalysis:
+    left: SideResult = field(default_factory=SideResult)
+    right: SideResult = field(default_factory=SideResult)
+    notes: tuple[str, ...] = ()
+    frames: int = 1
+
+    @property
+    def summary(self) -> LaneAttributes:
+        return LaneAttributes.combine(self.left.attributes, self.right.attributes)
+
+    @property
+    def caption(self) -> str:
+        return self.summary.caption
+
+    def as_dict(self) -> dict:
+        return {
+            "left": self.left.as_dict(),
+            "right": self.right.as_dict(),
+            "caption": self.caption,
+            "frames": self.frames,
+            "notes": list(self.notes),
+        }
+
+
+def _unknown(reason: str, frames: int = 1) -> LaneAnalysis:
+    log.debug("lane analysis unknown: %s", reason)
+    return LaneAnalysis(notes=(reason,), frames=frames)
+
+
+def _near_row(lines, maps, bev) -> int | None:
+    rows = [classify.nearest_paint_row(ln, maps, bev) for ln in lines if ln is not None]
+    rows = [r for r in rows if r is not None]
+    return max(rows) if rows else None
+
+
+def _side(
+    line: detect.Line | None, maps, bev, near_row: int | None
+) -> tuple[SideResult, classify.LineEvidence | None]:
+    if line is None:
+        return SideResult(), None
+    ev = classify.measure(line, maps, bev, near_row)
+    decisions = {
+        "count": classify.decide_count(ev),
+        "color": classify.decide_color(ev),
+        "pattern": classify.decide_pattern(ev),
+    }
+    values = {
+        k: (d.value if d.confidence >= MIN_CONFIDENCE else UNKNOWN) for k, d in decisions.items()
+    }
+    conf = {k: d.confidence for k, d in decisions.items()}
+    return SideResult(values["count"], values["color"], values["pattern"], conf), ev
+
+
+def _road_mask(mask: object, shape: tuple[int, int]) -> np.ndarray | None:
+    """A {0,1} uint8 mask of the image's size, or None when it cannot be one."""
+    arr = np.asarray(mask)
+    if arr.ndim == 3:
+        arr = arr.max(axis=2)
+    if arr.ndim != 2 or arr.shape != shape:
+        return None
+    return (arr > 0).astype(np.uint8)
+
+
+def _prepare(rgb: object, road_mask: object | None) -> tuple[np.ndarray, np.ndarray | None, list]:
+    image = detect.as_rgb(rgb)
+    notes: list[str] = []
+    mask = None
+    if road_mask is not None:
+        mask = _road_mask(road_mask, image.shape[:2])
+        if mask is None:
+            notes.append(
+                f"road mask of shape {np.shape(road_mask)} does not match the image "
+                f"{image.shape[:2]}; ignored"
+            )
+    image, mask = detect.downscale(image, mask)
+    if min(image.shape[:2]) < detect.MIN_SIDE:
+        raise detect.BadInput(f"image too narrow once scaled to {image.shape[1]} px wide")
+    return image, mask, notes
+
+
+@dataclass
+class Detection:
+    """Everything one image's analysis found on the way (for measuring and debugging).
+
+    Geometry is in the processed image, which is the input scaled by ``scale``.
+    """
+
+    result: LaneAnalysis
+    scale: float = 1.0
+    vanishing: detect.VanishingPoint | None = None
+    bev: detect.Birdseye | None = None
+    lines: list[detect.Line] = field(default_factory=list)
+    left: detect.Line | None = None
+    right: detect.Line | None = None
+    evidence: dict[str, classify.LineEvidence | None] = field(default_factory=dict)
+
+
+def analyze_image(rgb: np.ndarray, road_mask: np.ndarray | None = None) -> LaneAnalysis:
+    """Lane attributes of one RGB image (uint8 HxWx3), optionally within its road mask."""
+    return inspect_image(rgb, road_mask).result
+
+
+def inspect_image(rgb: np.ndarray, road_mask: np.ndarray | None = None) -> Detection:
+    """analyze_image with its intermediate results."""
+    try:
+        image, mask, notes = _prepare(rgb, road_mask)
+    except detect.BadInput as exc:
+        return Detection(_unknown(str(exc)))
+    det = Detection(_unknown("not analysed"), scale=image.shape[1] / np.shape(rgb)[1])
+    try:
+        det.result = _analyze(image, mask, notes, det)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError, cv2.error) as exc:
+        # geometry degenerate for this input (e.g. vanishing point on the bottom row)
+        det.result = _unknown(f"analysis failed on this input: {exc}")
+    return det
+
+
+@dataclass
+class _View:
+    """What is seen of the road from one vanishing-point hypothesis."""
+
+    vp: detect.VanishingPoint
+    bev: detect.Birdseye
+    maps: detect.MarkingMaps
+    lines: list[detect.Line]
+    left: detect.Line | None
+    right: detect.Line | None
+
+    @property
+    def both(self) -> bool:
+        return self.left is not None and self.right is not None
+
+    @property
+    def quality(self) -> float:
+        """Paint rows and length of the ego lines; a pair counts more than one line."""
+        ego = [ln for ln in (self.left, self.right) if ln is not None]
+        return sum(ln.rows + 20.0 * ln.extent for ln in ego) * (1.5 if len(ego) == 2 else 1.0)
+
+
+def _view(image: np.ndarray, mask: np.ndarray | None, vp: detect.VanishingPoint) -> _View | str:
+    """The lines seen from ``vp``, or why there is nothing to see from it."""
+    h, w = image.shape[:2]
+    bev = detect.Birdseye(vp.x, vp.y, h, w)
+    valid = bev.warp(np.ones((h, w), np.uint8), nearest=True) > 0
+    if mask is not None:
+        grown = cv2.dilate(mask, np.ones((9, 9), np.uint8))
+        valid &= bev.warp(grown, nearest=True) > 0
+    if valid.sum() < 0.05 * valid.size:
+        return "too little road in view"
+    maps = detect.marking_maps(bev.warp(image), valid)
+    density = maps.mask[valid].mean()
+    if density > 0.25:
+        return f"paint-like texture everywhere ({density:.0%}): not a road"
+    lines = detect.find_lines(maps, bev)
+    return _View(vp, bev, maps, lines, *classify.ego_pair(lines))
+
+
+def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
+    h, w = image.shape[:2]
+    if mask is not None and mask.mean() < 0.01:
+        return _unknown("road mask covers < 1% of the image")
+    lower = image[h // 2 :]
+    if float(lower.std()) < 2.0:
+        return _unknown("no image structure (uniform image)")
+    if float(lower.max(axis=2).mean()) < 12.0:
+        return _unknown("too dark to see lane markings")
+    if detect.noise_ratio(image) > 0.6:
+        return _unknown("image is dominated by pixel noise: no road structure")
+    candidates = detect.vanishing_points(image, mask, k=3)
+    candidates = [vp for vp in candidates if 0.1 * h <= vp.y <= 0.85 * h]
+    if not candidates:
+        return _unknown("no converging lines: no road found")
+    # The best-voted point is kept when both ego lines are seen from it; otherwise the
+    # next candidates are tried (trees and railings converge too) and the one that shows
+    # the most lane line wins.
+    best: _View | None = None
+    reason = ""
+    for vp in candidates:
+        view = _view(image, mask, vp)
+        if isinstance(view, str):
+            reason = reason or view
+            continue
+        if best is None or view.quality > best.quality:
+            best = view
+        if view.both:
+            best = view
+            break
+    if best is None:
+        return _unknown(reason)
+    det.vanishing, det.bev, det.lines = best.vp, best.bev, best.lines
+    det.left, det.right = best.left, best.right
+    maps, bev = best.maps, best.bev
+    if det.left is None and det.right is None:
+        return LaneAnalysis(notes=(*notes, "no lane line found"))
+    near = _near_row((det.left, det.right), maps, bev)
+    left, det.evidence["left"] = _side(det.left, maps, bev, near)
+    right, det.evidence["right"] = _side(det.right, maps, bev, near)
+    for name, line in (("left", det.left), ("right", det.right)):
+        if line is None:
+            notes.append(f"no {name} ego-lane line found")
+    return LaneAnalysis(left, right, tuple(notes))
+
+
+# ------------------------------------------------------------------------------- video
+
+
+def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
+    """Per attribute: the value with the largest summed confidence over frames."""
+    values, conf = {}, {}
+    for name in ATTRIBUTES:
+        weight: dict[str, float] = defaultdict(float)
+        for side in sides:
+            value = getattr(side, name)
+            if value != UNKNOWN:
+                weight[value] += side.confidence.get(name, 0.0)
+        votes = sum(1 for s in sides if getattr(s, name) != UNKNOWN)
+        if not weight or votes < min_votes:
+            values[name], conf[name] = UNKNOWN, 0.0
+            continue
+        best = max(weight, key=weight.get)
+        share = weight[best] / sum(weight.values())
+        agreeing = [s.confidence[name] for s in sides if getattr(s, name) == best]
+        values[name] = best
+        conf[name] = round(share * float(np.mean(agreeing)), 3)
+        if conf[name] < MIN_CONFIDENCE * 0.8:
+            values[name] = UNKNOWN
+    return SideResult(values["count"], values["color"], values["pattern"], conf)
+
+
+def _sample_frames(source: str | Path, max_frames: int) -> tuple[list[int], list[np.ndarray]]:
+    """Up to ``max_frames`` frames evenly spread over a video file, with their indices."""
+    from lanepaint.io.video import iter_frames, probe
+
+    total = probe(source).frames
+    step = max(1, int(np.ceil(total / max_frames))) if total else 1
+    indices, frames = [], []
+    for i, frame in enumerate(iter_frames(source)):
+        if i % step == 0:
+            indices.append(i)
+            frames.append(frame)
+            if len(frames) >= max_frames:
+                break
+    return indices, frames
+
+
+def analyze_video(
+    source: str | Path | np.ndarray | Iterable[np.ndarray],
+    max_frames: int = 24,
+    road_masks: np.ndarray | None = None,
+) -> LaneAnalysis:
+    """Lane attributes of a video (path, [T,H,W,3] array or frames), voted over frames.
+
+    ``road_masks``: [T,H,W] per source frame, or one [H,W] mask for all of them.
+
+    Up to ``max_frames`` frames spread over the video are analysed one by one and each
+    attribute goes to the value with the most confidence summed over frames: a frame where
+    a car hides a dash or a shadow eats a line is outvoted by the others. A missing file
+    raises FileNotFoundError; an undecodable one is a recorded unknown.
+    """
+    if isinstance(source, str | Path):
+        from lanepaint.io.video import VideoError
+
+        if not Path(source).exists():
+            raise FileNotFoundError(f"no such video: {source}")
+        try:
+            indices, frames = _sample_frames(source, max_frames)
+        except VideoError as exc:
+            return _unknown(f"cannot decode video: {exc}", frames=0)
+    else:
+        frames = list(source)
+        step = max(1, int(np.ceil(len(frames) / max(1, max_frames))))
+        indices = list(range(0, len(frames), step))
+        frames = [frames[i] for i in indices]
+    if not frames:
+        return _unknown("no frames", frames=0)
+    if road_masks is not None and np.ndim(road_masks) == 2:  # one mask for every frame
+        road_masks = [road_masks] * (max(indices) + 1)
+    masks = [
+        road_masks[i] if road_masks is not None and i < len(road_masks) else None for i in indices
+    ]
+    results = [analyze_image(frame, mask) for frame, mask in zip(frames, masks, strict=True)]
+    min_votes = max(1, len(results) // 5)
+    left = _vote([r.left for r in results], min_votes)
+    right = _vote([r.right for r in results], min_votes)
+    notes: list[str] = []
+    for note in (n for r in results for n in r.notes):
+        if note not in notes:
+            notes.append(note)
+    return LaneAnalysis(left, right, tuple(notes[:5]), frames=len(results))
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """An image file as an array: RGB for colour files, 2-D for single-channel ones.
+
+    Alpha and palettes are dropped by converting to RGB; a grey file stays grey so that the
+    analysis reports it as non-RGB instead of calling every line white.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("L", "LA", "I", "I;16", "F", "1"):
+            return np.asarray(im.convert("L"))
+        return np.asarray(im.convert("RGB"))
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """A road mask from a PNG (nonzero = road) or an .npz (``arr_0``, [H,W] or [T,H,W])."""
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        with np.load(path) as data:
+            return np.asarray(data["arr_0"])
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return (np.asarray(im.convert("L")) > 0).astype(np.uint8)
+
+
+def analyze_path(path: str | Path, mask_path: str | Path | None = None, max_frames: int = 24):
+    """analyze_image or analyze_video, by the file's suffix."""
+    mask = load_mask(mask_path) if mask_path else None
+    if is_video(path):
+        return analyze_video(path, max_frames=max_frames, road_masks=mask)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such image: {path}")
+    try:
+        image = load_image(path)
+    except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
+        return _unknown(f"cannot decode image {path}: {exc}")
+    if mask is not None and mask.ndim == 3:
+        mask = mask[0]
+    return analyze_image(image, mask)

@@ -1,0 +1,264 @@
+"""From a fitted line to its attributes: count, color and pattern, each with a confidence.
+
+The measurements are taken along the line in the bird's-eye view, where paint width and
+dash length do not change with distance:
+
+- pattern: which BEV rows along the line hold paint. A solid line covers nearly all rows
+  between its nearest and farthest paint; a dashed one leaves long gaps.
+- count: the paint's cross-section, averaged over near rows after centring each row; a
+  double line shows two peaks with a dip between them.
+- color: the paint's (R - B) / (R + G + B) chroma minus that of the road beside it. Being a
+  ratio, it ignores exposure, shadow and the warm cast of headlights on both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, MarkingMaps
+
+# Decision thresholds (tuned on synthetic scenes and the Udacity frames; see docs/quality.md).
+YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
+SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
+GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
+PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
+DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
+DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the lower one
+RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
+
+EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
+LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
+MIN_ROWS = 28  # BEV rows with paint (of 300); a short dash at 320x192 has ~35
+MIN_EXTENT = 0.4  # z units between a line's nearest and farthest paint
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, x))))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One attribute's value and a confidence in 0..1 (0.5 = on the threshold)."""
+
+    value: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class LineEvidence:
+    """What was measured on one line (``inspect_image`` exposes it for debugging)."""
+
+    a0: float
+    rows_visible: int
+    coverage: float
+    long_gaps: int
+    visible_range: float
+    chroma_delta: float
+    profile_peaks: int
+    peak_separation: float
+    dip_ratio: float
+
+
+def is_plausible(line: Line) -> bool:
+    """Enough paint, long enough, and parallel to the other lines.
+
+    A line's own slope may depart from the shared one in proportion to its offset (a
+    wrong horizon fans lines out), not more: a shadow edge or a seam crossing the lane at
+    an angle is not a lane line.
+    """
+    fan = 0.12 + 0.1 * abs(line.a0)
+    return (
+        line.rows >= MIN_ROWS and line.extent >= MIN_EXTENT and abs(line.b - line.shared_b) <= fan
+    )
+
+
+def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
+    """The lines that bound the lane the camera is in (None where there is none).
+
+    Nearest plausible line on each side of the camera; when the two are closer than a lane
+    the weaker one is dropped for the next one out (a seam or a tyre track is not a line).
+    """
+    left = sorted(
+        (ln for ln in lines if is_plausible(ln) and -EGO_RANGE[1] <= ln.a0 <= -EGO_RANGE[0]),
+        key=lambda ln: -ln.a0,
+    )
+    right = sorted(
+        (ln for ln in lines if is_plausible(ln) and EGO_RANGE[0] <= ln.a0 <= EGO_RANGE[1]),
+        key=lambda ln: ln.a0,
+    )
+    while left and right and right[0].a0 - left[0].a0 < LANE_WIDTH[0]:
+        (left if left[0].rows < right[0].rows else right).pop(0)
+    chosen_l = left[0] if left else None
+    chosen_r = right[0] if right else None
+    if chosen_l and chosen_r and chosen_r.a0 - chosen_l.a0 > LANE_WIDTH[1]:
+        # too wide for one lane: keep the better supported side only
+        if chosen_l.rows >= chosen_r.rows:
+            chosen_r = None
+        else:
+            chosen_l = None
+    return chosen_l, chosen_r
+
+
+def _strength(maps: MarkingMaps) -> np.ndarray:
+    return np.clip(np.maximum(maps.bright, 2.0 * maps.yellow), 0.0, None)
+
+
+def _centres(line: Line, bev: Birdseye) -> np.ndarray:
+    return np.round((line.at(bev.z) + A_RANGE) / DA - 0.5).astype(int)
+
+
+def occupancy(
+    line: Line, maps: MarkingMaps, bev: Birdseye, z_limit: float = 6.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per BEV row: whether the line's window is in view (seen), and whether it has paint."""
+    rows_n, cols_n = maps.mask.shape
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
+    seen = np.zeros(rows_n, bool)
+    on = np.zeros(rows_n, bool)
+    for r in range(rows_n):
+        jc = centre[r]
+        if bev.z[r] > z_limit or jc - wide < 0 or jc + wide >= cols_n:
+            continue
+        if maps.valid[r, jc - half : jc + half + 1].all():
+            seen[r] = True
+            on[r] = maps.mask[r, jc - half : jc + half + 1].any()
+    return seen, on
+
+
+def nearest_paint_row(line: Line, maps: MarkingMaps, bev: Birdseye) -> int | None:
+    _, on = occupancy(line, maps, bev)
+    idx = np.nonzero(on)[0]
+    return int(idx.max()) if len(idx) else None
+
+
+def measure(
+    line: Line, maps: MarkingMaps, bev: Birdseye, near_row: int | None = None
+) -> LineEvidence:
+    """Occupancy along the line, its cross-section and its colour.
+
+    ``near_row`` is the nearest BEV row where any ego line has paint: the road is in view
+    from there on (below it there may be the car's hood), so a dashed line's first gap
+    counts even when the picture holds a single dash of it.
+    """
+    rows_n, cols_n = maps.mask.shape
+    z = bev.z
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
+    seen, on = occupancy(line, maps, bev)
+    strength = _strength(maps)
+    # The cross-section only tells double from single where an image pixel is small next
+    # to the gap between two stripes (~0.1 camera heights): a pixel spans z / (H - vy)
+    # camera heights at distance z, so only rows nearer than this take part.
+    profile_z = min(5.0, RESOLVE_PX * (bev.height - bev.vy))
+    line_px: list[np.ndarray] = []
+    road_px: list[np.ndarray] = []
+    profiles = []
+    for r in np.nonzero(on & (z <= 5.0))[0]:
+        jc = centre[r]
+        if z[r] <= 4.0:  # colour from near paint: far paint is thin and loses its chroma
+            win = maps.mask[r, jc - half : jc + half + 1]
+            line_px.append(maps.chroma[r, jc - half : jc + half + 1][win])
+            side = np.r_[jc - wide : jc - half - 2, jc + half + 3 : jc + wide + 1]
+            free = maps.valid[r, side] & ~maps.mask[r, side]
+            road_px.append(maps.chroma[r, side][free])
+        core = strength[r, jc - half : jc + half + 1]
+        if z[r] <= profile_z and core.sum() > 0:  # centre each row on its paint, then average
+            shift = int(round(float((core * np.arange(-half, half + 1)).sum() / core.sum())))
+            j0 = jc + shift
+            if j0 - wide >= 0 and j0 + wide < cols_n:
+                profiles.append(strength[r, j0 - wide : j0 + wide + 1])
+    # pattern: coverage from the nearest paint in view to this line's farthest paint
+    idx = np.nonzero(on)[0]
+    coverage, gaps, vis_range = 0.0, 0, 0.0
+    if len(idx):
+        lo, hi = int(idx.min()), int(idx.max())
+        if near_row is not None:
+            hi = max(hi, near_row)
+        occ = on[lo : hi + 1][seen[lo : hi + 1]]
+        coverage = float(occ.mean()) if len(occ) else 0.0
+        vis_range = float(z[lo] - z[hi])
+        step = float(z[0] - z[1])
+        run = 0
+        for v in np.append(occ, True):
+            if v:
+                gaps += int(run * step >= GAP_MIN)
+                run = 0
+            else:
+                run += 1
+    # colour
+    chroma_delta = float("nan")
+    if line_px:
+        paint = np.concatenate(line_px)
+        road = np.concatenate(road_px) if road_px else np.zeros(0)
+        if paint.size >= 10:
+            base = float(np.median(road)) if road.size >= 10 else 0.0
+            chroma_delta = float(np.median(paint)) - base
+    # cross-section
+    peaks, separation, dip = 0, 0.0, 1.0
+    if len(profiles) >= 3:
+        peaks, separation, dip = _two_peaks(np.mean(profiles, axis=0))
+    return LineEvidence(
+        a0=line.a0,
+        rows_visible=int(seen.sum()),
+        coverage=coverage,
+        long_gaps=gaps,
+        visible_range=vis_range,
+        chroma_delta=chroma_delta,
+        profile_peaks=peaks,
+        peak_separation=separation,
+        dip_ratio=dip,
+    )
+
+
+def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
+    """(number of significant peaks, separation of the top two in camera heights, dip ratio)."""
+    p = np.convolve(profile, np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
+    top = float(p.max())
+    if top <= 0:
+        return 0, 0.0, 1.0
+    maxima = [
+        i
+        for i in range(1, len(p) - 1)
+        if p[i] >= p[i - 1] and p[i] > p[i + 1] and p[i] >= 0.4 * top
+    ]
+    if len(maxima) < 2:
+        return len(maxima), 0.0, 1.0
+    maxima.sort(key=lambda i: -p[i])
+    i, j = sorted(maxima[:2])
+    dip = float(p[i : j + 1].min()) / float(min(p[i], p[j]))
+    return len(maxima), (j - i) * DA, dip
+
+
+def decide_pattern(ev: LineEvidence) -> Decision:
+    if ev.visible_range < PATTERN_MIN_RANGE:
+        return Decision("unknown", 0.0)
+    margin = (SOLID_COVERAGE - ev.coverage) / 0.08
+    if ev.long_gaps == 0 or margin < 0:
+        # solid: confident when coverage is well above the threshold and the line is long
+        conf = _sigmoid(-margin) * min(1.0, ev.visible_range / 3.0)
+        return Decision("solid", round(conf, 3))
+    conf = _sigmoid(margin) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
+    return Decision("dashed", round(conf, 3))
+
+
+def decide_color(ev: LineEvidence) -> Decision:
+    if math.isnan(ev.chroma_delta):
+        return Decision("unknown", 0.0)
+    margin = (ev.chroma_delta - YELLOW_DELTA) / 0.03
+    if margin > 0:
+        return Decision("yellow", round(_sigmoid(margin), 3))
+    return Decision("white", round(_sigmoid(-margin), 3))
+
+
+def decide_count(ev: LineEvidence) -> Decision:
+    lo, hi = DOUBLE_SEPARATION
+    if ev.profile_peaks == 0:
+        return Decision("unknown", 0.0)
+    if ev.profile_peaks >= 2 and lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
+        return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.08), 3))
+    conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP) / 0.08) if ev.profile_peaks >= 2 else 0.95
+    return Decision("single", round(conf, 3))
