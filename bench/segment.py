@@ -196,16 +196,19 @@ def run(
         jpeg_dir = Path(tmp) / "jpg"
         write_jpeg_folder(iter_frames(clip, fps=8.0, max_frames=frames), jpeg_dir)
 
-        ours_s, (_, ours_masks, phases), ours_peak, compile_s = _timed(
-            lambda: run_ours(segmenter, clip, frames), device, repeats, warmup
-        )
         ref_s, (_, ref_masks), ref_peak, _ = _timed(
             lambda: run_reference(ref_pred, jpeg_dir), device, repeats, warmup
         )
+        print(f"reference: {ref_s:.3f} s", flush=True)
         eager_s = None
-        if vos and size == "full":
+        if vos and size == "full":  # the same path without compilation, for comparison
             eager = Sam2RoadSegmenter(ref_pred, settings=Sam2Settings(encoder_batch=encoder_batch))
             eager_s, _, _, _ = _timed(lambda: run_ours(eager, clip, frames), device, repeats, True)
+            print(f"ours, eager: {eager_s:.3f} s", flush=True)
+        ours_s, (_, ours_masks, phases), ours_peak, compile_s = _timed(
+            lambda: run_ours(segmenter, clip, frames), device, repeats, warmup
+        )
+        print(f"ours: {ours_s:.3f} s (first run {compile_s} s)", flush=True)
         # Same pixels as the reference (its JPEG round trip): what is left is our path's
         # own difference (bf16 batching), not the input's.
         same_input = segmenter.segment(read_jpeg_folder(jpeg_dir)).masks

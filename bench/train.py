@@ -10,7 +10,8 @@ Full size: FLUX.1-Fill-dev with random bf16 weights built on the GPU
   the trainer's attention-kernel choice) with cached latents and embeddings,
 - ``ours+gc``: the same with gradient checkpointing,
 - ``ours-uncached`` / ``ours-uncached+gc``: VAE, CLIP and T5 encode every step,
-- ``ours+compile`` (``--compile``): regional ``torch.compile`` of the transformer blocks.
+- ``ours+compile`` / ``ours+gc+compile`` (opt-in through ``--variants``): regional
+  ``torch.compile`` of the transformer blocks (always run last: blocks stay compiled).
 
 All variants run in one process on the same weights, one after the other; each gets a fresh
 adapter with the same initialisation, its memory is freed afterwards, and an out-of-memory
@@ -30,6 +31,7 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +286,7 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
         params = _add_adapter(bench)
         if "+gc" in variant:
             bench.transformer.enable_gradient_checkpointing()
-        if variant == "ours+compile":
+        if "+compile" in variant:
             bench.transformer.compile_repeated_blocks()
         fused = device.type == "cuda" and variant != "reference"
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=fused)
@@ -355,13 +357,17 @@ def first_step_error(bench: Bench, attention: str) -> dict:
 # --------------------------------------------------------------------------- main
 
 
+DEFAULT_VARIANTS = ("reference", "ours", "ours+gc", "ours-uncached", "ours-uncached+gc")
+KNOWN_VARIANTS = (*DEFAULT_VARIANTS, "ours+compile", "ours+gc+compile")
+
+
 def run(
     size: str,
     out_dir: Path,
     attention: str = "auto",
     steps: int | None = None,
     warmup: int | None = None,
-    compile_: bool = False,
+    variants: tuple[str, ...] = DEFAULT_VARIANTS,
 ) -> tuple[dict, list[dict]]:
     device = "cuda" if size == "full" else "cpu"
     if size == "full" and not torch.cuda.is_available():
@@ -370,10 +376,16 @@ def run(
     sz = bench.sz
     steps, warmup = steps or sz.steps, warmup if warmup is not None else sz.warmup
     errors = first_step_error(bench, attention)
-    variants = ["reference", "ours", "ours+gc", "ours-uncached", "ours-uncached+gc"]
-    if compile_:
-        variants.append("ours+compile")  # last: compiled blocks stay compiled
-    rows = [run_variant(bench, v, attention, steps, warmup) for v in variants]
+    unknown = sorted(set(variants) - set(KNOWN_VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(KNOWN_VARIANTS)}")
+    # the reference and ours are always measured; compiled variants last (blocks stay compiled)
+    order = ["reference", "ours", *(v for v in variants if v not in ("reference", "ours"))]
+    order.sort(key=lambda v: "+compile" in v)
+    rows = []
+    for v in order:
+        rows.append(run_variant(bench, v, attention, steps, warmup))
+        print(f"done {v}: {rows[-1]}", file=sys.stderr, flush=True)
     ref = next(r for r in rows if r["variant"] == "reference")
     for r in rows:
         r["ratio"] = (ref["step_s"] / r["step_s"]) if ref["step_s"] and r["step_s"] else None
@@ -421,11 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per variant")
-    parser.add_argument("--compile", action="store_true", help="add the ours+compile variant")
-    args = parser.parse_args(argv)
-    record, rows = run(
-        args.size, args.out_dir, args.attention, args.steps, args.warmup, args.compile
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, of {', '.join(KNOWN_VARIANTS)} (reference and ours always run)",
     )
+    args = parser.parse_args(argv)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    record, rows = run(args.size, args.out_dir, args.attention, args.steps, args.warmup, variants)
     print(json.dumps({k: v for k, v in record.items() if k != "extra"}))
     print(
         f"train_step {record['card']}: floor {record['floor_s']} s, "

@@ -1,7 +1,7 @@
 """KFP components of the edit step: one GPU task per shard of videos, then a merge."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.settings import image_for
 
@@ -22,7 +22,8 @@ def edit_shard(
     instruction: str,
     shard_index: int,
     num_shards: int,
-    lora: str = "",
+    lora: Input[Model] = None,
+    lora_uri: str = "",
     lora_scale: float = 1.0,
     judge: bool = True,
     max_attempts: int = 5,
@@ -31,12 +32,14 @@ def edit_shard(
     max_frames: int = -1,
     compile_blocks: bool = True,
 ) -> int:
-    """Edit one shard of the videos into output_dir; returns how many items it edited."""
+    """Edit one shard of the videos into output_dir; returns how many items it edited.
+
+    The LoRA comes from an upstream train-lora (``lora``) or a URI (``lora_uri``)."""
     from dataclasses import replace
 
     from lanepaint.edit.first_frame import FirstFrameConfig
     from lanepaint.io import artifacts, storage
-    from lanepaint.stages.edit import EditConfig, edit_videos
+    from lanepaint.stages.edit import EditConfig, default_output_dir, edit_videos
 
     config = EditConfig(
         instructions=instruction,
@@ -47,26 +50,23 @@ def edit_shard(
             lora_scale=lora_scale,
         ),
         judge=judge,
-        lora=artifacts.resolve_pointer(lora) if lora else None,
+        lora=artifacts.resolve_pointer(lora.path) if lora is not None else (lora_uri or None),
         steps=steps,
         max_frames=None if max_frames < 0 else max_frames,
         compile=compile_blocks,
         num_shards=num_shards,
         shard_index=shard_index,
     )
-    summary_dir = storage.join(output_dir, "_shards", f"shard_{shard_index:04d}")
-    summary = edit_videos(
-        artifacts.resolve_pointer(layout.path),
-        output_dir,
-        model_root,
-        config,
-        summary_dir=summary_dir,
-    )
+    data_dir = artifacts.resolve_pointer(layout.path)
+    out = output_dir or default_output_dir(data_dir)
+    summary_dir = storage.join(out, "_shards", f"shard_{shard_index:04d}")
+    summary = edit_videos(data_dir, out, model_root, config, summary_dir=summary_dir)
     return int(summary["edited"])
 
 
 @dsl.component(base_image=image_for("merge"), install_kfp_package=False)
 def merge_edits(
+    layout: Input[Dataset],
     output_dir: str,
     shard_counts: list,
     edits: Output[Artifact],
@@ -75,12 +75,14 @@ def merge_edits(
 ):
     """Combine the shards' manifests, summaries and failures."""
     from lanepaint.io import artifacts, storage
+    from lanepaint.stages.edit import default_output_dir
     from lanepaint.stages.edit import merge_edits as merge
 
-    summary = merge(output_dir)
-    artifacts.write_pointer(edits.path, output_dir, "edit-outputs", items=summary["records"])
-    edits.metadata.update({"uri": output_dir, "items": summary["records"]})
+    out = output_dir or default_output_dir(artifacts.resolve_pointer(layout.path))
+    summary = merge(out)
+    artifacts.write_pointer(edits.path, out, "edit-outputs", items=summary["records"])
+    edits.metadata.update({"uri": out, "items": summary["records"]})
     for key in ("items", "edited", "skipped_done", "failed", "records"):
         metrics.log_metric(key, summary[key])
     with open(report.path, "w") as f:
-        f.write(storage.read_text(storage.join(output_dir, "summary.md")))
+        f.write(storage.read_text(storage.join(out, "summary.md")))

@@ -21,6 +21,9 @@ COMPILED = Path(__file__).with_name("compiled")
 PIPELINES = {
     "filter-dataset": "pipelines.filter:filter_pipeline",
     "dataset-build": "pipelines.dataset_build:dataset_build_pipeline",
+    "end-to-end": "pipelines.end_to_end:end_to_end_pipeline",
+    "edit": "pipelines.edit:edit_pipeline",
+    "train": "pipelines.train:train_pipeline",
 }
 
 

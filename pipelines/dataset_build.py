@@ -8,13 +8,9 @@ time — so no run overwrites an earlier dataset. ``output_dir`` pins the folder
 
 from kfp import dsl
 
-from components.build_dataset import build_dataset_shard, merge_dataset, plan_dataset_build
 from components.filter_dataset import filter_dataset
-from components.settings import configure, settings
-
-# KFP 2.17 takes ParallelFor's parallelism at compile time only; set it in settings.yaml
-# (pipelines: dataset_build: parallelism) and recompile.
-PARALLELISM = int(settings().get("pipelines", {}).get("dataset_build", {}).get("parallelism", 8))
+from components.settings import configure
+from pipelines.steps import add_dataset_build
 
 
 @dsl.pipeline(
@@ -42,36 +38,23 @@ def dataset_build_pipeline(
     pattern: str = "any",
     require_clear_road: bool = True,
 ):
-    plan = plan_dataset_build(
-        output_root=output_root,
-        output_dir=output_dir,
-        run_date=run_date,
-        run_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
-        num_shards=num_shards,
+    plan, merged = add_dataset_build(
+        source,
+        output_root,
+        output_dir,
+        run_date,
+        model_root,
+        num_shards,
+        chunk_start=chunk_start,
+        chunk_end=chunk_end,
+        start_index=start_index,
+        limit=limit,
+        frame_numbers=frame_numbers,
+        min_coverage=min_coverage,
+        segmenter=segmenter,
+        captioner=captioner,
+        vlm_size=vlm_size,
     )
-    configure(plan, "shard")
-    with dsl.ParallelFor(plan.outputs["shards"], parallelism=PARALLELISM) as shard_index:
-        shard = build_dataset_shard(
-            source=source,
-            output_dir=plan.outputs["output_dir"],
-            model_root=model_root,
-            shard_index=shard_index,
-            num_shards=num_shards,
-            chunk_start=chunk_start,
-            chunk_end=chunk_end,
-            start_index=start_index,
-            limit=limit,
-            frame_numbers=frame_numbers,
-            min_coverage=min_coverage,
-            segmenter=segmenter,
-            captioner=captioner,
-            vlm_size=vlm_size,
-        )
-        configure(shard, "build-dataset")
-    merged = merge_dataset(
-        output_dir=plan.outputs["output_dir"], shard_rows=dsl.Collected(shard.output)
-    )
-    configure(merged, "merge")
     filtered = filter_dataset(
         input_dir=plan.outputs["output_dir"],
         count=count,

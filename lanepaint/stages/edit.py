@@ -390,6 +390,11 @@ def edit_videos(
     return summary
 
 
+def default_output_dir(data_dir: str) -> str:
+    """Where edits of a VideoPainter root go unless told: ``<root>__edits`` beside it."""
+    return data_dir.rstrip("/") + "__edits"
+
+
 def write_manifest(output_dir: str) -> list[dict]:
     """manifest.jsonl: one line per finished (video, instruction), from the records."""
     records = EditLayout(output_dir).records()

@@ -1,0 +1,75 @@
+"""Groups of tasks shared by several pipelines (each task gets its cluster settings here)."""
+
+from kfp import dsl
+
+from components.build_dataset import build_dataset_shard, merge_dataset, plan_dataset_build
+from components.edit import edit_shard, merge_edits, shard_indices
+from components.evaluate import evaluate
+from components.settings import configure, settings
+
+# KFP 2.17 takes ParallelFor's parallelism at compile time only: settings.yaml sets it.
+_PIPELINE_SETTINGS = settings().get("pipelines", {})
+DATASET_PARALLELISM = int(_PIPELINE_SETTINGS.get("dataset_build", {}).get("parallelism", 8))
+EDIT_PARALLELISM = int(_PIPELINE_SETTINGS.get("edit", {}).get("parallelism", 8))
+
+
+def add_dataset_build(
+    source, output_root, output_dir, run_date, model_root, num_shards, **shard_params
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """plan → build shards in parallel → merge. Returns (plan, merge) tasks."""
+    plan = plan_dataset_build(
+        output_root=output_root,
+        output_dir=output_dir,
+        run_date=run_date,
+        run_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
+        num_shards=num_shards,
+    )
+    configure(plan, "shard")
+    with dsl.ParallelFor(plan.outputs["shards"], parallelism=DATASET_PARALLELISM) as index:
+        shard = build_dataset_shard(
+            source=source,
+            output_dir=plan.outputs["output_dir"],
+            model_root=model_root,
+            shard_index=index,
+            num_shards=num_shards,
+            **shard_params,
+        )
+        configure(shard, "build-dataset")
+    merged = merge_dataset(
+        output_dir=plan.outputs["output_dir"], shard_rows=dsl.Collected(shard.output)
+    )
+    configure(merged, "merge")
+    return plan, merged
+
+
+def add_edit(
+    layout, output_dir, model_root, instruction, num_shards, lora=None, **edit_params
+) -> dsl.PipelineTask:
+    """Videos split into shards, one GPU task per shard in parallel, then a merge.
+    Returns the merge task (output ``edits``: pointer to the edit outputs)."""
+    shards = shard_indices(num_shards=num_shards)
+    configure(shards, "shard")
+    with dsl.ParallelFor(shards.output, parallelism=EDIT_PARALLELISM) as index:
+        extra = {"lora": lora} if lora is not None else {}
+        task = edit_shard(
+            layout=layout,
+            output_dir=output_dir,
+            model_root=model_root,
+            instruction=instruction,
+            shard_index=index,
+            num_shards=num_shards,
+            **extra,
+            **edit_params,
+        )
+        configure(task, "edit")
+    merged = merge_edits(
+        layout=layout, output_dir=output_dir, shard_counts=dsl.Collected(task.output)
+    )
+    configure(merged, "merge")
+    return merged
+
+
+def add_evaluate(edits, output_dir, max_frames=49) -> dsl.PipelineTask:
+    task = evaluate(edits=edits, output_dir=output_dir, max_frames=max_frames)
+    configure(task, "evaluate")
+    return task
