@@ -1,0 +1,407 @@
+"""Stage train-lora on the tiny FluxFill (CPU): learning, outputs, exact resume, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lp_testdata import COMBOS
+from PIL import Image
+from safetensors.torch import load_file
+
+from lanepaint.cli import main as cli
+from lanepaint.data.fluxfill import DatasetFormatError, DatasetWriter
+from lanepaint.io import storage
+from lanepaint.models.root import FLUX_FILL_DIR, SMOKE_LABEL, SMOKE_MARKER
+from lanepaint.stages import train_lora as stage
+from lanepaint.training import checkpoint as ckpt
+from lanepaint.training import objective
+from lanepaint.training.config import TrainConfig
+from lanepaint.training.trainer import NonFiniteLossError, train
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def build_flux_root(root: Path) -> Path:
+    """A model root with only the smoke FLUX.1-Fill-dev (the other models are not needed)."""
+    from lanepaint.models.smoke import tiny_flux_fill, write_clip_vocab_files
+
+    tiny_flux_fill(0).save_pretrained(root / FLUX_FILL_DIR)
+    write_clip_vocab_files(root / FLUX_FILL_DIR / "tokenizer")
+    (root / SMOKE_MARKER).write_text(json.dumps({"smoke": True, "label": SMOKE_LABEL}))
+    return root
+
+
+def make_train_dataset(
+    root: str, n: int = 6, sizes: tuple[tuple[int, int], ...] = ((48, 64),), seed: int = 0
+) -> str:
+    """Rows cycling through image sizes and lane captions; every other row has a prompt_2."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(root) as writer:
+        for i in range(n):
+            h, w = sizes[i % len(sizes)]
+            yy, xx = np.mgrid[0:h, 0:w]
+            base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (w + h)], -1)
+            image = (base + rng.integers(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8)
+            mask = np.zeros((h, w), np.uint8)
+            mask[h // 2 :] = 1
+            caption = COMBOS[i % len(COMBOS)].caption
+            writer.add(f"frame_{i:03d}", image, mask, caption, f"lane scene {i}" if i % 2 else "")
+    return root
+
+
+def small_config(tmp_path: Path, **overrides) -> TrainConfig:
+    values = dict(
+        rank=4,
+        alpha=8.0,
+        max_train_steps=8,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        resolution=48,
+        mixed_precision="no",
+        max_sequence_length=16,
+        checkpointing_steps=4,
+        checkpoints_total_limit=2,
+        eval_rows=2,
+        log_every=100,
+        workers=2,
+        work_dir=str(tmp_path / "work"),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _summary(out: str) -> dict:
+    return json.loads(storage.read_text(storage.join(out, "summary.json")))
+
+
+def _lora(out: str) -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(out, "lora", WEIGHTS))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors on a shared 2-core machine: one intra-op thread is much faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def flux_root(tmp_path_factory) -> str:
+    return str(build_flux_root(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture(scope="module")
+def trained(flux_root, tmp_path_factory):
+    """One 40-step run shared by the output and stock-loading tests."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data = make_train_dataset(str(tmp / "data"), n=6)
+    config = small_config(
+        tmp, rank=8, alpha=16.0, max_train_steps=40, checkpointing_steps=10, eval_rows=3
+    )
+    result = train(data, flux_root, str(tmp / "out"), config)
+    return data, str(tmp / "out"), config, result
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_eval_loss_falls_and_outputs_are_labelled(trained):
+    _, out, config, result = trained
+    s = result.summary
+    assert result.status == "complete" and s["steps_done"] == 40
+    assert s["eval_loss_end"] < 0.95 * s["eval_loss_start"], s["eval_losses"]
+    assert (s["used_rows"], s["rejected"], s["unique_prompts"]) == (6, 0, 6)
+    assert s["model_set"] == "smoke" and "smoke" in s["model_set_label"]
+    # checkpoints: every 10 steps, only the newest 2 kept, each complete
+    infos = ckpt.list_checkpoints(out)
+    assert [i.step for i in infos] == [30, 40] and all(i.complete for i in infos)
+    info = json.loads(Path(out, "lora", "lanepaint_lora.json").read_text())
+    assert (info["model_set"], info["rank"], info["alpha"], info["steps"]) == ("smoke", 8, 16.0, 40)
+    lines = Path(out, "loss.csv").read_text().splitlines()
+    assert lines[0].startswith("step,loss,eval_loss") and len(lines) == 1 + 41  # step 0 = eval
+    assert all(line.endswith(",smoke") for line in lines[1:])
+    png = Image.open(io.BytesIO(Path(out, "loss.png").read_bytes()))
+    assert png.format == "PNG" and png.text["model_set"] == "smoke"
+    assert "smoke" in Path(out, "summary.md").read_text()
+
+
+def test_rerun_of_finished_training_is_a_no_op(trained, flux_root):
+    data, out, config, result = trained
+    again = train(data, flux_root, out, config)
+    assert again.status == "skipped" and again.summary == result.summary
+    with pytest.raises(ckpt.ResumeMismatchError, match="learning_rate"):
+        train(data, flux_root, out, small_config(Path(out), learning_rate=1e-3))
+
+
+def test_saved_lora_loads_into_stock_pipeline_and_changes_output(trained, flux_root):
+    from diffusers import FluxFillPipeline
+
+    data, out, _, _ = trained
+    pipe = FluxFillPipeline.from_pretrained(os.path.join(flux_root, FLUX_FILL_DIR))
+    image = Image.open(os.path.join(data, "images", "frame_000.png"))
+    mask = Image.open(os.path.join(data, "masks", "frame_000.png"))
+
+    def run() -> np.ndarray:
+        return pipe(
+            prompt=COMBOS[0].caption,
+            image=image,
+            mask_image=mask,
+            height=48,
+            width=64,
+            num_inference_steps=2,
+            max_sequence_length=16,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images[0]
+
+    before = run()
+    pipe.load_lora_weights(os.path.join(out, "lora"))
+    after = run()
+    assert np.abs(after - before).max() > 1e-3
+    # alpha 16 / rank 8: the adapter metadata must survive, else diffusers assumes alpha = r
+    layer = pipe.transformer.transformer_blocks[0].attn.to_q
+    assert list(layer.scaling.values()) == [2.0]
+    assert layer.r[next(iter(layer.r))] == 8
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_stop_and_resume_equals_uninterrupted_run(flux_root, tmp_path):
+    data = make_train_dataset(str(tmp_path / "data"), n=5, sizes=((48, 64), (64, 48)))
+    # dropout draws from the global RNG and mixed sizes split micro-batches: both must resume
+    config = small_config(
+        tmp_path, max_train_steps=6, batch_size=2, grad_accum=2, dropout=0.1,
+        checkpointing_steps=2, checkpoints_total_limit=2,
+    )
+    full = train(data, flux_root, str(tmp_path / "a"), config)
+    assert full.status == "complete"
+
+    out = str(tmp_path / "b")
+    first = train(data, flux_root, out, small_config(tmp_path, **{
+        **config.as_dict(), "stop_after_steps": 3, "target_modules": config.target_modules,
+    }))
+    assert first.status == "stopped" and first.summary["steps_done"] == 3
+    assert [i.step for i in ckpt.list_checkpoints(out)] == [2, 3]
+    assert not Path(out, "lora").exists()
+
+    with pytest.raises(ckpt.ResumeMismatchError, match=r"rank: 4 -> 8"):
+        train(data, flux_root, out, small_config(tmp_path, **{**config.as_dict(), "rank": 8}))
+
+    resumed = train(data, flux_root, out, config)
+    assert resumed.status == "complete" and resumed.summary["resumed_from_step"] == 3
+    a, b = _lora(str(tmp_path / "a")), _lora(out)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert a[next(iter(a))].dtype == torch.float32  # LoRA parameters are kept in fp32
+    def losses(out_dir: str) -> list[tuple[str, str]]:
+        rows = [line.split(",") for line in Path(out_dir, "loss.csv").read_text().splitlines()]
+        return [(r[0], r[1]) for r in rows]  # step, loss (a stop adds an evaluation)
+
+    assert losses(out) == losses(str(tmp_path / "a"))
+    assert resumed.summary["samples_seen"] == 6 * 2 * 2
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(flux_root, tmp_path):
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    out = str(tmp_path / "out")
+    config = small_config(tmp_path, max_train_steps=6, checkpointing_steps=2)
+    train(data, flux_root, out, small_config(tmp_path, **{
+        **config.as_dict(), "stop_after_steps": 4, "target_modules": config.target_modules,
+    }))
+    newest = Path(out, "checkpoints", "checkpoint-000004", WEIGHTS)
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated: sizes no longer match
+    resumed = train(data, flux_root, out, config)
+    assert resumed.summary["resumed_from_step"] == 2 and resumed.status == "complete"
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_unreadable_rows_are_recorded_and_skipped(flux_root, tmp_path):
+    root = Path(make_train_dataset(str(tmp_path / "data"), n=6))
+    (root / "images" / "frame_000.png").write_bytes(b"not a png")
+    (root / "masks" / "frame_001.png").unlink()
+    Image.new("L", (10, 10), 255).save(root / "masks" / "frame_002.png")
+    csv = (root / "train.csv").read_text()
+    csv += f"../outside.png,masks/frame_003.png,{COMBOS[0].caption},\n"
+    (root / "train.csv").write_text(csv)
+    config = small_config(tmp_path, max_train_steps=2, checkpointing_steps=10)
+    result = train(str(root), flux_root, str(tmp_path / "out"), config)
+    s = result.summary
+    assert (s["input_rows"], s["used_rows"], s["rejected"]) == (7, 3, 4)
+    assert s["rejected_by_reason"] == {
+        "undecodable image": 1,
+        "missing mask file": 1,
+        "size mismatch": 1,
+        "unsafe path": 1,
+    }
+    records = [
+        json.loads(x) for x in Path(tmp_path, "out", "failures.jsonl").read_text().splitlines()
+    ]
+    assert len(records) == 4 and all(r["reason"] and r["item"] for r in records)
+
+    for name in ("frame_003", "frame_004", "frame_005"):
+        (root / "images" / f"{name}.png").unlink()
+    with pytest.raises(DatasetFormatError, match="no usable rows"):
+        train(str(root), flux_root, str(tmp_path / "out2"), config)
+    assert _summary(str(tmp_path / "out2"))["status"] == "failed"
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(flux_root, tmp_path, monkeypatch):
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    real = objective.flow_matching_loss
+    calls = {"n": 0}
+
+    def poisoned(model, inputs, guidance):
+        loss, pred = real(model, inputs, guidance)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                loss = loss * float("nan")
+        return loss, pred
+
+    monkeypatch.setattr(objective, "flow_matching_loss", poisoned)
+    out = str(tmp_path / "out")
+    config = small_config(tmp_path, max_train_steps=6, checkpointing_steps=2)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3.*checkpoint"):
+        train(data, flux_root, out, config)
+    latest = ckpt.latest_complete(out)
+    assert latest is not None and latest[0].step == 2
+    s = _summary(out)
+    assert s["status"] == "failed" and "nan" in s["error"] and s["steps_done"] == 2
+    assert not Path(out, "lora").exists()
+
+
+def test_failed_checkpoints_never_become_latest(flux_root, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    real_save, real_publish = Accelerator.save_state, ckpt.publish
+
+    def save_state(self, output_dir=None, **kw):
+        if output_dir.endswith("checkpoint-000002"):
+            raise OSError(28, "No space left on device")
+        return real_save(self, output_dir, **kw)
+
+    def publish(staging, dest, manifest):
+        if dest.endswith("checkpoint-000004"):  # half uploaded, then the upload fails
+            Path(dest).mkdir(parents=True)
+            (Path(dest) / WEIGHTS).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_publish(staging, dest, manifest)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    monkeypatch.setattr(ckpt, "publish", publish)
+    out = str(tmp_path / "out")
+    config = small_config(tmp_path, max_train_steps=6, checkpointing_steps=2)
+    train(data, flux_root, out, small_config(tmp_path, **{
+        **config.as_dict(), "stop_after_steps": 4, "target_modules": config.target_modules,
+    }))
+    assert ckpt.latest_complete(out) is None  # both attempts failed; nothing to resume from
+    assert [i.complete for i in ckpt.list_checkpoints(out)] == [False]
+    s = _summary(out)
+    assert [f["step"] for f in s["checkpoint_failures"]] == [2, 4]
+    assert all("No space left" in f["reason"] for f in s["checkpoint_failures"])
+
+    monkeypatch.undo()
+    result = train(data, flux_root, out, config)  # starts over: no complete checkpoint
+    assert result.summary["resumed_from_step"] is None and result.status == "complete"
+    assert [i.step for i in ckpt.list_checkpoints(out)] == [4, 6]  # partial 4 replaced
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_help_and_config_round_trip(capsys):
+    with pytest.raises(SystemExit):
+        cli(["train-lora", "--help"])
+    text = capsys.readouterr().out
+    for opt in ["--train-data", "--model-root", "--output-dir", "--num-processes", "--rank",
+                "--alpha", "--target-modules", "--gradient-checkpointing",
+                "--attention-backend", "--checkpointing-steps", "--weighting-scheme"]:
+        assert opt in text
+    config = TrainConfig(rank=16, alpha=8.5, target_modules=("to_q", "to_v"), dropout=0.05,
+                         gradient_checkpointing=True, stop_after_steps=7, work_dir="/w")
+    parser = __import__("argparse").ArgumentParser()
+    stage.add_train_arguments(parser)
+    assert stage.config_from_args(parser.parse_args(stage.config_to_argv(config))) == config
+    with pytest.raises(ValueError, match="weighting scheme"):
+        TrainConfig(weighting_scheme="cosmap")
+
+
+def test_cli_trains_and_refuses_other_settings(flux_root, tmp_path, capsys):
+    data = make_train_dataset(str(tmp_path / "data"), n=3)
+    args = ["train-lora", "--train-data", os.path.join(data, "train.csv"), "--model-root",
+            flux_root, "--output-dir", str(tmp_path / "out"),
+            *stage.config_to_argv(small_config(tmp_path, max_train_steps=2))]
+    assert cli(args) == 0
+    assert "complete:" in capsys.readouterr().out
+    assert cli([*args, "--rank", "2"]) == 2
+
+
+# --------------------------------------------------------------------------- gs://
+
+
+@pytest.mark.gcs
+def test_gcs_data_and_checkpoints_resume(flux_root, gcs_bucket, tmp_path):
+    local = make_train_dataset(str(tmp_path / "data"), n=4)
+    data = f"gs://{gcs_bucket}/datasets/d"
+    storage.upload_dir(local, data)
+    out = f"gs://{gcs_bucket}/runs/r1"
+    config = small_config(tmp_path, max_train_steps=4, checkpointing_steps=2)
+    first = train(data, flux_root, out, small_config(tmp_path, **{
+        **config.as_dict(), "stop_after_steps": 2, "target_modules": config.target_modules,
+    }))
+    assert first.status == "stopped"
+    # an upload that died before its manifest is not a checkpoint
+    storage.write_text(f"{out}/checkpoints/checkpoint-000009/{WEIGHTS}", "partial")
+    assert ckpt.latest_complete(out)[0].step == 2
+    with pytest.raises(ckpt.ResumeMismatchError):
+        train(data, flux_root, out, small_config(tmp_path, **{**config.as_dict(), "seed": 1}))
+    result = train(data, flux_root, out, config)
+    assert result.status == "complete" and result.summary["resumed_from_step"] == 2
+    assert storage.exists(f"{out}/lora/{WEIGHTS}") and storage.exists(f"{out}/loss.png")
+    # the partial step-9 folder was removed when the run resumed
+    assert [i.step for i in ckpt.list_checkpoints(out)] == [2, 4]
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(flux_root, tmp_path):
+    """torchrun + gloo on CPU: DDP averages the gradients of both ranks, so 2 processes x
+    batch 1 end with the LoRA of 1 process x batch 2 (rows and noise follow the stream)."""
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    one = small_config(tmp_path, max_train_steps=3, batch_size=2, checkpointing_steps=2)
+    single = train(data, flux_root, str(tmp_path / "one"), one)
+    two = small_config(tmp_path, max_train_steps=3, batch_size=1, checkpointing_steps=2)
+    out = str(tmp_path / "two")
+    cmd = [
+        sys.executable, "-m", "lanepaint.cli", "train-lora", "--num-processes", "2",
+        "--train-data", data, "--model-root", flux_root, "--output-dir", out,
+        *stage.config_to_argv(two),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "complete:" in proc.stdout
+    s = _summary(out)
+    assert s["fingerprint"]["num_processes"] == 2 and s["samples_seen"] == 6
+    assert Path(out, "checkpoints", "checkpoint-000002", "random_states_1.pkl").is_file()
+    a, b = _lora(str(tmp_path / "one")), _lora(out)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert s["last_loss"] == pytest.approx(single.summary["last_loss"], rel=1e-4)
