@@ -4,9 +4,10 @@ Work unit (performance.md): a 150-frame 1080p clip at 8 fps, 9 positive points o
 one object. Full size builds SAM2.1 hiera-large with random weights on the GPU.
 
 - ours: the segment stage's path — the mp4 is decoded in a thread (PyAV), frames are resized
-  on the GPU, the image encoder runs in batches while decoding goes on, the predictor is
-  sam2's VOS-optimized one (compiled), bf16 autocast; timed from opening the mp4 until the
-  masks are on the CPU. Mask clean-up (not in the stock path) is timed separately.
+  on the GPU, the image encoder runs in batches while decoding goes on, bf16 autocast; timed
+  from opening the mp4 until the masks are on the CPU. Mask clean-up (not in the stock path)
+  is timed separately. ``--vos`` uses sam2's VOS predictor (tracking modules compiled, the
+  image encoder left eager) and also times the eager path for comparison.
 - reference: the stock path a user writes — ``init_state`` on a folder of the same frames as
   JPEGs (written beforehand, untimed, as in performance.md's stock measurement), then
   ``add_new_points_or_box`` and ``propagate_in_video`` under bf16 autocast, masks to the CPU.
@@ -14,8 +15,9 @@ one object. Full size builds SAM2.1 hiera-large with random weights on the GPU.
 ``rel_err`` is 1 - IoU of the two mask stacks. Random weights make the object-score head
 call every frame "no object" (all masks empty, so any comparison would be trivially
 perfect); its output bias is set to +20 in both predictors, which keeps the weights random
-but makes the masks depend on the image. Compile time (VOS mode) is paid in the warm-up run
-and reported separately. Smoke size runs the tiny model at 256 px on the CPU in seconds.
+but makes the masks depend on the image. On CUDA every path gets one warm-up run (compile
+time with ``--vos``), reported as ``first_run_s``. Smoke size runs the tiny model at 256 px
+on the CPU in seconds.
 """
 
 from __future__ import annotations
@@ -171,9 +173,7 @@ def _timed(fn, device: torch.device, repeats: int, warmup: bool):
     return statistics.median(times), out, _peak(device), warm_s
 
 
-def run(
-    size: str, out_dir: Path, repeats: int, vos: bool | None = None, encoder_batch: int = 8
-) -> dict:
+def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch: int = 8) -> dict:
     from lanepaint.io.video import iter_frames
     from lanepaint.segment.postprocess import PostprocessSettings, iou, postprocess_masks
     from lanepaint.segment.sam2_video import (
@@ -186,7 +186,6 @@ def run(
     if size == "full" and not torch.cuda.is_available():
         raise SystemExit("--size full needs a CUDA GPU (use --size smoke on a CPU)")
     frames, width, height, render_width = SIZES[size]
-    vos = (size == "full") if vos is None else vos
     ours_pred, ref_pred = build_predictors(size, vos)
     device = torch.device(ours_pred.device)
     segmenter = Sam2RoadSegmenter(ours_pred, settings=Sam2Settings(encoder_batch=encoder_batch))
@@ -209,6 +208,15 @@ def run(
             lambda: run_ours(segmenter, clip, frames), device, repeats, warmup
         )
         print(f"ours: {ours_s:.3f} s (first run {compile_s} s)", flush=True)
+        serial_s = None
+        if device.type == "cuda":  # the same, encoder on the tracker's stream
+            serial = Sam2RoadSegmenter(
+                ours_pred, settings=Sam2Settings(encoder_batch=encoder_batch, side_stream=False)
+            )
+            serial_s, (_, serial_masks, _), _, _ = _timed(
+                lambda: run_ours(serial, clip, frames), device, repeats, True
+            )
+            print(f"ours, one stream: {serial_s:.3f} s", flush=True)
         # Same pixels as the reference (its JPEG round trip): what is left is our path's
         # own difference (bf16 batching), not the input's.
         same_input = segmenter.segment(read_jpeg_folder(jpeg_dir)).masks
@@ -219,6 +227,7 @@ def run(
     postprocess_masks(ours_masks, PostprocessSettings(), workers=8)
     post_s = time.perf_counter() - t
     agreement = iou(ours_masks, ref_masks)
+    serial_err = None if serial_s is None else round(1 - iou(serial_masks, ref_masks), 6)
     extra = {
         "size": size,
         "work_unit": f"{frames} frames {width}x{height} @ 8 fps, 9 points, 1 object",
@@ -229,6 +238,8 @@ def run(
         "encoder_batch": encoder_batch,
         "ours_phases_s": phases,
         "ours_eager_s": None if eager_s is None else round(eager_s, 4),
+        "ours_one_stream_s": None if serial_s is None else round(serial_s, 4),
+        "rel_err_one_stream": serial_err,
         "first_run_s": None if compile_s is None else round(compile_s, 2),
         "postprocess_s": round(post_s, 4),
         "resize_and_encoder_s": None if encode_s is None else round(encode_s, 4),
@@ -251,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=tuple(SIZES), default="smoke")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
     parser.add_argument("--repeats", type=int, default=None, help="default 3 full, 1 smoke")
-    parser.add_argument("--vos", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--vos",
+        action="store_true",
+        help="ours with sam2's VOS predictor (tracking compiled); eager is timed too",
+    )
     parser.add_argument("--encoder-batch", type=int, default=8)
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.size == "full" else 1)

@@ -1,7 +1,5 @@
 """KFP components of the dataset-build pipeline: plan → shard (fanned out) → merge."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
@@ -9,16 +7,14 @@ from components.settings import image_for
 
 
 @dsl.component(base_image=image_for("shard"), install_kfp_package=False)
-def plan_dataset_build(
-    output_root: str, output_dir: str, run_date: str, run_time: str, num_shards: int
-) -> NamedTuple("Plan", [("output_dir", str), ("shards", list)]):
-    """Where this run writes (a new dated prefix unless output_dir is given) and its shards."""
-    from collections import namedtuple
-
+def plan_dataset_build(output_root: str, output_dir: str, run_date: str) -> str:
+    """Where this run writes: ``output_dir`` if given, else a new prefix
+    under ``output_root`` dated by ``run_date`` (a schedule's scheduled time) or by now.
+    (KFP's creation-time placeholder is not resolved by the local runner, so the plan task,
+    which runs once per run, reads the clock itself.)"""
     from lanepaint.stages.build_dataset import dated_output_dir
 
-    out = output_dir or dated_output_dir(output_root, run_date or run_time)
-    return namedtuple("Plan", ["output_dir", "shards"])(out, list(range(num_shards)))
+    return output_dir or dated_output_dir(output_root, run_date)
 
 
 @dsl.component(base_image=image_for("build-dataset"), install_kfp_package=False)

@@ -6,14 +6,6 @@ from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 from components.settings import image_for
 
 
-@dsl.component(base_image=image_for("shard"), install_kfp_package=False)
-def shard_indices(num_shards: int) -> list:
-    """[0, 1, ..., num_shards-1]: the items of the ParallelFor over shards."""
-    if num_shards < 1:
-        raise ValueError("num_shards must be >= 1")
-    return list(range(num_shards))
-
-
 @dsl.component(base_image=image_for("edit"), install_kfp_package=False)
 def edit_shard(
     layout: Input[Dataset],
@@ -55,11 +47,11 @@ def edit_shard(
         max_frames=None if max_frames < 0 else max_frames,
         compile=compile_blocks,
         num_shards=num_shards,
-        shard_index=shard_index,
+        shard_index=int(shard_index),  # ParallelFor items arrive as JSON numbers (floats)
     )
     data_dir = artifacts.resolve_pointer(layout.path)
     out = output_dir or default_output_dir(data_dir)
-    summary_dir = storage.join(out, "_shards", f"shard_{shard_index:04d}")
+    summary_dir = storage.join(out, "_shards", f"shard_{int(shard_index):04d}")
     summary = edit_videos(data_dir, out, model_root, config, summary_dir=summary_dir)
     return int(summary["edited"])
 

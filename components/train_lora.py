@@ -77,8 +77,16 @@ def train_lora(
         {"uri": s["lora_dir"], "rank": rank, "alpha": alpha, "steps": s["steps_done"], **labels}
     )
     for key in (
-        "input_rows", "used_rows", "rejected", "steps_done", "first_loss", "last_loss",
-        "eval_loss_start", "eval_loss_end", "step_time_median_s", "peak_memory_gib",
+        "input_rows",
+        "used_rows",
+        "rejected",
+        "steps_done",
+        "first_loss",
+        "last_loss",
+        "eval_loss_start",
+        "eval_loss_end",
+        "step_time_median_s",
+        "peak_memory_gib",
     ):
         if isinstance(s.get(key), int | float):
             metrics.log_metric(key, s[key])

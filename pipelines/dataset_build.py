@@ -56,7 +56,7 @@ def dataset_build_pipeline(
         vlm_size=vlm_size,
     )
     filtered = filter_dataset(
-        input_dir=plan.outputs["output_dir"],
+        input_dir=plan.output,
         count=count,
         color=color,
         pattern=pattern,

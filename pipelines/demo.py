@@ -32,12 +32,14 @@ def prepare_inputs(out: Path, model_root: str | None) -> tuple[str, Path, list[s
         model_root = str(smoke)
     source = out / "source"
     if not source.exists():
-        write_chunks(source, chunks=2, per_chunk=3, frames=12, fps=8.0, width=320,
-                     height=192, seed=1)
+        write_chunks(
+            source, chunks=2, per_chunk=3, frames=12, fps=8.0, width=320, height=192, seed=1
+        )
     clips = out / "clips"
     if not clips.exists():
-        write_chunks(clips, chunks=1, per_chunk=2, frames=12, fps=8.0, width=320,
-                     height=192, seed=2)
+        write_chunks(
+            clips, chunks=1, per_chunk=2, frames=12, fps=8.0, width=320, height=192, seed=2
+        )
     videos = sorted(str(p) for p in clips.rglob("*.mp4"))
     return model_root, source, videos
 

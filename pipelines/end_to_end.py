@@ -55,7 +55,7 @@ def end_to_end_pipeline(
         captioner=captioner,
     )
     filtered = filter_dataset(
-        input_dir=plan.outputs["output_dir"],
+        input_dir=plan.output,
         count=count,
         color=color,
         pattern=pattern,

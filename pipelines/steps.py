@@ -3,9 +3,10 @@
 from kfp import dsl
 
 from components.build_dataset import build_dataset_shard, merge_dataset, plan_dataset_build
-from components.edit import edit_shard, merge_edits, shard_indices
+from components.edit import edit_shard, merge_edits
 from components.evaluate import evaluate
 from components.settings import configure, settings
+from components.shards import shard_indices
 
 # KFP 2.17 takes ParallelFor's parallelism at compile time only: settings.yaml sets it.
 _PIPELINE_SETTINGS = settings().get("pipelines", {})
@@ -16,28 +17,23 @@ EDIT_PARALLELISM = int(_PIPELINE_SETTINGS.get("edit", {}).get("parallelism", 8))
 def add_dataset_build(
     source, output_root, output_dir, run_date, model_root, num_shards, **shard_params
 ) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
-    """plan → build shards in parallel → merge. Returns (plan, merge) tasks."""
-    plan = plan_dataset_build(
-        output_root=output_root,
-        output_dir=output_dir,
-        run_date=run_date,
-        run_time=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER,
-        num_shards=num_shards,
-    )
+    """plan → build shards in parallel → merge. Returns (plan, merge) tasks; ``plan.output``
+    is the dataset folder."""
+    plan = plan_dataset_build(output_root=output_root, output_dir=output_dir, run_date=run_date)
     configure(plan, "shard")
-    with dsl.ParallelFor(plan.outputs["shards"], parallelism=DATASET_PARALLELISM) as index:
+    shards = shard_indices(num_shards=num_shards)
+    configure(shards, "shard")
+    with dsl.ParallelFor(shards.output, parallelism=DATASET_PARALLELISM) as index:
         shard = build_dataset_shard(
             source=source,
-            output_dir=plan.outputs["output_dir"],
+            output_dir=plan.output,
             model_root=model_root,
             shard_index=index,
             num_shards=num_shards,
             **shard_params,
         )
         configure(shard, "build-dataset")
-    merged = merge_dataset(
-        output_dir=plan.outputs["output_dir"], shard_rows=dsl.Collected(shard.output)
-    )
+    merged = merge_dataset(output_dir=plan.output, shard_rows=dsl.Collected(shard.output))
     configure(merged, "merge")
     return plan, merged
 
