@@ -54,7 +54,7 @@ def build_dataset_shard(
         start_index=start_index,
         limit=None if limit < 0 else limit,
         num_shards=num_shards,
-        shard_index=shard_index,
+        shard_index=int(shard_index),  # ParallelFor items arrive as JSON numbers (floats)
         do_merge=False,
     )
     return int(summary["rows_written"])

@@ -6,7 +6,7 @@ from components.build_dataset import build_dataset_shard, merge_dataset, plan_da
 from components.edit import edit_shard, merge_edits
 from components.evaluate import evaluate
 from components.settings import configure, settings
-from components.shards import shard_indices
+from components.shards import shard_indices, shard_items
 
 # KFP 2.17 takes ParallelFor's parallelism at compile time only: settings.yaml sets it.
 _PIPELINE_SETTINGS = settings().get("pipelines", {})
@@ -21,14 +21,14 @@ def add_dataset_build(
     is the dataset folder."""
     plan = plan_dataset_build(output_root=output_root, output_dir=output_dir, run_date=run_date)
     configure(plan, "shard")
-    shards = shard_indices(num_shards=num_shards)
+    shards = shard_items(output_dir=plan.output, num_shards=num_shards)
     configure(shards, "shard")
-    with dsl.ParallelFor(shards.output, parallelism=DATASET_PARALLELISM) as index:
+    with dsl.ParallelFor(shards.output, parallelism=DATASET_PARALLELISM) as item:
         shard = build_dataset_shard(
             source=source,
-            output_dir=plan.output,
+            output_dir=item.output_dir,
             model_root=model_root,
-            shard_index=index,
+            shard_index=item.index,
             num_shards=num_shards,
             **shard_params,
         )

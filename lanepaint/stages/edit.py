@@ -54,7 +54,7 @@ class EditConfig:
     steps: int = 50
     guidance: float = 6.0
     conditioning_scale: float = 1.0
-    mask_dilation: int = 16
+    mask_dilation: int = 16  # pixels at 480 rows; scaled with the model's frame height
     overlap: int = 5
     id_resample: bool = True
     prev_clip_weight: float = 1.0
@@ -272,8 +272,14 @@ def edit_videos(
     loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     painter = None
     if todo:
-        painter = FirstFramePainter(models.flux, models.judge, config.first_frame)
         size = model_size(models.painter)
+        scale = size[0] / 480  # dilation and feathering are given for 480-row frames
+        ff_config = replace(
+            config.first_frame,
+            dilation=round(config.first_frame.dilation * scale),
+            feather=round(config.first_frame.feather * scale),
+        )
+        painter = FirstFramePainter(models.flux, models.judge, ff_config)
     for record, inst in tqdm(todo, desc="first frames", unit="item"):
         key = (record.video_id, inst.slug)
         t0 = time.perf_counter()
@@ -316,7 +322,7 @@ def edit_videos(
                 num_inference_steps=config.steps,
                 guidance_scale=config.guidance,
                 conditioning_scale=config.conditioning_scale,
-                mask_dilation=config.mask_dilation,
+                mask_dilation=round(config.mask_dilation * size[0] / 480),
                 overlap=config.overlap,
                 id_resample=config.id_resample,
                 prev_clip_weight=config.prev_clip_weight,
@@ -333,7 +339,6 @@ def edit_videos(
                 torch.cuda.empty_cache()
             _fail(failures, record, inst, "propagation", exc)
             continue
-        mask_uri = vp.masks(record.mask_id)
         rec = {
             "video_id": record.video_id,
             "instruction": inst.text,
@@ -343,7 +348,11 @@ def edit_videos(
             "settings": settings,
             **meta,
             "source_video": _resized_source(out, key, frames, record, vp, write_video),
-            "mask_uri": _resized_masks(out, key, masks, record, mask_uri),
+            # The region actually repainted (dilated): evaluate measures background outside it.
+            "mask_uri": _write_masks(
+                out.item(*key, "repainted_masks.npz"),
+                repainted_masks(result.masks, masks[0], ff_config),
+            ),
             "item_dir": out.item(*key),
             "edited": out.edited(*key),
             "side_by_side": out.side_by_side(*key),
@@ -460,12 +469,21 @@ def _resized_source(out: EditLayout, key, frames, record: VideoRecord, vp, write
     return uri
 
 
-def _resized_masks(out: EditLayout, key, masks, record: VideoRecord, mask_uri: str) -> str:
-    if (record.height, record.width) == masks.shape[1:3]:
-        return mask_uri
+def repainted_masks(
+    propagated: np.ndarray, first_mask: np.ndarray, ff_config: FirstFrameConfig
+) -> np.ndarray:
+    """Per frame, the pixels the edit may change: the propagation's (dilated) masks, and on
+    frame 0 FluxFill's dilated mask plus its feathered rim."""
+    from lanepaint.data.masks import dilate
+
+    out = np.asarray(propagated).astype(np.uint8).copy()
+    out[0] |= dilate(first_mask, ff_config.dilation + ff_config.feather)
+    return out
+
+
+def _write_masks(uri: str, masks: np.ndarray) -> str:
     buf = io.BytesIO()
-    np.savez_compressed(buf, arr_0=masks.astype(np.uint8))
-    uri = out.item(*key, "masks.npz")
+    np.savez_compressed(buf, arr_0=np.asarray(masks).astype(np.uint8))
     storage.write_bytes(uri, buf.getvalue())
     return uri
 
