@@ -10,6 +10,7 @@ from kfp import dsl
 
 from components.segment import segment
 from components.settings import configure
+from pipelines.steps import add_edit, add_evaluate
 
 
 def add_segment_step(**params) -> dsl.PipelineTask:
@@ -21,7 +22,8 @@ def add_segment_step(**params) -> dsl.PipelineTask:
 
 @dsl.pipeline(
     name="edit",
-    description="Lane-marking edits of driving videos: SAM2.1 road masks, then the edit.",
+    description="Lane-marking edits of driving videos: SAM2.1 road masks, the edit (FluxFill "
+    "first frame + VLM judge, VideoPainter propagation) in parallel shards, then evaluation.",
 )
 def edit_pipeline(
     videos: list,
@@ -35,8 +37,17 @@ def edit_pipeline(
     dilate: int = 4,
     png_masks: bool = False,
     overlay: bool = False,
+    instruction: str = "lane single white solid",
+    lora_uri: str = "",
+    lora_scale: float = 1.0,
+    edit_dir: str = "",
+    num_shards: int = 1,
+    judge: bool = True,
+    max_attempts: int = 5,
+    steps: int = 50,
+    first_frame_steps: int = 50,
 ):
-    add_segment_step(
+    seg = add_segment_step(
         videos=videos,
         video_list=video_list,
         output_dir=output_dir,
@@ -49,3 +60,18 @@ def edit_pipeline(
         png_masks=png_masks,
         overlay=overlay,
     )
+    edits = add_edit(
+        seg.outputs["layout"],
+        edit_dir,
+        model_root,
+        instruction,
+        num_shards,
+        lora_uri=lora_uri,
+        lora_scale=lora_scale,
+        judge=judge,
+        max_attempts=max_attempts,
+        steps=steps,
+        first_frame_steps=first_frame_steps,
+        max_frames=max_frames,
+    )
+    add_evaluate(edits.outputs["edits"], "")

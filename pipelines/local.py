@@ -10,23 +10,46 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
-from kfp import local
+from kfp import components, local
 
-from pipelines.compile import PIPELINES, load
+from pipelines.compile import PIPELINES, compile_to
 
 
-def run_local(name: str, params: dict, pipeline_root: str | Path):
-    """Run pipeline ``name`` with ``params``; returns the pipeline's outputs (if any)."""
+def _drop_retries(node) -> None:
+    if isinstance(node, dict):
+        node.pop("retryPolicy", None)
+        for value in node.values():
+            _drop_retries(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_retries(value)
+
+
+def run_local(name: str, params: dict, pipeline_root: str | Path, retries: bool = False):
+    """Run pipeline ``name`` with ``params``; returns the pipeline's outputs (if any).
+
+    The compiled spec is what runs (as on the cluster). Task retries are dropped unless
+    ``retries``: on the cluster they absorb preemption with minutes of backoff, while a
+    local failure is a real error that should surface at once.
+    """
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(Path(pipeline_root).resolve()),
         raise_on_error=True,
     )
-    return load(name)(**params)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_to(name, Path(tmp) / f"{name}.yaml")
+        if not retries:
+            docs = list(yaml.safe_load_all(path.read_text()))
+            _drop_retries(docs[0])
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        pipeline = components.load_component_from_file(str(path))
+    return pipeline(**params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", help="YAML file of pipeline arguments")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--pipeline-root", default="local-runs")
+    parser.add_argument("--retries", action="store_true", help="keep the tasks' retry policies")
     args = parser.parse_args(argv)
     params = yaml.safe_load(Path(args.params).read_text()) if args.params else {}
     for item in args.param:
         key, _, value = item.partition("=")
         params[key] = yaml.safe_load(value)
     logging.basicConfig(level=logging.INFO)
-    run_local(args.pipeline, params or {}, args.pipeline_root)
+    run_local(args.pipeline, params or {}, args.pipeline_root, retries=args.retries)
     print(f"pipeline {args.pipeline} finished; artifacts under {args.pipeline_root}")
     return 0
 

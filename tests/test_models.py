@@ -108,7 +108,9 @@ def test_smoke_root_has_the_real_layout(smoke_root: Path) -> None:
     assert (smoke_root / QWEN_DIR / "chat_template.jinja").is_file()
     assert (smoke_root / SAM2_CHECKPOINT).is_file()
     assert json.loads((smoke_root / SAM2_SIDECAR).read_text())["hydra_overrides"]
-    assert not (smoke_root / "VideoPainter").exists()  # the branch is not invented
+    branch = smoke_root / "VideoPainter" / "checkpoints" / "branch"
+    assert (branch / "config.json").is_file()
+    assert (branch / "diffusion_pytorch_model.safetensors").is_file()
 
 
 def test_real_root_is_labelled_real(tmp_path: Path) -> None:
@@ -245,7 +247,7 @@ def test_check_reports_all_present_and_loadable(smoke_root: Path, capsys) -> Non
     assert status == {
         "flux_fill": "loaded",
         "cogvideox_i2v": "loaded",
-        "videopainter_branch": "absent",
+        "videopainter_branch": "loaded",
         "qwen_vl_7b": "loaded",
         "qwen_vl_72b": "absent",
         "sam2": "loaded",

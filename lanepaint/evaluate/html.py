@@ -29,8 +29,12 @@ font-size:13px;text-align:left} th{background:#f3f3f3}
 """
 
 
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\n\t"}
+
+
 def esc(value) -> str:
-    return html.escape(str(value))
+    """HTML-escaped text without control characters (model answers can contain any)."""
+    return html.escape(str(value).translate(_CONTROL))
 
 
 def data_uri(data: bytes, mime: str) -> str:
