@@ -86,10 +86,14 @@ def _load_files(model: str, folder: Path, cls: type, config_name: str) -> Any:
         raise ModelError(model, folder, f"{cls.__name__} failed to load: {exc}") from exc
 
 
+def has_sentencepiece() -> bool:
+    return importlib.util.find_spec("sentencepiece") is not None
+
+
 def _load_tokenizer(model: str, folder: Path, cls: type) -> Any:
     """A tokenizer; a SentencePiece-only folder needs the (absent) sentencepiece package."""
     spm_only = not (folder / "tokenizer.json").is_file() and any(folder.glob("*.model"))
-    if spm_only and importlib.util.find_spec("sentencepiece") is None:
+    if spm_only and not has_sentencepiece():
         raise ModelError(
             model,
             folder,
