@@ -21,7 +21,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin-top:28px} h3{font-siz
 .banner.real{background:#e6f4ea;border-color:#7cc38d}
 table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:4px 8px;
 font-size:13px;text-align:left} th{background:#f3f3f3}
-.players{display:flex;gap:12px;flex-wrap:wrap} video{max-width:100%;background:#000}
+.players{display:flex;gap:12px;flex-wrap:wrap} video{width:720px;max-width:100%;background:#000}
 .grid{display:flex;gap:10px;flex-wrap:wrap} .att{width:220px;font-size:12px}
 .att img{width:100%;display:block;border:3px solid #bbb} .pass img{border-color:#2e9d4f}
 .fail img{border-color:#c43c3c} .best{outline:2px dashed #345;outline-offset:2px}
