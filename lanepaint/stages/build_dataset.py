@@ -158,6 +158,17 @@ class Part:
     def record_uri(self, uid: str) -> str:
         return storage.join(self.uri, "records", f"{uid}.json")
 
+    def done(self, settings: str) -> set[str]:
+        """Items finished with these settings (their records are the manifest)."""
+        return {uid for uid, r in _existing_records(self).items() if r.get("settings") == settings}
+
+    def commit(self, record: dict) -> None:
+        """The record is the item's commit point: written last, atomically."""
+        record = {**record, "finished_at": reports.now_iso()}
+        storage.write_text(
+            self.record_uri(record["uid"]), json.dumps(record, sort_keys=True) + "\n"
+        )
+
 
 def video_uid(video: VideoSource) -> str:
     digest = hashlib.sha1(video.key.encode()).hexdigest()[:8]
@@ -264,7 +275,7 @@ def build_from_videos(
     started = time.perf_counter()
     part = Part(output_dir, part_name)
     settings = config.settings_hash()
-    done = {uid for uid, r in _existing_records(part).items() if r.get("settings") == settings}
+    done = part.done(settings)
     todo = [v for v in videos if video_uid(v) not in done]
     failures = reports.Failures()
     timings = reports.Timings()
@@ -299,17 +310,16 @@ def build_from_videos(
             log.warning("video %s failed: %s", video.key, exc)
             failures.add(video.key, f"{type(exc).__name__}: {exc}")
             continue
-        record = {
-            "uid": uid,
-            "video": video.as_dict(),
-            "settings": settings,
-            "rows": rows,
-            "missing_frames": missing,
-            "dropped_frames": dropped,
-            "finished_at": reports.now_iso(),
-        }
-        # The record is the commit point: written last, atomically.
-        storage.write_text(part.record_uri(uid), json.dumps(record, sort_keys=True) + "\n")
+        part.commit(
+            {
+                "uid": uid,
+                "video": video.as_dict(),
+                "settings": settings,
+                "rows": rows,
+                "missing_frames": missing,
+                "dropped_frames": dropped,
+            }
+        )
         rows_written += len(rows)
     summary = {
         "stage": "build-dataset",
@@ -345,7 +355,7 @@ def build_from_images(
     started = time.perf_counter()
     part = Part(output_dir, part_name)
     settings = config.settings_hash()
-    done = {uid for uid, r in _existing_records(part).items() if r.get("settings") == settings}
+    done = part.done(settings)
     todo = [u for u in images if image_uid(u) not in done]
     failures = reports.Failures()
     if todo:
@@ -369,15 +379,15 @@ def build_from_images(
         except Exception as exc:  # noqa: BLE001
             failures.add(uri, f"{type(exc).__name__}: {exc}")
             continue
-        record = {
-            "uid": uid,
-            "image": uri,
-            "settings": settings,
-            "rows": rows,
-            "dropped_frames": dropped,
-            "finished_at": reports.now_iso(),
-        }
-        storage.write_text(part.record_uri(uid), json.dumps(record, sort_keys=True) + "\n")
+        part.commit(
+            {
+                "uid": uid,
+                "image": uri,
+                "settings": settings,
+                "rows": rows,
+                "dropped_frames": dropped,
+            }
+        )
         rows_written += len(rows)
     summary = {
         "stage": "build-dataset",
