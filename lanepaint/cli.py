@@ -13,15 +13,16 @@ import logging
 import sys
 
 COMMANDS = [
-    "lanepaint.data.synth",
-    "lanepaint.stages.filter_dataset",
     "lanepaint.stages.segment",
-    "lanepaint.stages.train_lora",
-    "lanepaint.models.cli",
-    "lanepaint.lanes.cli",
     "lanepaint.stages.caption",
     "lanepaint.stages.build_dataset",
+    "lanepaint.stages.filter_dataset",
+    "lanepaint.stages.train_lora",
+    "lanepaint.stages.edit",
     "lanepaint.stages.evaluate",
+    "lanepaint.lanes.cli",
+    "lanepaint.data.synth",
+    "lanepaint.models.cli",
 ]
 
 
@@ -38,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # command not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     for name, (_, help_text) in PIPELINE_COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
