@@ -76,3 +76,18 @@ def test_cli(smoke_root, images, tmp_path, capsys):
         ]
     )
     assert code == 0 and "captioned 1 images" in capsys.readouterr().out
+
+
+def test_caption_component_runs_under_kfp_local(smoke_root, images, tmp_path):
+    from kfp import compiler, local
+
+    from components.caption import caption
+
+    compiler.Compiler().compile(caption, str(tmp_path / "caption.yaml"))
+    local.init(runner=local.SubprocessRunner(use_venv=False),
+               pipeline_root=str(tmp_path / "root"))
+    task = caption(images=[str(images / "a.png"), str(images / "broken.png")],
+                   model_root=smoke_root, batch_size=2)
+    lines = open(task.outputs["captions"].path).read().splitlines()
+    assert len(lines) == 2
+    assert "captioned" in open(task.outputs["report"].path).read()
