@@ -1,0 +1,34 @@
+"""The edit and caption benchmarks run at smoke size on the CPU and write the perf record."""
+
+import json
+
+import pytest
+
+KEYS = {"stage", "card", "commit", "date", "ours_s", "reference_s", "ratio", "peak_gib",
+        "floor_s", "rel_err"}
+
+
+@pytest.mark.slow
+def test_edit_bench_smoke(tmp_path):
+    from bench import edit
+
+    assert edit.main(["--size", "smoke", "--out-dir", str(tmp_path),
+                      "--parts", "first_frame,propagate,whole_edit"]) == 0
+    for stage in ("first_frame", "propagate", "whole_edit"):
+        record = json.loads((tmp_path / f"{stage}.smoke.json").read_text())
+        assert KEYS <= set(record) and record["stage"] == stage and record["card"] == "cpu"
+    propagate = json.loads((tmp_path / "propagate.smoke.json").read_text())
+    assert propagate["rel_err"] == 0.0  # nothing is compiled on the CPU: identical path
+    assert propagate["extra"]["one_step_rel_err"] == 0.0
+    written = [p.name for p in tmp_path.glob("*.json")]
+    assert written and all(n.endswith(".smoke.json") for n in written), written
+
+
+@pytest.mark.slow
+def test_caption_bench_smoke(tmp_path):
+    from bench import caption
+
+    assert caption.main(["--size", "smoke", "--out-dir", str(tmp_path), "--repeats", "1"]) == 0
+    for stage in ("judge", "caption_batch"):
+        record = json.loads((tmp_path / f"{stage}.smoke.json").read_text())
+        assert KEYS <= set(record) and record["ours_s"] > 0 and record["reference_s"] > 0
