@@ -42,7 +42,7 @@ check-compiled: install
 	$(PY) -m pipelines.compile --check
 
 demo: install
-	$(PY) -m pipelines.demo --out $(DEMO_OUT)
+	$(PY) -m pipelines.demo --out $(DEMO_OUT) $(if $(MODEL_ROOT),--model-root $(MODEL_ROOT))
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,11 @@ def prepare_inputs(out: Path, model_root: str | None) -> tuple[str, Path, list[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-out", help="folder for inputs and outputs")
-    parser.add_argument("--model-root", default=None, help="real weights (default: smoke set)")
+    parser.add_argument(
+        "--model-root",
+        default=os.environ.get("LANEPAINT_MODEL_ROOT") or None,
+        help="real weights (default: $LANEPAINT_MODEL_ROOT, else the smoke set)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out).resolve()
