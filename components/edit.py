@@ -71,7 +71,7 @@ def merge_edits(
     from lanepaint.stages.edit import merge_edits as merge
 
     out = output_dir or default_output_dir(artifacts.resolve_pointer(layout.path))
-    summary = merge(out)
+    summary = merge(out, num_shards=len(shard_counts))
     artifacts.write_pointer(edits.path, out, "edit-outputs", items=summary["records"])
     edits.metadata.update({"uri": out, "items": summary["records"]})
     for key in ("items", "edited", "skipped_done", "failed", "records"):

@@ -110,6 +110,11 @@ def test_shards_then_merge(smoke_root, models, data, tmp_path):
             models=models,
             summary_dir=str(out / "_shards" / f"shard_{k:04d}"),
         )
-    merged = merge_edits(str(out))
+    stale = out / "_shards" / "shard_0007"  # left by an earlier run with more shards
+    stale.mkdir()
+    (stale / "summary.json").write_text(
+        (out / "_shards" / "shard_0000" / "summary.json").read_text()
+    )
+    merged = merge_edits(str(out), num_shards=2)
     assert merged["shards"] == 2 and merged["edited"] == 2 and merged["failed"] == 2
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2

@@ -84,6 +84,18 @@ class Models:
     painter: object
     plan: object
     metadata: dict
+    vlm: str = "qwen_vl_7b"
+
+    def release_phase_one(self) -> None:
+        """Free what the plan says must not stay beside CogVideoX (each model by its flag)."""
+        from lanepaint.models.placement import release
+
+        names = [("flux_fill", self.flux)]
+        if self.judge is not None:
+            names.append((self.vlm, self.judge.generator.model))
+        doomed = [m for n, m in names if self.plan[n].release_between_phases]
+        if doomed:
+            release(*doomed)
 
 
 def _dtype(device: str):
@@ -121,8 +133,13 @@ def load_models(model_root: str, config: EditConfig) -> Models:
 
     judge = None
     if config.judge:
-        vlm_dev = plan[vlm].device
-        model, processor = loaders.load_qwen_vl(root, config.vlm_size, _dtype(vlm_dev), vlm_dev)
+        where = plan[vlm]
+        offloaded = where.offload != "none"
+        model, processor = loaders.load_qwen_vl(
+            root, config.vlm_size, _dtype(where.device), "cpu" if offloaded else where.device
+        )
+        if offloaded:
+            placement.apply_placement(model, where)
         judge = Judge(
             VLMGenerator(model, processor), config.judge_max_new_tokens, config.judge_visual_tokens
         )
@@ -141,7 +158,7 @@ def load_models(model_root: str, config: EditConfig) -> Models:
     if config.compile and str(cog_dev).startswith("cuda"):
         painter.compile_blocks()
     metadata = {**root.metadata(), "lora": config.lora, "torch": torch.__version__}
-    return Models(root, flux, judge, painter, plan, metadata)
+    return Models(root, flux, judge, painter, plan, metadata, vlm)
 
 
 def local_lora_dir(uri: str):
@@ -180,6 +197,22 @@ def resize_video(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]):
         ]
     )
     return out_f, out_m
+
+
+def unsafe_record(record: VideoRecord) -> str | None:
+    """Why a meta.csv row cannot be used safely (ids and paths become path parts)."""
+    from lanepaint.data.fluxfill import UnsafePathError, safe_relpath
+    from lanepaint.data.videopainter import safe_video_id
+
+    for name in ("video_id", "mask_id"):
+        value = getattr(record, name)
+        if not value or safe_video_id(value) != value:
+            return f"{name} {value!r} is not a plain file name"
+    try:
+        safe_relpath(record.path)
+    except UnsafePathError as exc:
+        return str(exc)
+    return None
 
 
 def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int | None):
@@ -241,8 +274,14 @@ def edit_videos(
     instructions = parse_instructions(config.instructions)
     vp = VideoPainterLayout(data_dir)
     out = EditLayout(output_dir)
-    records = _select(vp.read_meta(), config)
     failures = reports.Failures()
+    records = []
+    for rec in _select(vp.read_meta(), config):
+        problem = unsafe_record(rec)
+        if problem:
+            failures.add(rec.video_id, f"bad meta.csv row: {problem}")
+        else:
+            records.append(rec)
     timings = reports.Timings()
 
     from lanepaint.models.root import as_model_root
@@ -269,7 +308,7 @@ def edit_videos(
 
     # Phase 1: first frames (FluxFill + judge) for every item.
     first: dict[tuple[str, str], dict] = {}
-    loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    firsts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # frame 0 and its mask per video
     painter = None
     if todo:
         size = model_size(models.painter)
@@ -283,12 +322,14 @@ def edit_videos(
     for record, inst in tqdm(todo, desc="first frames", unit="item"):
         key = (record.video_id, inst.slug)
         t0 = time.perf_counter()
+        # An older record (other settings) must not vouch for the files rewritten below.
+        storage.delete(out.record(*key))
         try:
-            if record.video_id not in loaded:
-                frames, masks = load_item(vp, record, config.max_frames)
-                loaded[record.video_id] = resize_video(frames, masks, size)
-            frames, masks = loaded[record.video_id]
-            result = painter.run(frames[0], masks[0], inst)
+            if record.video_id not in firsts:
+                frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
+                firsts[record.video_id] = (frames[0], masks[0])
+            frame0, mask0 = firsts[record.video_id]
+            result = painter.run(frame0, mask0, inst)
             for attempt in result.attempts:
                 storage.write_bytes(out.attempt(*key, attempt.index), _png(attempt.image))
             storage.write_bytes(out.attempt(*key, "best.png"), _png(result.best.image))
@@ -297,10 +338,8 @@ def edit_videos(
             first[key] = {"result": result, "seconds": time.perf_counter() - t0}
         except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
             _fail(failures, record, inst, "first frame", exc)
-    if models is not None and models.plan["flux_fill"].release_between_phases:
-        from lanepaint.models.placement import release
-
-        release(models.flux, *([models.judge.generator.model] if models.judge else []))
+    if models is not None and todo:
+        models.release_phase_one()
 
     # Phase 2: propagation.
     from lanepaint.io.video import write_video
@@ -310,10 +349,11 @@ def edit_videos(
         [t for t in todo if (t[0].video_id, t[1].slug) in first], desc="propagate", unit="item"
     ):
         key = (record.video_id, inst.slug)
-        frames, masks = loaded[record.video_id]
         ff = first[key]["result"]
         t0 = time.perf_counter()
         try:
+            # Decoded again rather than held: a shard's videos need not fit in memory.
+            frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
             result = models.painter(
                 frames,
                 masks,
@@ -415,12 +455,18 @@ def write_manifest(output_dir: str) -> list[dict]:
     return records
 
 
-def merge_edits(output_dir: str) -> dict:
-    """Combine the shards' summaries and failures and write the manifest (after a fan-out)."""
+def merge_edits(output_dir: str, num_shards: int | None = None) -> dict:
+    """Combine the shards' summaries and failures and write the manifest (after a fan-out).
+
+    With ``num_shards`` only this run's shards count (an earlier run into the same folder
+    may have left more)."""
     records = write_manifest(output_dir)
     shard_root = storage.join(output_dir, "_shards")
     summaries, failures = [], reports.Failures()
+    current = None if num_shards is None else {f"shard_{i:04d}" for i in range(num_shards)}
     for uri in storage.list_files(shard_root):
+        if current is not None and uri.rsplit("/", 2)[-2] not in current:
+            continue
         if uri.endswith("/" + reports.SUMMARY_JSON):
             summaries.append(json.loads(storage.read_text(uri)))
         elif uri.endswith("/" + reports.FAILURES):
