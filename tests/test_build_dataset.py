@@ -136,3 +136,28 @@ def test_gcs_output_and_zip_source(source, gcs_bucket):
     summary = bd.merge(out)
     rows, _ = fluxfill.read_dataset(out)
     assert summary["rows"] == len(rows) == 2
+
+
+def test_other_models_redo_the_videos_and_label_the_dataset(source, tmp_path):
+    from lanepaint.models.smoke import build_smoke
+
+    smoke = str(build_smoke(tmp_path / "smoke"))
+    videos = discover_videos(str(source), limit=2).videos
+    out = str(tmp_path / "ds")
+    free = bd.build_from_videos(
+        videos, out, CONFIG, masker=bottom_half, captioner=bd.make_captioner(CONFIG, None)
+    )
+    assert free["model_set"] == "none"
+    assert bd.merge(out)["model_set_label"].startswith("weights-free")
+    vlm = bd.BuildConfig(
+        frame_numbers=(0, 5),
+        captioner="vlm",
+        segmenter="classical",
+        analyzer_check=False,
+        device="cpu",
+    )
+    again = bd.build_from_videos(videos, out, vlm, smoke, masker=bottom_half)
+    assert again["skipped_done"] == 0 and again["model_set"] == "smoke"
+    merged = bd.merge(out)
+    assert merged["model_set"] == "smoke" and merged["rows"] == 4  # no weights-free rows mixed in
+    assert bd.parse_frame_numbers("1,1,2") == (1, 2)

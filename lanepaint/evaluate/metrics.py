@@ -58,7 +58,7 @@ def background_preservation(original: np.ndarray, edited: np.ndarray, masks: np.
     return {
         "background_psnr_db": round(float(np.mean(psnrs)), 3) if psnrs else None,
         "background_ssim": round(float(np.mean(ssims)), 5) if ssims else None,
-        "frames": len(psnrs),
+        "background_frames": len(psnrs),
     }
 
 

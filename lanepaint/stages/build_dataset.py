@@ -33,7 +33,6 @@ from lanepaint.data.sources import (
     discover_videos,
     list_images,
     local_video,
-    shard,
 )
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
 from lanepaint.io import reports, storage
@@ -75,12 +74,36 @@ class BuildConfig:
         if any(n < 0 for n in self.frame_numbers) or not self.frame_numbers:
             raise ValueError("frame numbers must be non-negative and at least one")
 
-    def settings_hash(self) -> str:
-        """What makes two runs' rows comparable (a video is redone if this changes)."""
+    def settings_hash(self, identity: dict | None = None) -> str:
+        """What makes two runs' rows comparable (a video is redone if this changes),
+        including which models made them."""
         d = asdict(self)
         for key in ("batch_size", "device", "extra"):
             d.pop(key)
+        d["models"] = {k: (identity or {}).get(k) for k in ("model_set", "model_root")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def uses_models(self) -> bool:
+        return self.segmenter == "sam2" or self.captioner == "vlm"
+
+
+WEIGHTS_FREE = {
+    "model_set": "none",
+    "model_set_label": "weights-free: classical road segmenter and lane analyzer",
+    "model_root": None,
+}
+
+
+def model_identity(config: BuildConfig, model_root: str | None) -> dict:
+    """Which models make this dataset's masks and captions (stored in every record)."""
+    if not config.uses_models:
+        return dict(WEIGHTS_FREE)
+    if model_root is None:
+        raise ValueError("--model-root is needed for the sam2 segmenter or the vlm captioner")
+    from lanepaint.models.root import as_model_root
+
+    return as_model_root(model_root).metadata()
 
 
 # --- models -----------------------------------------------------------------------------
@@ -163,11 +186,16 @@ class Part:
         return {uid for uid, r in _existing_records(self).items() if r.get("settings") == settings}
 
     def commit(self, record: dict) -> None:
-        """The record is the item's commit point: written last, atomically."""
+        """The record is the item's commit point: written last, atomically. It carries the
+        settings hash and the model identity (model_set, model_set_label, model_root)."""
         record = {**record, "finished_at": reports.now_iso()}
         storage.write_text(
             self.record_uri(record["uid"]), json.dumps(record, sort_keys=True) + "\n"
         )
+
+
+def stable_shard(key: str, num_shards: int) -> int:
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % num_shards
 
 
 def video_uid(video: VideoSource) -> str:
@@ -274,7 +302,8 @@ def build_from_videos(
 
     started = time.perf_counter()
     part = Part(output_dir, part_name)
-    settings = config.settings_hash()
+    identity = model_identity(config, model_root)
+    settings = config.settings_hash(identity)
     done = part.done(settings)
     todo = [v for v in videos if video_uid(v) not in done]
     failures = reports.Failures()
@@ -312,6 +341,7 @@ def build_from_videos(
             continue
         part.commit(
             {
+                **identity,
                 "uid": uid,
                 "video": video.as_dict(),
                 "settings": settings,
@@ -332,10 +362,7 @@ def build_from_videos(
         "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
         "finished_at": reports.now_iso(),
     }
-    if model_root:
-        from lanepaint.models.root import as_model_root
-
-        summary.update(as_model_root(model_root).metadata())
+    summary.update(identity)
     reports.write_reports(part.uri, f"build-dataset part {part_name}", summary, failures)
     return summary
 
@@ -354,7 +381,8 @@ def build_from_images(
 
     started = time.perf_counter()
     part = Part(output_dir, part_name)
-    settings = config.settings_hash()
+    identity = model_identity(config, model_root)
+    settings = config.settings_hash(identity)
     done = part.done(settings)
     todo = [u for u in images if image_uid(u) not in done]
     failures = reports.Failures()
@@ -381,6 +409,7 @@ def build_from_images(
             continue
         part.commit(
             {
+                **identity,
                 "uid": uid,
                 "image": uri,
                 "settings": settings,
@@ -392,6 +421,7 @@ def build_from_images(
     summary = {
         "stage": "build-dataset",
         "part": part_name,
+        **identity,
         "images": len(images),
         "skipped_done": len(images) - len(todo),
         "failed": len(failures),
@@ -416,8 +446,16 @@ def merge(output_dir: str) -> dict:
             records.append(json.loads(storage.read_text(uri)))
         except (json.JSONDecodeError, FileNotFoundError):
             log.warning("skipping unreadable record %s", uri)
+    records.sort(key=lambda r: r.get("finished_at", ""))
+    if records:
+        # Rows made with other settings or models (an earlier run) are never mixed in.
+        newest = records[-1].get("settings")
+        stale = [r for r in records if r.get("settings") != newest]
+        if stale:
+            log.warning("%d records of earlier settings left out of train.csv", len(stale))
+        records = [r for r in records if r.get("settings") == newest]
     by_uid: dict[str, dict] = {}
-    for rec in sorted(records, key=lambda r: r.get("finished_at", "")):
+    for rec in records:
         by_uid[rec["uid"]] = rec  # latest wins: a video is in the dataset once
     rows = [
         fluxfill.FluxFillRow(r["image"], r["mask"], r["prompt"], r.get("prompt_2", ""))
@@ -445,7 +483,6 @@ def merge(output_dir: str) -> dict:
         "output": output_dir,
         "items": len(by_uid),
         "rows": len(rows),
-        "failed": sum(p.get("failed", 0) for p in part_summaries),
         "parts": len(part_summaries),
         "missing_frames": sum(len(r.get("missing_frames", [])) for r in by_uid.values()),
         "dropped_low_coverage": sum(len(r.get("dropped_frames", [])) for r in by_uid.values()),
@@ -456,16 +493,22 @@ def merge(output_dir: str) -> dict:
         "finished_at": reports.now_iso(),
     }
     for key in ("model_set", "model_set_label"):
-        values = {p[key] for p in part_summaries if key in p}
+        values = {str(r.get(key)) for r in by_uid.values() if r.get(key)}
         if values:
             summary[key] = ", ".join(sorted(values))
     failures = reports.Failures()
-    for uri in storage.list_files(storage.join(output_dir, "parts")):
-        if uri.endswith("/" + reports.FAILURES):
-            for line in storage.read_text(uri).splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    failures.add(rec.pop("item"), rec.pop("reason"), **rec)
+    failure_files = [
+        u
+        for u in storage.list_files(storage.join(output_dir, "parts"))
+        + storage.list_files(storage.join(output_dir, "discovery"))
+        if u.endswith("/" + reports.FAILURES)
+    ]
+    for uri in failure_files:
+        for line in storage.read_text(uri).splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                failures.add(rec.pop("item"), rec.pop("reason"), **rec)
+    summary["failed"] = len(failures)  # the parts' and discovery's, as listed in failures.jsonl
     notes = [summary["model_set_label"]] if "model_set_label" in summary else []
     reports.write_reports(output_dir, f"build-dataset: {output_dir}", summary, failures, notes)
     storage.write_text(storage.join(output_dir, "stats.md"), stats_markdown(stats))
@@ -526,12 +569,15 @@ def run(
             {"skipped": len(found.skipped), "videos": len(found.videos)},
             _failures_from(found.skipped),
         )
-    shards = shard(found.videos, num_shards)
     indices = range(num_shards) if shard_index is None else [shard_index]
     summary = {}
     for i in indices:
+        # By a stable hash of each video's key, not by position: every shard task lists the
+        # source itself, and a listing that differs (objects added, a zip unreadable for a
+        # moment) must not move videos between shards or drop them.
+        mine = [v for v in found.videos if stable_shard(v.key, num_shards) == i]
         summary = build_from_videos(
-            shards[i], output_dir, config, model_root, part_name=f"shard_{i:04d}"
+            mine, output_dir, config, model_root, part_name=f"shard_{i:04d}"
         )
     return merge(output_dir) if do_merge else summary
 
@@ -545,7 +591,7 @@ def _failures_from(items: list[dict]) -> reports.Failures:
 
 def parse_frame_numbers(text: str) -> tuple[int, ...]:
     try:
-        numbers = tuple(int(x) for x in text.split(",") if x.strip())
+        numbers = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"frame numbers must be integers: {text!r}") from exc
     return numbers
