@@ -122,7 +122,7 @@ def _fetch_files(input_dir: str, rows: list[FluxFillRow], dest: Path, workers: i
             pass  # reported as a missing file by check_row
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(tqdm(pool.map(fetch, wanted), total=len(wanted), desc="download", unit="file"))
+        list(pool.map(fetch, wanted))
 
 
 def filter_dataset(
@@ -162,25 +162,34 @@ def filter_dataset(
 
     tmp_root = None
     try:
-        if storage.is_gcs(input_dir):
+        remote = storage.is_gcs(input_dir)
+        if remote:
             tmp_root = Path(tempfile.mkdtemp(prefix="lanepaint-filter-in-"))
-            with timings.phase("download"):
-                _fetch_files(input_dir, selected, tmp_root, config.workers)
-            local_root = tmp_root
-        else:
-            local_root = Path(input_dir)
+        local_root = tmp_root if remote else Path(input_dir)
 
         kept: list[FluxFillRow] = []
         invalid: list[Rejection] = []
-        with timings.phase("validate"):
-            for row in tqdm(selected, desc="validate", unit="row"):
-                if config.limit is not None and len(kept) >= config.limit:
-                    break
-                problem = fluxfill.check_row(local_root, row)
-                if problem:
-                    invalid.append(Rejection(row.line, problem, row.image))
-                else:
-                    kept.append(row)
+        bar = tqdm(total=len(selected), desc="validate", unit="row")
+        # In batches, so that --limit N on gs:// fetches about N rows' files, not all of them.
+        batch = max(64, 2 * (config.limit or 0))
+        for start in range(0, len(selected), batch):
+            if config.limit is not None and len(kept) >= config.limit:
+                break
+            chunk = selected[start : start + batch]
+            if remote:
+                with timings.phase("download"):
+                    _fetch_files(input_dir, chunk, tmp_root, config.workers)
+            with timings.phase("validate"):
+                for row in chunk:
+                    if config.limit is not None and len(kept) >= config.limit:
+                        break
+                    problem = fluxfill.check_row(local_root, row)
+                    if problem:
+                        invalid.append(Rejection(row.line, problem, row.image))
+                    else:
+                        kept.append(row)
+                    bar.update()
+        bar.close()
 
         failures = reports.Failures()
         for rej in sorted(parse_rejections + caption_rejections + invalid, key=lambda r: r.line):
