@@ -51,10 +51,12 @@ def test_dataset_build_pipeline_runs_and_reruns_without_duplicates(smoke_root, s
     run_local("dataset-build", params, tmp_path / "root")
     rows, rejected = fluxfill.read_dataset(str(out))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["items"] == 5 and summary["failed"] == 1  # 4 clips + the zip member
+    # 4 clips + the zip member; failed: the corrupt video and the zip's junk member
+    assert summary["items"] == 5 and summary["failed"] == 2
     assert summary["model_set"] == "smoke" and not rejected
     assert len(rows) == 10 and len({r.image for r in rows}) == 10
-    assert "corrupt.mp4" in (out / "failures.jsonl").read_text()
+    failures = (out / "failures.jsonl").read_text()
+    assert "corrupt.mp4" in failures and "notes.txt" in failures
     filtered = Path(str(out) + "__all")
     assert (filtered / "train.csv").exists()
 
