@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,9 +29,15 @@ def now_iso() -> str:
 
 @dataclass
 class Timings:
-    """Wall time per named phase, accumulated (a phase may run many times)."""
+    """Wall time per named phase, accumulated (a phase may run many times, in many threads:
+    stages overlap decoding, model work and writing)."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -38,7 +45,7 @@ class Timings:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.add(name, time.perf_counter() - start)
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 4) for k, v in self.seconds.items()}

@@ -154,26 +154,6 @@ class LoadedSegmenter:
     metadata: dict[str, Any]
 
 
-class _Timings(reports.Timings):
-    """Timings shared by the decode, segment and writer threads."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-
-    def add(self, name: str, seconds: float) -> None:
-        with self._lock:
-            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(name, time.perf_counter() - start)
-
-
 class TooSmallError(ValueError):
     """A video below ``min_side`` pixels: nothing useful can be segmented or inpainted."""
 
@@ -306,7 +286,7 @@ class _FrameStream:
 
     _DONE = object()
 
-    def __init__(self, job: VideoJob, config: SegmentConfig, timings: _Timings):
+    def __init__(self, job: VideoJob, config: SegmentConfig, timings: reports.Timings):
         self.job = job
         self.config = config
         self.timings = timings
@@ -404,7 +384,7 @@ class _FrameStream:
 
 
 @contextmanager
-def _local_file(uri: str, staging: Path, timings: _Timings) -> Iterator[Path]:
+def _local_file(uri: str, staging: Path, timings: reports.Timings) -> Iterator[Path]:
     """A local path to write ``uri`` at: the destination itself for local outputs (the
     writers are atomic), else a staging file uploaded on exit."""
     if not storage.is_gcs(uri):
@@ -431,7 +411,7 @@ def _publish(
     config: SegmentConfig,
     meta: dict[str, Any],
     previous: dict | None,
-    timings: _Timings,
+    timings: reports.Timings,
     seconds: dict[str, float],
 ) -> dict:
     """Post-process, encode and upload one video's outputs; the record goes last."""
@@ -587,7 +567,7 @@ def segment_videos(
     """
     config = config or SegmentConfig()
     started = time.perf_counter()
-    timings = _Timings()
+    timings = reports.Timings()
     failures = reports.Failures()
     layout = VideoPainterLayout(output_dir.rstrip("/") if output_dir != "/" else output_dir)
 
@@ -691,7 +671,7 @@ def _run_jobs(
     config: SegmentConfig,
     loaded: LoadedSegmenter,
     previous: dict[str, dict],
-    timings: _Timings,
+    timings: reports.Timings,
     failures: reports.Failures,
 ) -> tuple[dict[str, dict], int]:
     """Decode ahead, segment on the main thread, write behind; failures stay per video."""
