@@ -288,6 +288,87 @@ def _existing_records(part: Part) -> dict[str, dict]:
     return out
 
 
+def _build_part(
+    kind: str,
+    items: Sequence,
+    key_of: Callable,
+    uid_of: Callable,
+    read: Callable,
+    output_dir: str,
+    config: BuildConfig,
+    model_root: str | None,
+    part_name: str,
+    masker: Masker | None,
+    captioner: CaptionFn | None,
+    road_masks: bool,
+) -> dict:
+    """The loop both sources share: skip finished items, load the models once, and per item
+    read frames → masks → captions → rows → record (the record is the commit point)."""
+    started = time.perf_counter()
+    part = Part(output_dir, part_name)
+    identity = model_identity(config, model_root)
+    settings = config.settings_hash(identity)
+    done = part.done(settings)
+    todo = [item for item in items if uid_of(item) not in done]
+    failures = reports.Failures()
+    timings = reports.Timings()
+    log.info(
+        "%s: %d %s, %d already done, %d to do",
+        part_name,
+        len(items),
+        kind,
+        len(items) - len(todo),
+        len(todo),
+    )
+    if todo:
+        with timings.phase("load_models"):
+            if road_masks:
+                masker = masker or make_masker(config, model_root)
+            captioner = captioner or make_captioner(config, model_root)
+    rows_written = 0
+    for item in tqdm(todo, desc=f"build-dataset {part_name}", unit=kind[:-1]):
+        uid = uid_of(item)
+        rng = np.random.default_rng([config.seed, int(uid.rsplit("__", 1)[1], 16)])
+        try:
+            with timings.phase("decode"):
+                frames, source = read(item)
+            with timings.phase("mask_and_caption"):
+                kept, kept_masks, captions, dropped = process_frames(
+                    frames, masker if road_masks else None, captioner, config, rng
+                )
+            with timings.phase("write"):
+                rows = write_rows(part, uid, kept, kept_masks, captions)
+        except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
+            log.warning("%s failed: %s", key_of(item), exc)
+            failures.add(key_of(item), f"{type(exc).__name__}: {exc}")
+            continue
+        part.commit(
+            {
+                **identity,
+                **source,
+                "uid": uid,
+                "settings": settings,
+                "rows": rows,
+                "dropped_frames": dropped,
+            }
+        )
+        rows_written += len(rows)
+    summary = {
+        "stage": "build-dataset",
+        "part": part_name,
+        kind: len(items),
+        "skipped_done": len(items) - len(todo),
+        "processed": len(todo) - len(failures),
+        "failed": len(failures),
+        "rows_written": rows_written,
+        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
+        "finished_at": reports.now_iso(),
+        **identity,
+    }
+    reports.write_reports(part.uri, f"build-dataset part {part_name}", summary, failures)
+    return summary
+
+
 def build_from_videos(
     videos: Sequence[VideoSource],
     output_dir: str,
@@ -300,71 +381,29 @@ def build_from_videos(
     """Process ``videos`` into ``OUT/parts/<part_name>``; returns the part's summary."""
     from lanepaint.io.video import VideoError, read_frames_at
 
-    started = time.perf_counter()
-    part = Part(output_dir, part_name)
-    identity = model_identity(config, model_root)
-    settings = config.settings_hash(identity)
-    done = part.done(settings)
-    todo = [v for v in videos if video_uid(v) not in done]
-    failures = reports.Failures()
-    timings = reports.Timings()
-    log.info(
-        "%s: %d videos, %d already done, %d to do",
+    def read(video: VideoSource):
+        with local_video(video) as path:
+            found = read_frames_at(path, list(config.frame_numbers))
+        frames = [(n, found[n]) for n in config.frame_numbers if n in found]
+        if not frames:
+            raise VideoError(f"none of frames {list(config.frame_numbers)} exist")
+        missing = [n for n in config.frame_numbers if n not in found]
+        return frames, {"video": video.as_dict(), "missing_frames": missing}
+
+    return _build_part(
+        "videos",
+        videos,
+        lambda v: v.key,
+        video_uid,
+        read,
+        output_dir,
+        config,
+        model_root,
         part_name,
-        len(videos),
-        len(videos) - len(todo),
-        len(todo),
+        masker,
+        captioner,
+        road_masks=True,
     )
-    if todo:
-        with timings.phase("load_models"):
-            masker = masker or make_masker(config, model_root)
-            captioner = captioner or make_captioner(config, model_root)
-    rows_written = 0
-    for video in tqdm(todo, desc=f"build-dataset {part_name}", unit="video"):
-        uid = video_uid(video)
-        try:
-            with timings.phase("decode"), local_video(video) as path:
-                found = read_frames_at(path, list(config.frame_numbers))
-            missing = [n for n in config.frame_numbers if n not in found]
-            frames = [(n, found[n]) for n in config.frame_numbers if n in found]
-            if not frames:
-                raise VideoError(f"none of frames {list(config.frame_numbers)} exist")
-            with timings.phase("mask_and_caption"):
-                kept, kept_masks, captions, dropped = process_frames(
-                    frames, masker, captioner, config
-                )
-            with timings.phase("write"):
-                rows = write_rows(part, uid, kept, kept_masks, captions)
-        except Exception as exc:  # noqa: BLE001 - one bad video never stops the batch
-            log.warning("video %s failed: %s", video.key, exc)
-            failures.add(video.key, f"{type(exc).__name__}: {exc}")
-            continue
-        part.commit(
-            {
-                **identity,
-                "uid": uid,
-                "video": video.as_dict(),
-                "settings": settings,
-                "rows": rows,
-                "missing_frames": missing,
-                "dropped_frames": dropped,
-            }
-        )
-        rows_written += len(rows)
-    summary = {
-        "stage": "build-dataset",
-        "part": part_name,
-        "videos": len(videos),
-        "skipped_done": len(videos) - len(todo),
-        "processed": len(todo) - len(failures),
-        "failed": len(failures),
-        "rows_written": rows_written,
-        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
-        "finished_at": reports.now_iso(),
-    }
-    summary.update(identity)
-    reports.write_reports(part.uri, f"build-dataset part {part_name}", summary, failures)
-    return summary
 
 
 def build_from_images(
@@ -379,58 +418,23 @@ def build_from_images(
     """The same layout from an image folder (road or synthetic masks)."""
     from lanepaint.stages.caption import load_image
 
-    started = time.perf_counter()
-    part = Part(output_dir, part_name)
-    identity = model_identity(config, model_root)
-    settings = config.settings_hash(identity)
-    done = part.done(settings)
-    todo = [u for u in images if image_uid(u) not in done]
-    failures = reports.Failures()
-    if todo:
-        if config.mask_mode == "road":
-            masker = masker or make_masker(config, model_root)
-        captioner = captioner or make_captioner(config, model_root)
-    rows_written = 0
-    for uri in tqdm(todo, desc="build-dataset images", unit="img"):
-        uid = image_uid(uri)
-        rng = np.random.default_rng([config.seed, int(uid.rsplit("__", 1)[1], 16)])
-        try:
-            frame = load_image(uri)
-            kept, kept_masks, captions, dropped = process_frames(
-                [(0, frame)],
-                masker if config.mask_mode == "road" else None,
-                captioner,
-                config,
-                rng,
-            )
-            rows = write_rows(part, uid, kept, kept_masks, captions)
-        except Exception as exc:  # noqa: BLE001
-            failures.add(uri, f"{type(exc).__name__}: {exc}")
-            continue
-        part.commit(
-            {
-                **identity,
-                "uid": uid,
-                "image": uri,
-                "settings": settings,
-                "rows": rows,
-                "dropped_frames": dropped,
-            }
-        )
-        rows_written += len(rows)
-    summary = {
-        "stage": "build-dataset",
-        "part": part_name,
-        **identity,
-        "images": len(images),
-        "skipped_done": len(images) - len(todo),
-        "failed": len(failures),
-        "rows_written": rows_written,
-        "timings_s": {"total": round(time.perf_counter() - started, 3)},
-        "finished_at": reports.now_iso(),
-    }
-    reports.write_reports(part.uri, f"build-dataset part {part_name}", summary, failures)
-    return summary
+    def read(uri: str):
+        return [(0, load_image(uri))], {"image": uri}
+
+    return _build_part(
+        "images",
+        images,
+        str,
+        image_uid,
+        read,
+        output_dir,
+        config,
+        model_root,
+        part_name,
+        masker,
+        captioner,
+        road_masks=config.mask_mode == "road",
+    )
 
 
 def merge(output_dir: str) -> dict:
