@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import perf_record, write_json
+from bench.common import format_table, perf_record, write_json
 
 GiB = 1024**3
 
@@ -195,14 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     results = run(args.size, args.out_dir, args.repeats)
-    print(f"{'stage':<14} {'ours_s':>9} {'ref_s':>9} {'ratio':>7} {'rel_err':>9} {'peak_gib':>9}")
-    for r in results:
-        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        print(
-            f"{r['stage']:<14} {r['ours_s']:>9.3f} {r['reference_s']:>9.3f} "
-            f"{r['ratio']:>7.2f} {r['rel_err']:>9.2e} {peak:>9}"
-        )
     print(json.dumps([{k: v for k, v in r.items() if k == "extra"} for r in results]))
+    print(format_table(results))  # last, as every bench does
     return 0
 
 

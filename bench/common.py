@@ -70,3 +70,22 @@ def write_json(results: list[dict], out_dir: Path, size: str) -> list[Path]:
         path.write_text(json.dumps(r, indent=2) + "\n")
         paths.append(path)
     return paths
+
+
+def format_table(results: list[dict]) -> str:
+    """The table every bench prints last: one row per perf record."""
+
+    def cell(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [
+        f"{'stage':<14} {'ours_s':>9} {'ref_s':>9} {'ratio':>7} {'floor_s':>8} "
+        f"{'rel_err':>9} {'peak_gib':>8}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r['stage']:<14} {r['ours_s']:>9.3f} {r['reference_s']:>9.3f} "
+            f"{cell(r['ratio'], '.2f'):>7} {cell(r['floor_s'], '.2f'):>8} "
+            f"{cell(r['rel_err'], '.2e'):>9} {cell(r['peak_gib'], '.1f'):>8}"
+        )
+    return "\n".join(lines)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import perf_record, write_json
+from bench.common import format_table, perf_record, write_json
 
 GiB = 1024**3
 PEAK_TFLOPS = 790.0
@@ -333,19 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="first_frame,propagate,whole_edit")
     args = parser.parse_args(argv)
     results = run(args.size, args.out_dir, set(args.parts.split(",")))
-    print(
-        f"{'stage':<12} {'ours_s':>9} {'ref_s':>9} {'ratio':>6} {'floor_s':>8} "
-        f"{'rel_err':>9} {'peak_gib':>8}"
-    )
-    for r in results:
-        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        err = "-" if r["rel_err"] is None else f"{r['rel_err']:.2e}"
-        floor = "-" if r["floor_s"] is None else f"{r['floor_s']:.1f}"
-        print(
-            f"{r['stage']:<12} {r['ours_s']:>9.2f} {r['reference_s']:>9.2f} "
-            f"{r['ratio']:>6.2f} {floor:>8} {err:>9} {peak:>8}"
-        )
     print(json.dumps({r["stage"]: r["extra"] for r in results}, default=str))
+    print(format_table(results))  # last, as every bench does
     return 0
 
 

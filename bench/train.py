@@ -68,9 +68,13 @@ def flux_forward_flops(config, image_tokens: int, text_tokens: int) -> float:
     # mlp-in 4d^2 + proj-out 5d^2; attention QK^T and AV: 4 n^2 d.
     block = 2 * n * 12 * d * d + 4 * n * n * d
     blocks = (config.num_layers + config.num_single_layers) * block
-    embed = 2 * d * (
-        image_tokens * (config.in_channels + config.out_channels)
-        + text_tokens * config.joint_attention_dim
+    embed = (
+        2
+        * d
+        * (
+            image_tokens * (config.in_channels + config.out_channels)
+            + text_tokens * config.joint_attention_dim
+        )
     )
     return float(blocks + embed)
 
@@ -443,8 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     record, rows = run(args.size, args.out_dir, args.attention, args.steps, args.warmup, variants)
     print(json.dumps({k: v for k, v in record.items() if k != "extra"}))
     print(
-        f"train_step {record['card']}: floor {record['floor_s']} s, "
-        f"rel_err {record['rel_err']:.2e}"
+        f"train_step {record['card']}: floor {record['floor_s']} s, rel_err {record['rel_err']:.2e}"
     )
     print(format_table(rows))
     return 0
