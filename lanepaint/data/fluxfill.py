@@ -26,6 +26,7 @@ from PIL import Image
 from lanepaint.data.vocab import CaptionError, parse_caption
 from lanepaint.io import storage
 from lanepaint.io.atomic import atomic_path
+from lanepaint.io.images import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +194,6 @@ def check_row(local_root: Path, row: FluxFillRow) -> str | None:
     if not (mask >= 128).any():
         return f"empty mask: {row.mask}"
     return None
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class DatasetWriter:

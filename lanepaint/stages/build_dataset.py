@@ -36,6 +36,7 @@ from lanepaint.data.sources import (
 )
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
 from lanepaint.io import reports, storage
+from lanepaint.io.images import write_png
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,6 @@ def image_uid(uri: str) -> str:
     return f"{safe_video_id(uri.rsplit('/', 1)[-1])}__{digest}"
 
 
-def _png(array: np.ndarray) -> bytes:
-    return fluxfill.encode_png(array)
-
-
 def write_rows(
     part: Part,
     uid: str,
@@ -227,10 +224,8 @@ def write_rows(
         stem = f"{uid}_f{number:06d}"
         image_rel = f"parts/{part.name}/images/{stem}.png"
         mask_rel = f"parts/{part.name}/masks/{stem}.png"
-        storage.write_bytes(storage.join(part.root, image_rel), _png(frame))
-        storage.write_bytes(
-            storage.join(part.root, mask_rel), _png(np.where(mask > 0, 255, 0).astype(np.uint8))
-        )
+        write_png(storage.join(part.root, image_rel), frame)
+        write_png(storage.join(part.root, mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
         attrs = LaneAttributes(cap["count"], cap["color"], cap["pattern"])
         row = {
             "image": image_rel,
@@ -416,10 +411,10 @@ def build_from_images(
     captioner: CaptionFn | None = None,
 ) -> dict:
     """The same layout from an image folder (road or synthetic masks)."""
-    from lanepaint.stages.caption import load_image
+    from lanepaint.io.images import read_rgb
 
     def read(uri: str):
-        return [(0, load_image(uri))], {"image": uri}
+        return [(0, read_rgb(uri))], {"image": uri}
 
     return _build_part(
         "images",

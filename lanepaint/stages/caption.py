@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
 from lanepaint.io import reports, storage
+from lanepaint.io.images import read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,6 @@ def caption_record(image_id: str, answer, analysis: dict | None) -> dict:
     return record
 
 
-def load_image(uri: str) -> np.ndarray:
-    """RGB uint8 from any image file we can decode (gray, RGBA, palette converted)."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def expand_images(items: Sequence[str]) -> list[str]:
     """Image files named directly, or every image under a named folder/prefix."""
     from lanepaint.data.sources import IMAGE_EXTS, list_images
@@ -165,7 +156,7 @@ def caption_images(
         with timings.phase("read"):
             for uri in batch_ids:
                 try:
-                    loaded.append((uri, load_image(uri)))
+                    loaded.append((uri, read_rgb(uri)))
                 except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
                     failures.add(uri, f"unreadable image: {type(exc).__name__}: {exc}")
                     records.append(

@@ -35,6 +35,7 @@ from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter
 from lanepaint.edit.instructions import Instruction, parse_instructions
 from lanepaint.edit.layout import EditLayout
 from lanepaint.io import reports, storage
+from lanepaint.io.images import write_png
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +243,6 @@ def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int |
     return frames, masks
 
 
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _select(records: list[VideoRecord], config: EditConfig) -> list[VideoRecord]:
     from lanepaint.data.sources import shard
 
@@ -331,8 +326,8 @@ def edit_videos(
             frame0, mask0 = firsts[record.video_id]
             result = painter.run(frame0, mask0, inst)
             for attempt in result.attempts:
-                storage.write_bytes(out.attempt(*key, attempt.index), _png(attempt.image))
-            storage.write_bytes(out.attempt(*key, "best.png"), _png(result.best.image))
+                write_png(out.attempt(*key, attempt.index), attempt.image)
+            write_png(out.attempt(*key, "best.png"), result.best.image)
             judge_doc = {"instruction": inst.text, **result.as_dict()}
             storage.write_text(out.judge(*key), json.dumps(judge_doc, indent=2) + "\n")
             first[key] = {"result": result, "seconds": time.perf_counter() - t0}

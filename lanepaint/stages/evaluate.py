@@ -24,6 +24,7 @@ from lanepaint.data.vocab import LaneAttributes
 from lanepaint.edit.layout import EditLayout
 from lanepaint.evaluate import html, metrics
 from lanepaint.io import reports, storage
+from lanepaint.io.images import read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,6 @@ def _read_masks(uri: str) -> np.ndarray:
 
     with np.load(io.BytesIO(storage.read_bytes(uri))) as data:
         return data["arr_0"]
-
-
-def _png_to_array(uri: str) -> np.ndarray:
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def evaluate_item(record: dict, config: EvaluateConfig) -> dict:
@@ -146,7 +138,7 @@ def _report_item(record: dict, item: dict, config: EvaluateConfig) -> dict:
     ff = record.get("first_frame", {})
     for att in ff.get("attempts", []):
         uri = storage.join(record["item_dir"], "first_frame", f"attempt_{att['attempt']}.png")
-        thumb = html.jpeg_uri(_png_to_array(uri)) if storage.exists(uri) else ""
+        thumb = html.jpeg_uri(read_rgb(uri)) if storage.exists(uri) else ""
         verdict = att.get("verdict") or {}
         attempts.append(
             {

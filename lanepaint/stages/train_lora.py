@@ -66,7 +66,12 @@ def train_lora_multi(
     if n == 1:
         return train_lora(train_data, model_root, output_dir, config).summary
     argv = [
-        "--train-data", train_data, "--model-root", model_root, "--output-dir", output_dir,
+        "--train-data",
+        train_data,
+        "--model-root",
+        model_root,
+        "--output-dir",
+        output_dir,
         *config_to_argv(config),
     ]
     rc = launch_distributed(argv, n)
@@ -86,9 +91,15 @@ def launch_distributed(argv: list[str], num_processes: int) -> int:
     environment, LANEPAINT_WORK_DIR included, is inherited so every rank shares one cache.
     """
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
         f"--nproc_per_node={num_processes}",
-        "-m", "lanepaint.cli", "train-lora", *argv,
+        "-m",
+        "lanepaint.cli",
+        "train-lora",
+        *argv,
     ]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")

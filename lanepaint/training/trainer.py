@@ -188,9 +188,7 @@ def _cache_features(
         return tdata.text_key(row.prompt, row.prompt_2, config.max_sequence_length, text_id)
 
     pairs = sorted({(r.prompt, r.prompt_2 or r.prompt) for r in data.rows})
-    tdata.build_text_cache(
-        pipe, cache, pairs[shard::shards], text_id, config.max_sequence_length
-    )
+    tdata.build_text_cache(pipe, cache, pairs[shard::shards], text_id, config.max_sequence_length)
     mine = data.rows[shard::shards]
     entries = tdata.build_latent_cache(
         pipe.vae, cache, mine, local_root, config.resolution, vae_id, key_of, config.workers
@@ -394,9 +392,7 @@ def train(
         seen = first_seen
         for s in range(first_step, config.max_train_steps):
             for a in range(config.grad_accum):
-                positions = tdata.micro_batch_positions(
-                    seen, a, rank, processes, config.batch_size
-                )
+                positions = tdata.micro_batch_positions(seen, a, rank, processes, config.batch_size)
                 yield s, a, positions
             seen += global_batch
 
@@ -454,8 +450,14 @@ def train(
             return
         with timings.phase("eval"):
             value = evaluation_loss(
-                accelerator.unwrap_model(model), eval_items, geometry, schedule, guidance,
-                config.seed, device, config.attention_backend,
+                accelerator.unwrap_model(model),
+                eval_items,
+                geometry,
+                schedule,
+                guidance,
+                config.seed,
+                device,
+                config.attention_backend,
             )
         evals.append({"step": at_step, "eval_loss": value})
         log.info("step %d eval loss %.5f", at_step, value)
@@ -535,7 +537,12 @@ def train(
                 if main and (step % config.log_every == 0 or step == 1):
                     log.info(
                         "step %d/%d loss %.5f lr %.3g grad_norm %.4g %.3fs/step",
-                        step, config.max_train_steps, step_loss, lr, grad_norm, dt,
+                        step,
+                        config.max_train_steps,
+                        step_loss,
+                        lr,
+                        grad_norm,
+                        dt,
                     )
                 if step % config.checkpointing_steps == 0 or step == stop_at:
                     evaluate(step)
@@ -576,8 +583,20 @@ def train(
             }
             (tmp / LORA_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     summary = _summary(
-        base_summary, status, step, samples_seen, history, evals, step_times, resumed_from,
-        checkpoint_failures, publisher, timings, started, device, error_text,
+        base_summary,
+        status,
+        step,
+        samples_seen,
+        history,
+        evals,
+        step_times,
+        resumed_from,
+        checkpoint_failures,
+        publisher,
+        timings,
+        started,
+        device,
+        error_text,
     )
     if main:
         _write_outputs(output_dir, summary, failures, history, evals, meta)
