@@ -26,6 +26,7 @@ from lanepaint.io.images import read_rgb
 log = logging.getLogger(__name__)
 
 ATTRS = ("count", "color", "pattern")
+CHECKPOINT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def caption_images(
 
     out_stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
     bar = tqdm(total=len(todo), desc="caption", unit="img")
+    last_flush = time.perf_counter()
     for start in range(0, len(todo), config.batch_size):
         batch_ids = todo[start : start + config.batch_size]
         loaded: list[tuple[str, np.ndarray]] = []
@@ -178,11 +180,13 @@ def caption_images(
                         analysis = analyzer_reading(img)
                 records.append(caption_record(uri, answer, analysis))
         bar.update(len(batch_ids))
-        # Progress survives a crash: the whole file is rewritten atomically per batch.
-        storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+        # Progress survives a crash: the file is rewritten atomically, at most every
+        # CHECKPOINT_S seconds (a rewrite per batch would grow quadratically with the run).
+        if time.perf_counter() - last_flush > CHECKPOINT_S:
+            storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+            last_flush = time.perf_counter()
     bar.close()
-    if not todo:
-        storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+    storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
 
     methods = Counter(r.get("parse_method", "none") for r in records)
     summary = {
