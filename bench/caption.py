@@ -47,11 +47,9 @@ def _timed(fn, device: str, repeats: int) -> tuple[float, object]:
 
 
 def _inputs(processor, images, prompts, device):
-    from lanepaint.vlm.qwen import VLMGenerator, to_pil
+    from lanepaint.vlm.qwen import chat_text, to_pil
 
-    gen = VLMGenerator.__new__(VLMGenerator)
-    gen.processor = processor
-    texts = [gen._chat_text(p) for p in prompts]
+    texts = [chat_text(processor, p) for p in prompts]
     return processor(
         text=texts, images=[to_pil(i) for i in images], padding=True, return_tensors="pt"
     ).to(device)

@@ -23,6 +23,12 @@ def to_pil(image) -> Image.Image:
     return Image.fromarray(array[..., :3], "RGB")
 
 
+def chat_text(processor, prompt: str) -> str:
+    """One user turn with one image and the prompt, ready for generation."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 class VLMGenerator:
     """One image + one text prompt per item, generated in batches with left padding.
 
@@ -49,19 +55,11 @@ class VLMGenerator:
             self.image_kwargs = {"size": size}
         self.failures: list[str] = []
 
-    def _chat_text(self, prompt: str) -> str:
-        messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
-        ]
-        return self.processor.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-
     def _generate_batch(self, images, prompts, max_new_tokens: int, min_new_tokens: int):
         import torch
 
         inputs = self.processor(
-            text=[self._chat_text(p) for p in prompts],
+            text=[chat_text(self.processor, p) for p in prompts],
             images=[to_pil(i) for i in images],
             padding=True,
             return_tensors="pt",
