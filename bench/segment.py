@@ -111,10 +111,11 @@ def _peak(device: torch.device) -> float | None:
 
 def run_ours(segmenter, clip: Path, frames: int) -> tuple[float, np.ndarray, dict]:
     """Decode + segment, as the stage does it; returns (seconds, masks, phase seconds)."""
-    from lanepaint.stages.segment import SegmentConfig, VideoJob, _FrameStream, _Timings
+    from lanepaint.io.reports import Timings
+    from lanepaint.stages.segment import SegmentConfig, VideoJob, _FrameStream
 
     device = segmenter.device
-    timings = _Timings()
+    timings = Timings()
     config = SegmentConfig(max_frames=frames, fps=8.0, max_side=4096)
     _sync(device)
     start = time.perf_counter()
