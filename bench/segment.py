@@ -174,7 +174,14 @@ def _timed(fn, device: torch.device, repeats: int, warmup: bool):
     return statistics.median(times), out, _peak(device), warm_s
 
 
-def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch: int = 8) -> dict:
+def run(
+    size: str,
+    out_dir: Path,
+    repeats: int,
+    vos: bool = False,
+    encoder_batch: int = 8,
+    compile_tracking: str | None = None,
+) -> dict:
     from lanepaint.io.video import iter_frames
     from lanepaint.segment.postprocess import PostprocessSettings, iou, postprocess_masks
     from lanepaint.segment.sam2_video import (
@@ -189,7 +196,13 @@ def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch
     frames, width, height, render_width = SIZES[size]
     ours_pred, ref_pred = build_predictors(size, vos)
     device = torch.device(ours_pred.device)
-    segmenter = Sam2RoadSegmenter(ours_pred, settings=Sam2Settings(encoder_batch=encoder_batch))
+    if compile_tracking and size == "full" and ours_pred is ref_pred:
+        from lanepaint.models.fullsize import build_sam2_video_predictor
+
+        ours_pred = build_sam2_video_predictor("cuda")  # the reference stays eager
+        ours_pred.load_state_dict(ref_pred.state_dict())
+    settings = Sam2Settings(encoder_batch=encoder_batch, compile_tracking=compile_tracking)
+    segmenter = Sam2RoadSegmenter(ours_pred, settings=settings)
     warmup = device.type == "cuda"
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp:
         clip = make_clip(Path(tmp) / "clip.mp4", frames, width, height, render_width)
@@ -201,7 +214,7 @@ def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch
         )
         print(f"reference: {ref_s:.3f} s", flush=True)
         eager_s = None
-        if vos and size == "full":  # the same path without compilation, for comparison
+        if (vos or compile_tracking) and size == "full":  # the same path, eager
             eager = Sam2RoadSegmenter(ref_pred, settings=Sam2Settings(encoder_batch=encoder_batch))
             eager_s, _, _, _ = _timed(lambda: run_ours(eager, clip, frames), device, repeats, True)
             print(f"ours, eager: {eager_s:.3f} s", flush=True)
@@ -212,7 +225,12 @@ def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch
         serial_s = None
         if device.type == "cuda":  # the same, encoder on the tracker's stream
             serial = Sam2RoadSegmenter(
-                ours_pred, settings=Sam2Settings(encoder_batch=encoder_batch, side_stream=False)
+                ours_pred,
+                settings=Sam2Settings(
+                    encoder_batch=encoder_batch,
+                    side_stream=False,
+                    compile_tracking=compile_tracking,
+                ),
             )
             serial_s, (_, serial_masks, _), _, _ = _timed(
                 lambda: run_ours(serial, clip, frames), device, repeats, True
@@ -236,6 +254,7 @@ def run(size: str, out_dir: Path, repeats: int, vos: bool = False, encoder_batch
         "fps_ours": round(ours_masks.shape[0] / ours_s, 2),
         "fps_reference": round(ref_masks.shape[0] / ref_s, 2),
         "vos_optimized": vos,
+        "compile_tracking": compile_tracking,
         "encoder_batch": encoder_batch,
         "ours_phases_s": phases,
         "ours_eager_s": None if eager_s is None else round(eager_s, 4),
@@ -269,9 +288,14 @@ def main(argv: list[str] | None = None) -> int:
         help="ours with sam2's VOS predictor (tracking compiled); eager is timed too",
     )
     parser.add_argument("--encoder-batch", type=int, default=8)
+    parser.add_argument(
+        "--compile-tracking",
+        default=None,
+        help="torch.compile mode for the tracking modules of ours (e.g. default)",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.size == "full" else 1)
-    r = run(args.size, args.out_dir, repeats, args.vos, args.encoder_batch)
+    r = run(args.size, args.out_dir, repeats, args.vos, args.encoder_batch, args.compile_tracking)
     x = r["extra"]
     print(json.dumps(x))
     peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"

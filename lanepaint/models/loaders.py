@@ -185,9 +185,13 @@ def load_qwen_vl(
     """Qwen2.5-VL (7B or 72B folder) and its processor.
 
     ``device="auto"`` spreads the model over all visible GPUs (transformers device_map),
-    for a model larger than one card; any other device receives the whole model.
+    for a model larger than one card; any other device receives the whole model. The vision
+    tower uses packed varlen attention (``lanepaint.vlm.attention``; same result, one kernel
+    per layer instead of one per window).
     """
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from lanepaint.vlm.attention import use_varlen_vision_attention
 
     if size not in QWEN_VL_DIRS:
         raise ValueError(f"Qwen2.5-VL size must be one of {sorted(QWEN_VL_DIRS)}, not {size!r}")
@@ -208,6 +212,7 @@ def load_qwen_vl(
     except Exception as exc:
         raise ModelError(name, folder, f"Qwen2.5-VL failed to load: {exc}") from exc
     _check_loading_info(name, folder, info)
+    use_varlen_vision_attention(model)
     return model.eval(), processor
 
 

@@ -59,6 +59,12 @@ class Sam2Settings:
     is bound by kernel launches and leaves the GPU mostly idle; on the side stream the
     encoder's large GEMMs fill that time, and frame i's tracking waits (on the GPU, via an
     event) only for the batch holding frame i instead of for every batch queued before it.
+    ``compile_tracking``: ``torch.compile`` mode for the per-frame tracking modules (memory
+    encoder, memory attention, prompt encoder, mask decoder) of a plain predictor, e.g.
+    ``"default"``; None leaves them eager. sam2's VOS predictor compiles the same modules
+    with max-autotune, whose compile did not finish in 5 minutes on an H100; the plain
+    inductor modes compile in about a minute and still remove most of the per-frame Python
+    and launch overhead (see docs/segment.md for measurements).
     """
 
     encoder_batch: int = 8
@@ -66,12 +72,34 @@ class Sam2Settings:
     bf16: bool | None = None
     compile_encoder: bool = False
     side_stream: bool | None = None
+    compile_tracking: str | None = None
 
     def __post_init__(self) -> None:
         if self.encoder_batch < 1:
             raise ValueError("encoder_batch must be >= 1")
         if self.max_cached_frames < self.encoder_batch:
             raise ValueError("max_cached_frames must be >= encoder_batch")
+        if self.compile_tracking not in TRACKING_COMPILE_MODES:
+            raise ValueError(f"compile_tracking must be one of {TRACKING_COMPILE_MODES}")
+
+
+TRACKING_COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+TRACKING_MODULES = ("memory_encoder", "memory_attention", "sam_prompt_encoder", "sam_mask_decoder")
+
+
+def compile_tracking_modules(predictor, mode: str) -> None:
+    """Compile the per-frame tracking modules in place, as sam2's VOS predictor does, but
+    with a chosen inductor mode. The memory attention sees a growing memory bank (dynamic
+    shapes); the others always see one shape. Idempotent."""
+    if getattr(predictor, "_lanepaint_tracking_compiled", None) == mode:
+        return
+    for name in TRACKING_MODULES:
+        module = getattr(predictor, name)
+        vars(module).pop("forward", None)  # an earlier compile (ours or sam2's VOS)
+        module.forward = torch.compile(
+            module.forward, mode=mode, dynamic=name == "memory_attention"
+        )
+    predictor._lanepaint_tracking_compiled = mode
 
 
 def autocast_context(device: torch.device, bf16: bool | None):
@@ -346,6 +374,8 @@ class Sam2RoadSegmenter:
         if not self.settings.compile_encoder and encoder is not None:
             # sam2 compiles by assigning an instance attribute; removing it restores eager.
             vars(encoder).pop("forward", None)
+        if self.settings.compile_tracking and self.device.type == "cuda":
+            compile_tracking_modules(predictor, self.settings.compile_tracking)
 
     def _autocast(self):
         return autocast_context(self.device, self.settings.bf16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -55,16 +56,24 @@ class VLMGenerator:
             self.image_kwargs = {"size": size}
         self.failures: list[str] = []
 
-    def _generate_batch(self, images, prompts, max_new_tokens: int, min_new_tokens: int):
-        import torch
-
-        inputs = self.processor(
+    def _inputs(self, images, prompts):
+        """Processor output on the CPU (resizing, patching, tokenizing)."""
+        return self.processor(
             text=[chat_text(self.processor, p) for p in prompts],
             images=[to_pil(i) for i in images],
             padding=True,
             return_tensors="pt",
             **({"images_kwargs": self.image_kwargs} if self.image_kwargs else {}),
-        ).to(self.model.device)
+        )
+
+    def _generate_batch(
+        self, images, prompts, max_new_tokens: int, min_new_tokens: int, inputs=None
+    ):
+        import torch
+
+        if inputs is None:
+            inputs = self._inputs(images, prompts)
+        inputs = inputs.to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
@@ -86,19 +95,36 @@ class VLMGenerator:
         if len(images) != len(prompts):
             raise ValueError("one prompt per image")
         answers: list[str] = []
-        for start in range(0, len(images), batch_size):
-            imgs = list(images[start : start + batch_size])
-            texts = list(prompts[start : start + batch_size])
+        batches = [
+            (list(images[i : i + batch_size]), list(prompts[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
+        # The next batch is prepared on a CPU thread while the GPU generates this one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._inputs, *batches[0]) if batches else None
+            for index, (imgs, texts) in enumerate(batches):
+                inputs_future = pending
+                if index + 1 < len(batches):
+                    pending = pool.submit(self._inputs, *batches[index + 1])
+                answers += self._run_batch(
+                    imgs, texts, max_new_tokens, min_new_tokens, inputs_future
+                )
+        return answers
+
+    def _run_batch(self, imgs, texts, max_new_tokens, min_new_tokens, inputs_future) -> list[str]:
+        """One batch; if it fails (bad image, out of memory) each item is retried alone and
+        an item that still fails gets an empty answer and a recorded failure."""
+        try:
+            return self._generate_batch(
+                imgs, texts, max_new_tokens, min_new_tokens, inputs_future.result()
+            )
+        except Exception as exc:  # noqa: BLE001 - retried per item, then recorded
+            log.warning("VLM batch failed (%s); retrying one by one", exc)
+        answers: list[str] = []
+        for img, text in zip(imgs, texts, strict=True):
             try:
-                answers += self._generate_batch(imgs, texts, max_new_tokens, min_new_tokens)
-            except Exception as exc:  # noqa: BLE001 - retried per item, then recorded
-                log.warning("VLM batch failed (%s); retrying one by one", exc)
-                for img, text in zip(imgs, texts, strict=True):
-                    try:
-                        answers += self._generate_batch(
-                            [img], [text], max_new_tokens, min_new_tokens
-                        )
-                    except Exception as item_exc:  # noqa: BLE001
-                        self.failures.append(f"{type(item_exc).__name__}: {item_exc}")
-                        answers.append("")
+                answers += self._generate_batch([img], [text], max_new_tokens, min_new_tokens)
+            except Exception as item_exc:  # noqa: BLE001
+                self.failures.append(f"{type(item_exc).__name__}: {item_exc}")
+                answers.append("")
         return answers
