@@ -12,6 +12,14 @@ Full size: FLUX.1-Fill-dev with random bf16 weights built on the GPU
 - ``ours-uncached`` / ``ours-uncached+gc``: VAE, CLIP and T5 encode every step,
 - ``ours+compile`` / ``ours+gc+compile`` (opt-in through ``--variants``): regional
   ``torch.compile`` of the transformer blocks (always run last: blocks stay compiled).
+- modifiers, appended to any ``ours`` variant: ``+cudnn`` / ``+flash`` (that variant's SDPA
+  kernels instead of ``--attention``) and ``+budgetF`` (with ``+compile``: inductor's
+  ``activation_memory_budget`` = F, i.e. the partitioner recomputes cheap activations in
+  backward until the saved ones fit F times the default).
+
+The record's ``ours`` is the fastest ``ours`` variant whose peak stays within
+``--memory-goal`` GiB (performance.md's 40), named in ``extra.ours_variant``; its first-step
+error is measured with its own attention kernels against the reference loop.
 
 All variants run in one process on the same weights, one after the other; each gets a fresh
 adapter with the same initialisation, its memory is freed afterwards, and an out-of-memory
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import re
 import statistics
 import sys
 import time
@@ -252,9 +261,36 @@ def _drop_adapter(bench: Bench) -> None:
 # --------------------------------------------------------------------------- variants
 
 
+_BUDGET_RE = re.compile(r"\+budget(0?\.\d+|1(?:\.0*)?)")
+
+
+def variant_attention(variant: str, default: str) -> str:
+    for kernel in ("cudnn", "flash", "efficient"):
+        if f"+{kernel}" in variant:
+            return kernel
+    return default
+
+
+def variant_budget(variant: str) -> float | None:
+    match = _BUDGET_RE.search(variant)
+    return float(match.group(1)) if match else None
+
+
+def check_variant(variant: str) -> None:
+    base = _BUDGET_RE.sub("", variant)
+    for mod in ("+cudnn", "+flash", "+efficient"):
+        base = base.replace(mod, "")
+    if base not in KNOWN_VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(KNOWN_VARIANTS)}")
+    if variant_budget(variant) is not None and "+compile" not in variant:
+        raise SystemExit(f"{variant}: +budget needs +compile")
+
+
 def _step_fn(bench: Bench, variant: str, params, optimizer, attention: str):
     """One optimizer step of ``variant`` (draws from a fresh seed each call)."""
     from lanepaint.training.trainer import attention_context
+
+    attention = variant_attention(variant, attention)
 
     counter = {"n": 0}
     cached = "uncached" not in variant
@@ -291,6 +327,9 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
         if "+gc" in variant:
             bench.transformer.enable_gradient_checkpointing()
         if "+compile" in variant:
+            # a fresh compile per variant: the budget is read when the graphs are built
+            torch._dynamo.reset()
+            torch._functorch.config.activation_memory_budget = variant_budget(variant) or 1.0
             bench.transformer.compile_repeated_blocks()
         fused = device.type == "cuda" and variant != "reference"
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=fused)
@@ -325,7 +364,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def first_step_error(bench: Bench, attention: str) -> dict:
+def first_step_error(bench: Bench, attention: str, ours_attention: str | None = None) -> dict:
     """Relative error of ours vs the reference loop: loss and LoRA gradients, same inputs.
 
     LoRA B starts at zero (no gradient reaches A); it is set to small random values first
@@ -342,8 +381,12 @@ def first_step_error(bench: Bench, attention: str) -> dict:
                 p.copy_(torch.randn(p.shape, generator=gen) * 1e-2)
         d = bench.draws(7)
         results = []
-        for fn in (bench.reference_loss, lambda dd: bench.ours_loss(bench.ours_inputs(dd))):
-            with attention_context(attention, bench.device):
+        runs = (
+            (bench.reference_loss, attention),
+            (lambda dd: bench.ours_loss(bench.ours_inputs(dd)), ours_attention or attention),
+        )
+        for fn, kernels in runs:
+            with attention_context(kernels, bench.device):
                 loss = fn(d)
                 loss.backward()
             results.append((loss.detach().float(), torch.cat([p.grad.flatten() for p in params])))
@@ -372,6 +415,7 @@ def run(
     steps: int | None = None,
     warmup: int | None = None,
     variants: tuple[str, ...] = DEFAULT_VARIANTS,
+    memory_goal: float = 40.0,
 ) -> tuple[dict, list[dict]]:
     device = "cuda" if size == "full" else "cpu"
     if size == "full" and not torch.cuda.is_available():
@@ -379,10 +423,8 @@ def run(
     bench = Bench(size, device)
     sz = bench.sz
     steps, warmup = steps or sz.steps, warmup if warmup is not None else sz.warmup
-    errors = first_step_error(bench, attention)
-    unknown = sorted(set(variants) - set(KNOWN_VARIANTS))
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(KNOWN_VARIANTS)}")
+    for v in variants:
+        check_variant(v)
     # the reference and ours are always measured; compiled variants last (blocks stay compiled)
     order = ["reference", "ours", *(v for v in variants if v not in ("reference", "ours"))]
     order.sort(key=lambda v: "+compile" in v)
@@ -393,7 +435,18 @@ def run(
     ref = next(r for r in rows if r["variant"] == "reference")
     for r in rows:
         r["ratio"] = (ref["step_s"] / r["step_s"]) if ref["step_s"] and r["step_s"] else None
-    ours = next(r for r in rows if r["variant"] == "ours")
+    fits = [
+        r
+        for r in rows
+        if r["variant"].startswith("ours")
+        and r["step_s"]
+        and (r["peak_gib"] is None or r["peak_gib"] <= memory_goal)
+    ]
+    ours = min(fits, key=lambda r: r["step_s"]) if fits else rows[1]
+    torch._dynamo.reset()  # the error check below runs eagerly
+    torch._functorch.config.activation_memory_budget = 1.0
+    ours_kernels = variant_attention(ours["variant"], attention)
+    errors = first_step_error(bench, attention, ours_kernels)
     c = bench.transformer.config
     h, w = bench.batch.latent_mean.shape[-2:]
     flops = flux_forward_flops(c, (h // 2) * (w // 2), sz.text_tokens)
@@ -409,6 +462,9 @@ def run(
             "size": size,
             "unit": f"one optimizer step, {sz.resolution}^2, batch 1, LoRA rank {sz.rank}",
             "attention": attention,
+            "ours_variant": ours["variant"],
+            "ours_attention": ours_kernels,
+            "memory_goal_gib": memory_goal,
             "forward_tflop": round(flops / 1e12, 3),
             "rel_err_parts": errors,
             "variants": rows,
@@ -419,12 +475,12 @@ def run(
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [f"{'variant':<18} {'step_s':>8} {'peak_gib':>9} {'ref/ours':>9}  note"]
+    lines = [f"{'variant':<30} {'step_s':>8} {'peak_gib':>9} {'ref/ours':>9}  note"]
     for r in rows:
         step = "-" if r["step_s"] is None else f"{r['step_s']:.4f}"
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-        lines.append(f"{r['variant']:<18} {step:>8} {peak:>9} {ratio:>9}  {r['error'] or ''}")
+        lines.append(f"{r['variant']:<30} {step:>8} {peak:>9} {ratio:>9}  {r['error'] or ''}")
     return "\n".join(lines)
 
 
@@ -440,11 +496,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
-        help=f"comma-separated, of {', '.join(KNOWN_VARIANTS)} (reference and ours always run)",
+        help=f"comma-separated, of {', '.join(KNOWN_VARIANTS)} (reference and ours always "
+        "run), each optionally with +cudnn/+flash and, compiled, +budgetF",
     )
+    parser.add_argument("--memory-goal", type=float, default=40.0, help="GiB; see the doc")
     args = parser.parse_args(argv)
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    record, rows = run(args.size, args.out_dir, args.attention, args.steps, args.warmup, variants)
+    record, rows = run(
+        args.size,
+        args.out_dir,
+        args.attention,
+        args.steps,
+        args.warmup,
+        variants,
+        args.memory_goal,
+    )
     print(json.dumps({k: v for k, v in record.items() if k != "extra"}))
     print(
         f"train_step {record['card']}: floor {record['floor_s']} s, rel_err {record['rel_err']:.2e}"

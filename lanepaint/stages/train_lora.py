@@ -143,6 +143,10 @@ _HELP = {
     "gradient_checkpointing": "recompute activations in backward (less memory, slower)",
     "attention_backend": f"SDPA kernels: {', '.join(ATTENTION_BACKENDS)}; auto = flash, "
     "efficient or math, never cuDNN (default auto)",
+    "compile": "regional torch.compile of the transformer blocks on CUDA (faster steps, "
+    "less memory; about a minute of compiling once per run)",
+    "activation_memory_budget": "with --compile: keep this fraction of the saved activations, "
+    "recomputing cheap ones in backward (default 1.0 = all)",
     "checkpointing_steps": "checkpoint every N steps (default 250)",
     "checkpoints_total_limit": "keep at most N checkpoints (default 4)",
     "stop_after_steps": "checkpoint and stop after this step (time-boxed runs; rerun resumes)",

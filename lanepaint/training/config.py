@@ -18,6 +18,8 @@ DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 NON_MATH_FIELDS = (
     "gradient_checkpointing",
     "attention_backend",
+    "compile",
+    "activation_memory_budget",
     "checkpointing_steps",
     "checkpoints_total_limit",
     "stop_after_steps",
@@ -65,6 +67,11 @@ class TrainConfig:
     # speed
     gradient_checkpointing: bool = False
     attention_backend: str = "auto"
+    # regional torch.compile of the transformer blocks (CUDA only; ~1 min once per run)
+    compile: bool = False
+    # with compile: fraction of the default saved activations to keep (inductor's
+    # activation_memory_budget; cheap ops are recomputed in backward to fit it)
+    activation_memory_budget: float = 1.0
     # checkpoints and logs
     checkpointing_steps: int = 250
     checkpoints_total_limit: int = 4
@@ -95,6 +102,10 @@ class TrainConfig:
             (self.checkpoints_total_limit >= 1, "checkpoints total limit must be >= 1"),
             (self.log_every >= 1, "log-every must be >= 1"),
             (self.eval_rows >= 0, "eval rows must be >= 0"),
+            (
+                0.0 < self.activation_memory_budget <= 1.0,
+                "activation memory budget must be in (0, 1]",
+            ),
             (
                 self.stop_after_steps is None or self.stop_after_steps >= 1,
                 "stop-after-steps must be >= 1",

@@ -322,6 +322,14 @@ def train(
         transformer.enable_gradient_checkpointing()
     params = add_lora(transformer, config)
     transformer.train()
+    if config.compile and device.type == "cuda":
+        # Read when the graphs are built, so it is set before the first step.
+        torch._functorch.config.activation_memory_budget = config.activation_memory_budget
+        transformer.compile_repeated_blocks()
+        log.info(
+            "compiled the transformer blocks (activation memory budget %.2f)",
+            config.activation_memory_budget,
+        )
     optimizer = torch.optim.AdamW(
         params,
         lr=config.learning_rate,
