@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 BACKENDS = ("auto", "flash", "efficient", "math", "cudnn", "stock")
 
 
-def backend_order(name: str, device: torch.device | str) -> list | None:
+def backend_order(name: str, device) -> list | None:
     """The SDPBackend list for ``name`` on ``device``; None means PyTorch's own choice."""
+    import torch
     from torch.nn.attention import SDPBackend
 
     if name not in BACKENDS:
@@ -39,7 +38,7 @@ def backend_order(name: str, device: torch.device | str) -> list | None:
     }[name]
 
 
-def sdpa_context(name: str, device: torch.device | str):
+def sdpa_context(name: str, device):
     """A fresh (single-use) context selecting the kernels; also covers backward passes and
     ``torch.compile`` tracing inside it."""
     order = backend_order(name, device)

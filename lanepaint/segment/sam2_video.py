@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lanepaint.models.kernels import BACKENDS, sdpa_context
 from lanepaint.segment.base import EmptyVideoError, Segmentation, as_rgb, check_same_size
 from lanepaint.segment.prompts import DEFAULT_POINTS, Point, to_pixels, validate_points
 
@@ -59,7 +60,8 @@ class Sam2Settings:
     is bound by kernel launches and leaves the GPU mostly idle; on the side stream the
     encoder's large GEMMs fill that time, and frame i's tracking waits (on the GPU, via an
     event) only for the batch holding frame i instead of for every batch queued before it.
-    ``compile_tracking``: ``torch.compile`` mode for the per-frame tracking modules (memory
+    ``attention``: SDPA kernel choice (``lanepaint.models.kernels``; auto = cuDNN first on
+    Hopper). ``compile_tracking``: ``torch.compile`` mode for the per-frame tracking modules (memory
     encoder, memory attention, prompt encoder, mask decoder) of a plain predictor, e.g.
     ``"default"``; None leaves them eager. sam2's VOS predictor compiles the same modules
     with max-autotune, whose compile did not finish in 5 minutes on an H100; the plain
@@ -73,12 +75,15 @@ class Sam2Settings:
     compile_encoder: bool = False
     side_stream: bool | None = None
     compile_tracking: str | None = None
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         if self.encoder_batch < 1:
             raise ValueError("encoder_batch must be >= 1")
         if self.max_cached_frames < self.encoder_batch:
             raise ValueError("max_cached_frames must be >= encoder_batch")
+        if self.attention not in BACKENDS:
+            raise ValueError(f"attention must be one of {BACKENDS}")
         if self.compile_tracking not in TRACKING_COMPILE_MODES:
             raise ValueError(f"compile_tracking must be one of {TRACKING_COMPILE_MODES}")
 
@@ -389,7 +394,7 @@ class Sam2RoadSegmenter:
         if side is None:
             side = self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if side and self.device.type == "cuda" else None
-        with torch.inference_mode():
+        with torch.inference_mode(), sdpa_context(self.settings.attention, self.device):
             images = _Frames(model.image_size, self.device, stream)
             cache = _FeatureCache(model, images, self.settings, self._autocast)
             if stream is not None:  # constants and weights were copied on the default stream

@@ -31,11 +31,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
-from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter
+from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter, compile_flux
 from lanepaint.edit.instructions import Instruction, parse_instructions
 from lanepaint.edit.layout import EditLayout
 from lanepaint.io import reports, storage
 from lanepaint.io.images import write_png
+from lanepaint.models.kernels import BACKENDS, sdpa_context
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class EditConfig:
     max_frames: int | None = None
     seed: int = 42
     compile: bool = False
+    attention: str = "auto"  # SDPA kernels (lanepaint.models.kernels); speed only
     video_ids: tuple[str, ...] = ()
     num_shards: int = 1
     shard_index: int = 0
@@ -69,7 +71,14 @@ class EditConfig:
     def settings_hash(self, model_metadata: dict) -> str:
         """Output-relevant settings + model identity: a rerun with equal hash is a no-op."""
         d = asdict(self)
-        for key in ("video_ids", "num_shards", "shard_index", "compile", "instructions"):
+        for key in (
+            "video_ids",
+            "num_shards",
+            "shard_index",
+            "compile",
+            "attention",
+            "instructions",
+        ):
             d.pop(key)
         d["models"] = model_metadata
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -86,6 +95,9 @@ class Models:
     plan: object
     metadata: dict
     vlm: str = "qwen_vl_7b"
+    # Loaded by the stage run itself: nothing else will use phase one's models again, so
+    # they are dropped rather than copied back to the CPU (~40 s for FluxFill + the VLM).
+    owned: bool = False
 
     def release_phase_one(self) -> None:
         """Free what the plan says must not stay beside CogVideoX (each model by its flag)."""
@@ -96,7 +108,7 @@ class Models:
             names.append((self.vlm, self.judge.generator.model))
         doomed = [m for n, m in names if self.plan[n].release_between_phases]
         if doomed:
-            release(*doomed)
+            release(*doomed, keep=not self.owned)
 
 
 def _dtype(device: str):
@@ -131,6 +143,8 @@ def load_models(model_root: str, config: EditConfig) -> Models:
     if config.lora:
         flux.load_lora_weights(str(local_lora_dir(config.lora)), adapter_name="lanepaint")
     placement.apply_placement(flux, plan["flux_fill"])
+    if config.compile and str(flux_dev).startswith("cuda"):
+        compile_flux(flux)
 
     judge = None
     if config.judge:
@@ -300,6 +314,9 @@ def edit_videos(
     if todo and models is None:
         with timings.phase("load_models"):
             models = load_models(model_root, config)
+            models.owned = True
+    kernels = sdpa_context  # a fresh context per call (they are single use)
+    gpu = "cuda" if torch.cuda.is_available() else "cpu"
 
     # Phase 1: first frames (FluxFill + judge) for every item.
     first: dict[tuple[str, str], dict] = {}
@@ -324,7 +341,8 @@ def edit_videos(
                 frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
                 firsts[record.video_id] = (frames[0], masks[0])
             frame0, mask0 = firsts[record.video_id]
-            result = painter.run(frame0, mask0, inst)
+            with kernels(config.attention, gpu):
+                result = painter.run(frame0, mask0, inst)
             for attempt in result.attempts:
                 write_png(out.attempt(*key, attempt.index), attempt.image)
             write_png(out.attempt(*key, "best.png"), result.best.image)
@@ -349,20 +367,21 @@ def edit_videos(
         try:
             # Decoded again rather than held: a shard's videos need not fit in memory.
             frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
-            result = models.painter(
-                frames,
-                masks,
-                inst.prompt_2,
-                ff.best.image,
-                num_inference_steps=config.steps,
-                guidance_scale=config.guidance,
-                conditioning_scale=config.conditioning_scale,
-                mask_dilation=round(config.mask_dilation * size[0] / 480),
-                overlap=config.overlap,
-                id_resample=config.id_resample,
-                prev_clip_weight=config.prev_clip_weight,
-                seed=config.seed,
-            )
+            with kernels(config.attention, gpu):
+                result = models.painter(
+                    frames,
+                    masks,
+                    inst.prompt_2,
+                    ff.best.image,
+                    num_inference_steps=config.steps,
+                    guidance_scale=config.guidance,
+                    conditioning_scale=config.conditioning_scale,
+                    mask_dilation=round(config.mask_dilation * size[0] / 480),
+                    overlap=config.overlap,
+                    id_resample=config.id_resample,
+                    prev_clip_weight=config.prev_clip_weight,
+                    seed=config.seed,
+                )
             t_prop = time.perf_counter() - t0
             t1 = time.perf_counter()
             write_local_video(out.edited(*key), result.frames, record.fps, write_video)
@@ -568,7 +587,17 @@ def register(subparsers) -> None:
     parser.add_argument("--video-ids", nargs="*", default=())
     parser.add_argument("--num-shards", type=int, default=1)
     parser.add_argument("--shard-index", type=int, default=0)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the FluxFill and CogVideoX blocks (CUDA; ~40 s once per run)",
+    )
+    parser.add_argument(
+        "--attention",
+        default="auto",
+        choices=BACKENDS,
+        help="SDPA kernels; auto = cuDNN first on Hopper (measured fastest, docs/performance.md)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.set_defaults(func=_run)
 
@@ -597,6 +626,7 @@ def config_from_args(args: argparse.Namespace) -> EditConfig:
         max_frames=args.max_frames,
         seed=args.seed,
         compile=args.compile,
+        attention=args.attention,
         video_ids=tuple(args.video_ids),
         num_shards=args.num_shards,
         shard_index=args.shard_index,
