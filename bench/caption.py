@@ -224,6 +224,30 @@ def run(size: str, out_dir: Path, repeats: int) -> list[dict]:
             },
         )
     )
+    # Scale for the errors above: the same first-step logits in float32 (stock attention,
+    # one image at a time), against which both the stock bf16 path and ours are measured.
+    set_vision_attention(model, "sdpa")
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model.float()
+    n = min(4, len(singles))
+    with torch.inference_mode():
+        judge32 = model(**judge_in).logits[0, -1].float()
+        caps32 = [model(**singles[i]).logits[0, -1].float() for i in range(n)]
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+    def rel(a, b):
+        a, b = a.float().flatten(), b.float().flatten()
+        return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+    results[0]["extra"]["first_step_rel_err_vs_fp32"] = {
+        "reference (stock bf16)": rel(ref_out.logits[0][0], judge32),
+        "ours": rel(best_out.logits[0][0], judge32),
+    }
+    results[1]["extra"]["first_step_rel_err_vs_fp32"] = {
+        "reference (stock bf16)": max(rel(ref_outs[i].logits[0][0], caps32[i]) for i in range(n)),
+        "ours": max(rel(outs[best_n].logits[0][i], caps32[i]) for i in range(n)),
+    }
     write_json(results, out_dir, size)
     return results
 

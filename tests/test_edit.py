@@ -118,3 +118,31 @@ def test_shards_then_merge(smoke_root, models, data, tmp_path):
     merged = merge_edits(str(out), num_shards=2)
     assert merged["shards"] == 2 and merged["edited"] == 2 and merged["failed"] == 2
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_failed_output_write_is_recorded_and_the_rest_goes_on(
+    smoke_root, models, data, tmp_path, monkeypatch
+):
+    """Outputs are written on a thread while the next item propagates; a write that fails
+    loses only that item, recorded as a failure, and a rerun redoes just that item."""
+    import lanepaint.stages.edit as stage
+
+    real = stage.write_local_video
+    broken = {"good": True}
+
+    def flaky(uri, frames, fps, write_video):
+        if broken["good"] and "/good/" in uri.replace("\\", "/") and "single_white_solid" in uri:
+            raise OSError("disk full (simulated)")
+        return real(uri, frames, fps, write_video)
+
+    monkeypatch.setattr(stage, "write_local_video", flaky)
+    config = replace(FAST, video_ids=("good",))
+    out = tmp_path / "edit"
+    s = edit_videos(str(data), str(out), smoke_root, config, models=models)
+    assert s["items"] == 2 and s["edited"] == 1 and s["failed"] == 1
+    assert set(s["failed_by_reason"]) == {"writing outputs"}
+    assert "disk full" in (out / "failures.jsonl").read_text()
+    broken["good"] = False
+    again = edit_videos(str(data), str(out), smoke_root, config, models=models)
+    assert again["edited"] == 1 and again["failed"] == 0

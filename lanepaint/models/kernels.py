@@ -1,12 +1,15 @@
-"""Which SDPA kernels run the diffusion transformers' attention, chosen by measurement.
+"""Which SDPA kernels run attention: one explicit, measured choice instead of whatever a
+given PyTorch build prefers.
 
-PyTorch picks FlashAttention-2 first on Hopper. For every attention shape of our stages
-cuDNN's fused attention is faster on an H100 at the same accuracy (``bench.attention``,
-docs/perf/attention.json): 2.0x for FluxFill at 1024² (head dim 128), 1.15x for
-CogVideoX's 17.8k-token clip (head dim 64), 1.7x for the FluxFill training step forward +
-backward. So ``"auto"`` means cuDNN first, then the stock order, on compute capability 9.x
-(where it was measured) and the stock order elsewhere. Kernels that do not support a call
-(e.g. an attention mask cuDNN cannot take) fall through to the next backend in the list.
+cuDNN's fused attention is the fastest SDPA kernel for every attention shape of our stages
+on an H100 (``bench.attention``, docs/perf/attention.json): against FlashAttention-2 it is
+2.0x for FluxFill at 1024² (head dim 128), 1.15x for CogVideoX's 17.8k-token clip (head dim
+64) and 1.7x for the FluxFill training step's forward + backward, at the same accuracy.
+PyTorch 2.11 already dispatches to it inside the diffusers blocks (profiled in situ), but
+that order is a build default, not a contract; ``"auto"`` pins cuDNN first, then the stock
+order, on compute capability 9.x and leaves other GPUs to PyTorch. Kernels that cannot take
+a call fall through to the next in the list. Training does not use this: cuDNN's backward
+hit an illegal memory access in the full-size Flux step (``lanepaint.training``).
 """
 
 from __future__ import annotations

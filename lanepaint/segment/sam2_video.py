@@ -122,6 +122,17 @@ def _on(stream):
 _PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit resampling
 
 
+def _high_priority_stream(side_stream, device: torch.device):
+    """With the encoder on a side stream, tracking runs on a high-priority stream: its
+    small, launch-bound kernels are then scheduled ahead of the encoder's queued GEMM
+    blocks instead of behind them, so tracking frame i overlaps encoding later frames."""
+    if side_stream is None:
+        return None
+    tracker = torch.cuda.Stream(device, priority=-16)  # clamped to the highest priority
+    tracker.wait_stream(torch.cuda.current_stream(device))
+    return tracker
+
+
 def _pil_bicubic(x: float) -> float:
     a = -0.5
     x = abs(x)
@@ -412,8 +423,10 @@ class Sam2RoadSegmenter:
             cache.finish()
             h, w = full[0].shape[:2]
             state = new_inference_state(model, images, cache, h, w)
-            with self._autocast():
+            with self._autocast(), _on(tracker := _high_priority_stream(stream, self.device)):
                 masks, logits = _track(model, state, self.points, keep_logits)
+            if tracker is not None:
+                torch.cuda.current_stream(self.device).wait_stream(tracker)
         return Segmentation(full, masks, logits)
 
     def _segment_via_jpeg(self, frames: Iterable[np.ndarray], keep_logits: bool) -> Segmentation:

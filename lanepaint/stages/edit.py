@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -156,7 +157,9 @@ def load_models(model_root: str, config: EditConfig) -> Models:
         if offloaded:
             placement.apply_placement(model, where)
         judge = Judge(
-            VLMGenerator(model, processor), config.judge_max_new_tokens, config.judge_visual_tokens
+            VLMGenerator(model, processor, static_cache=True),
+            config.judge_max_new_tokens,
+            config.judge_visual_tokens,
         )
 
     cog_dev = plan["cogvideox_i2v"].device
@@ -354,45 +357,17 @@ def edit_videos(
     if models is not None and todo:
         models.release_phase_one()
 
-    # Phase 2: propagation.
+    # Phase 2: propagation. Each item's videos, masks and record are written on a thread
+    # while the GPU propagates the next item (at most one item's frames in flight).
     from lanepaint.io.video import write_video
 
-    written = 0
-    for record, inst in tqdm(
-        [t for t in todo if (t[0].video_id, t[1].slug) in first], desc="propagate", unit="item"
-    ):
-        key = (record.video_id, inst.slug)
+    def finish(record, inst, key, frames, masks, result, t0: float, t_prop: float) -> None:
         ff = first[key]["result"]
-        t0 = time.perf_counter()
-        try:
-            # Decoded again rather than held: a shard's videos need not fit in memory.
-            frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
-            with kernels(config.attention, gpu):
-                result = models.painter(
-                    frames,
-                    masks,
-                    inst.prompt_2,
-                    ff.best.image,
-                    num_inference_steps=config.steps,
-                    guidance_scale=config.guidance,
-                    conditioning_scale=config.conditioning_scale,
-                    mask_dilation=round(config.mask_dilation * size[0] / 480),
-                    overlap=config.overlap,
-                    id_resample=config.id_resample,
-                    prev_clip_weight=config.prev_clip_weight,
-                    seed=config.seed,
-                )
-            t_prop = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            write_local_video(out.edited(*key), result.frames, record.fps, write_video)
-            side = np.concatenate([frames, result.frames], axis=2)
-            write_local_video(out.side_by_side(*key), side, record.fps, write_video)
-            t_enc = time.perf_counter() - t1
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            _fail(failures, record, inst, "propagation", exc)
-            continue
+        t1 = time.perf_counter()
+        write_local_video(out.edited(*key), result.frames, record.fps, write_video)
+        side = np.concatenate([frames, result.frames], axis=2)
+        write_local_video(out.side_by_side(*key), side, record.fps, write_video)
+        t_enc = time.perf_counter() - t1
         rec = {
             "video_id": record.video_id,
             "instruction": inst.text,
@@ -426,7 +401,58 @@ def edit_videos(
             "finished_at": reports.now_iso(),
         }
         storage.write_text(out.record(*key), json.dumps(rec, indent=2) + "\n")
-        written += 1
+
+    def collect(pending) -> int:
+        """Wait for an item's writes; a failure is recorded like any other."""
+        if pending is None:
+            return 0
+        future, record, inst = pending
+        try:
+            future.result()
+            return 1
+        except Exception as exc:  # noqa: BLE001
+            _fail(failures, record, inst, "writing outputs", exc)
+            return 0
+
+    written = 0
+    pending = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-writer") as writer:
+        for record, inst in tqdm(
+            [t for t in todo if (t[0].video_id, t[1].slug) in first],
+            desc="propagate",
+            unit="item",
+        ):
+            key = (record.video_id, inst.slug)
+            ff = first[key]["result"]
+            t0 = time.perf_counter()
+            try:
+                # Decoded again rather than held: a shard's videos need not fit in memory.
+                frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
+                with kernels(config.attention, gpu):
+                    result = models.painter(
+                        frames,
+                        masks,
+                        inst.prompt_2,
+                        ff.best.image,
+                        num_inference_steps=config.steps,
+                        guidance_scale=config.guidance,
+                        conditioning_scale=config.conditioning_scale,
+                        mask_dilation=round(config.mask_dilation * size[0] / 480),
+                        overlap=config.overlap,
+                        id_resample=config.id_resample,
+                        prev_clip_weight=config.prev_clip_weight,
+                        seed=config.seed,
+                    )
+                t_prop = time.perf_counter() - t0
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    torch.cuda.empty_cache()
+                _fail(failures, record, inst, "propagation", exc)
+                continue
+            written += collect(pending)
+            job = (record, inst, key, frames, masks, result, t0, t_prop)
+            pending = (writer.submit(finish, *job), record, inst)
+        written += collect(pending)
 
     summary = {
         "stage": "edit",

@@ -11,6 +11,8 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+STATIC_CACHE_BUCKET = 512  # tokens
+
 
 def to_pil(image) -> Image.Image:
     """Any image we handle (PIL, HxW gray, HxWx3/4 uint8) as an RGB PIL image."""
@@ -39,9 +41,18 @@ class VLMGenerator:
     """
 
     def __init__(
-        self, model, processor, min_pixels: int | None = None, max_pixels: int | None = None
+        self,
+        model,
+        processor,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        static_cache: bool = False,
     ):
         self.model = model
+        # A static KV cache lets transformers compile the decode step (CUDA graphs): ~2x
+        # faster decoding for one-at-a-time calls such as the judge. The cache is sized in
+        # STATIC_CACHE_BUCKET steps so prompts of slightly different length reuse one graph.
+        self.static_cache = static_cache
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"
         # Pixel budget per image (the processor's size = {shortest_edge: min pixels,
@@ -74,12 +85,18 @@ class VLMGenerator:
         if inputs is None:
             inputs = self._inputs(images, prompts)
         inputs = inputs.to(self.model.device)
+        cache = {}
+        if self.static_cache and self.model.device.type == "cuda":
+            need = inputs["input_ids"].shape[1] + max_new_tokens
+            bucket = -(-need // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+            cache = {"cache_implementation": "static", "max_cache_len": bucket}
         with torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=min_new_tokens,
                 do_sample=False,
+                **cache,
             )
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)
