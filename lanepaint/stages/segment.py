@@ -71,7 +71,8 @@ class SegmentConfig:
     ``max_frames`` / ``fps``: None means all frames / the source rate. Frames whose longer
     side exceeds ``max_side`` are downscaled (4K sources); odd sizes lose their last row
     or column (H.264 needs even sizes, and masks must match the video pixel for pixel).
-    ``device`` / ``vos_optimized`` / ``encoder_batch`` / ``workers`` change speed, not
+    ``device`` / ``vos_optimized`` / ``compile_tracking`` / ``encoder_batch`` / ``workers``
+    change speed, not
     output, and are left out of the resume fingerprint.
     """
 
@@ -89,6 +90,7 @@ class SegmentConfig:
     crf: int = 18
     device: str = "auto"
     vos_optimized: bool = False
+    compile_tracking: str | None = None
     encoder_batch: int = 8
     workers: int = 4
     overwrite: bool = False
@@ -262,7 +264,9 @@ def load_segmenter(config: SegmentConfig, model_root: str | None = None) -> Load
     device = resolve_device(config.device)
     vos = config.vos_optimized
     predictor = load_sam2_video_predictor(root, device=device, vos_optimized=vos)
-    settings = Sam2Settings(encoder_batch=config.encoder_batch)
+    settings = Sam2Settings(
+        encoder_batch=config.encoder_batch, compile_tracking=config.compile_tracking
+    )
     segmenter = Sam2RoadSegmenter(predictor, config.points, settings)
     meta = {**root.metadata(), "device": device, "vos_optimized": vos}
     return LoadedSegmenter(segmenter, meta)
@@ -803,6 +807,13 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
         help="sam2's VOS predictor: tracking modules compiled once per run (CUDA; see "
         "docs/segment.md for what was measured)",
     )
+    parser.add_argument(
+        "--compile-tracking",
+        default=None,
+        choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+        help="torch.compile mode for SAM2's per-frame tracking modules (CUDA; ~1 min once "
+        "per run; see docs/performance.md for what it buys)",
+    )
     parser.add_argument("--encoder-batch", type=int, default=8, help="frames per encoder call")
     parser.add_argument("--workers", type=int, default=4, help="threads for mask clean-up")
     parser.add_argument(
@@ -825,6 +836,7 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
         crf=args.crf,
         device=args.device,
         vos_optimized=args.vos,
+        compile_tracking=args.compile_tracking,
         encoder_batch=args.encoder_batch,
         workers=args.workers,
         overwrite=args.overwrite,
