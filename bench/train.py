@@ -13,7 +13,8 @@ Full size: FLUX.1-Fill-dev with random bf16 weights built on the GPU
 - ``ours+compile`` / ``ours+gc+compile`` (opt-in through ``--variants``): regional
   ``torch.compile`` of the transformer blocks (always run last: blocks stay compiled).
 - modifiers, appended to any ``ours`` variant: ``+cudnn`` / ``+flash`` (that variant's SDPA
-  kernels instead of ``--attention``) and ``+budgetF`` (with ``+compile``: inductor's
+  kernels instead of ``--attention``), ``+dcudnn`` (diffusers' ``_native_cudnn`` attention
+  backend: q/k/v made contiguous, then cuDNN) and ``+budgetF`` (with ``+compile``: inductor's
   ``activation_memory_budget`` = F, i.e. the partitioner recomputes cheap activations in
   backward until the saved ones fit F times the default).
 
@@ -278,7 +279,7 @@ def variant_budget(variant: str) -> float | None:
 
 def check_variant(variant: str) -> None:
     base = _BUDGET_RE.sub("", variant)
-    for mod in ("+cudnn", "+flash", "+efficient"):
+    for mod in ("+dcudnn", "+cudnn", "+flash", "+efficient"):
         base = base.replace(mod, "")
     if base not in KNOWN_VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(KNOWN_VARIANTS)}")
@@ -326,6 +327,10 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
         params = _add_adapter(bench)
         if "+gc" in variant:
             bench.transformer.enable_gradient_checkpointing()
+        dcudnn = "+dcudnn" in variant and device.type == "cuda"  # cuDNN: CUDA only
+        if dcudnn:
+            # diffusers' own cuDNN backend: contiguous q/k/v, then cuDNN attention
+            bench.transformer.set_attention_backend("_native_cudnn")
         if "+compile" in variant:
             # a fresh compile per variant: the budget is read when the graphs are built
             torch._dynamo.reset()
@@ -353,6 +358,8 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
     finally:
         del optimizer, params
         try:
+            if "+dcudnn" in variant and device.type == "cuda":
+                bench.transformer.reset_attention_backend()
             _drop_adapter(bench)
         except Exception as exc:  # a broken adapter must not hide the variant's own error
             row["error"] = row["error"] or f"cleanup: {exc}"
@@ -364,7 +371,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def first_step_error(bench: Bench, attention: str, ours_attention: str | None = None) -> dict:
+def first_step_error(
+    bench: Bench, attention: str, ours_attention: str | None = None, ours_dcudnn: bool = False
+) -> dict:
     """Relative error of ours vs the reference loop: loss and LoRA gradients, same inputs.
 
     LoRA B starts at zero (no gradient reaches A); it is set to small random values first
@@ -382,13 +391,21 @@ def first_step_error(bench: Bench, attention: str, ours_attention: str | None = 
         d = bench.draws(7)
         results = []
         runs = (
-            (bench.reference_loss, attention),
-            (lambda dd: bench.ours_loss(bench.ours_inputs(dd)), ours_attention or attention),
+            (bench.reference_loss, attention, False),
+            (
+                lambda dd: bench.ours_loss(bench.ours_inputs(dd)),
+                ours_attention or attention,
+                ours_dcudnn,
+            ),
         )
-        for fn, kernels in runs:
+        for fn, kernels, dcudnn in runs:
+            if dcudnn:
+                bench.transformer.set_attention_backend("_native_cudnn")
             with attention_context(kernels, bench.device):
                 loss = fn(d)
                 loss.backward()
+            if dcudnn:
+                bench.transformer.reset_attention_backend()
             results.append((loss.detach().float(), torch.cat([p.grad.flatten() for p in params])))
             for p in params:
                 p.grad = None
@@ -446,7 +463,8 @@ def run(
     torch._dynamo.reset()  # the error check below runs eagerly
     torch._functorch.config.activation_memory_budget = 1.0
     ours_kernels = variant_attention(ours["variant"], attention)
-    errors = first_step_error(bench, attention, ours_kernels)
+    dcudnn = "+dcudnn" in ours["variant"] and bench.device.type == "cuda"
+    errors = first_step_error(bench, attention, ours_kernels, dcudnn)
     c = bench.transformer.config
     h, w = bench.batch.latent_mean.shape[-2:]
     flops = flux_forward_flops(c, (h // 2) * (w // 2), sz.text_tokens)
