@@ -309,3 +309,14 @@ def test_attention_choice_is_fresh_per_use_and_never_cudnn_by_default():
                 assert enabled == {"flash": True, "efficient": True, "math": True, "cudnn": False}
             else:
                 assert [k for k, v in enabled.items() if v] == [backend]
+
+
+def test_speed_options_are_validated_and_left_out_of_the_fingerprint():
+    from lanepaint.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="needs --compile"):
+        TrainConfig(attention_backend="cudnn")
+    with pytest.raises(ValueError, match="activation memory budget"):
+        TrainConfig(compile=True, activation_memory_budget=0.0)
+    fast = TrainConfig(attention_backend="cudnn", compile=True, activation_memory_budget=0.5)
+    assert fast.fingerprint() == TrainConfig().fingerprint()  # same weights, resumable

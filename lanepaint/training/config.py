@@ -107,6 +107,11 @@ class TrainConfig:
                 "activation memory budget must be in (0, 1]",
             ),
             (
+                self.attention_backend != "cudnn" or self.compile,
+                "attention backend cudnn needs --compile: its eager backward hit an illegal "
+                "memory access on an H100 with torch 2.11 (docs/training.md)",
+            ),
+            (
                 self.stop_after_steps is None or self.stop_after_steps >= 1,
                 "stop-after-steps must be >= 1",
             ),
