@@ -27,8 +27,9 @@ adapter with the same initialisation, its memory is freed afterwards, and an out
 (or any other failure) is recorded for that variant while the next one still runs. The
 attention kernels are chosen for every variant alike (``--attention``; the default never
 picks cuDNN, whose backward crashed on the full-size Flux transformer on an H100).
-``rel_err`` compares the loss and the LoRA gradients of ``ours`` with the reference loop
-on the first step, same weights and same inputs.
+``rel_err`` compares the loss and the LoRA gradients of each variant, as it runs (compiled,
+with its own kernels), with the reference loop on the same first step: same weights, same
+inputs, same adapter values (every row has its own ``rel_err``).
 
 Smoke size: the tiny FluxFill on the CPU in fp32, so CI runs the script in seconds.
 Prints the table last; writes docs/perf/train_step.json (train_step.smoke.json for smoke).
@@ -336,6 +337,10 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
             torch._dynamo.reset()
             torch._functorch.config.activation_memory_budget = variant_budget(variant) or 1.0
             bench.transformer.compile_repeated_blocks()
+        # The variant's own first step on fixed inputs (compiled variants compile here).
+        row["probe"] = _probe_grads(bench, variant, params, attention)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         fused = device.type == "cuda" and variant != "reference"
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2, fused=fused)
         step = _step_fn(bench, variant, params, optimizer, attention)
@@ -371,51 +376,41 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def first_step_error(
-    bench: Bench, attention: str, ours_attention: str | None = None, ours_dcudnn: bool = False
-) -> dict:
-    """Relative error of ours vs the reference loop: loss and LoRA gradients, same inputs.
+def _probe_grads(bench: Bench, variant: str, params, attention: str) -> tuple[float, torch.Tensor]:
+    """Loss and LoRA gradients of ``variant`` for fixed inputs and fixed adapter values.
 
-    LoRA B starts at zero (no gradient reaches A); it is set to small random values first
-    so that every adapter tensor gets a gradient to compare.
+    LoRA B starts at zero (no gradient would reach A), so the adapter is set to small
+    random values first, the same for every variant; it is restored afterwards. Each
+    variant is checked as it runs (compiled, its own kernels), against the reference's.
     """
     from lanepaint.training.trainer import attention_context
 
-    bench.encoders_to("cpu")
-    params = _add_adapter(bench)
-    try:
-        gen = torch.Generator().manual_seed(7)
-        with torch.no_grad():
-            for p in params:
-                p.copy_(torch.randn(p.shape, generator=gen) * 1e-2)
-        d = bench.draws(7)
-        results = []
-        runs = (
-            (bench.reference_loss, attention, False),
-            (
-                lambda dd: bench.ours_loss(bench.ours_inputs(dd)),
-                ours_attention or attention,
-                ours_dcudnn,
-            ),
-        )
-        for fn, kernels, dcudnn in runs:
-            if dcudnn:
-                bench.transformer.set_attention_backend("_native_cudnn")
-            with attention_context(kernels, bench.device):
-                loss = fn(d)
-                loss.backward()
-            if dcudnn:
-                bench.transformer.reset_attention_backend()
-            results.append((loss.detach().float(), torch.cat([p.grad.flatten() for p in params])))
-            for p in params:
-                p.grad = None
-        (ref_loss, ref_grad), (our_loss, our_grad) = results
-        grad_err = float((our_grad - ref_grad).norm() / ref_grad.norm().clamp_min(1e-30))
-        loss_err = float((our_loss - ref_loss).abs() / ref_loss.abs().clamp_min(1e-30))
-        return {"loss": loss_err, "grad": grad_err}
-    finally:
-        del params
-        _drop_adapter(bench)
+    saved = [p.detach().clone() for p in params]
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=gen) * 1e-2)
+    d = bench.draws(7)
+    with attention_context(variant_attention(variant, attention), bench.device):
+        if variant == "reference":
+            loss = bench.reference_loss(d)
+        else:
+            loss = bench.ours_loss(bench.ours_inputs(d))
+        loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in params]).float().cpu()
+    with torch.no_grad():
+        for p, value in zip(params, saved, strict=True):
+            p.copy_(value)
+            p.grad = None
+    return float(loss.detach()), grad
+
+
+def _probe_error(ref: tuple[float, torch.Tensor], ours: tuple[float, torch.Tensor]) -> dict:
+    (ref_loss, ref_grad), (our_loss, our_grad) = ref, ours
+    return {
+        "loss": abs(our_loss - ref_loss) / max(abs(ref_loss), 1e-30),
+        "grad": float((our_grad - ref_grad).norm() / ref_grad.norm().clamp_min(1e-30)),
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -448,7 +443,8 @@ def run(
     rows = []
     for v in order:
         rows.append(run_variant(bench, v, attention, steps, warmup))
-        print(f"done {v}: {rows[-1]}", file=sys.stderr, flush=True)
+        shown = {k: x for k, x in rows[-1].items() if k != "probe"}
+        print(f"done {v}: {shown}", file=sys.stderr, flush=True)
     ref = next(r for r in rows if r["variant"] == "reference")
     for r in rows:
         r["ratio"] = (ref["step_s"] / r["step_s"]) if ref["step_s"] and r["step_s"] else None
@@ -460,11 +456,11 @@ def run(
         and (r["peak_gib"] is None or r["peak_gib"] <= memory_goal)
     ]
     ours = min(fits, key=lambda r: r["step_s"]) if fits else rows[1]
-    torch._dynamo.reset()  # the error check below runs eagerly
-    torch._functorch.config.activation_memory_budget = 1.0
-    ours_kernels = variant_attention(ours["variant"], attention)
-    dcudnn = "+dcudnn" in ours["variant"] and bench.device.type == "cuda"
-    errors = first_step_error(bench, attention, ours_kernels, dcudnn)
+    ref_probe = ref.pop("probe", None)
+    for r in rows:
+        probe = r.pop("probe", None)
+        r["rel_err"] = _probe_error(ref_probe, probe) if ref_probe and probe else None
+    errors = ours["rel_err"] or {"loss": float("nan"), "grad": float("nan")}
     c = bench.transformer.config
     h, w = bench.batch.latent_mean.shape[-2:]
     flops = flux_forward_flops(c, (h // 2) * (w // 2), sz.text_tokens)
@@ -481,7 +477,7 @@ def run(
             "unit": f"one optimizer step, {sz.resolution}^2, batch 1, LoRA rank {sz.rank}",
             "attention": attention,
             "ours_variant": ours["variant"],
-            "ours_attention": ours_kernels,
+            "ours_attention": variant_attention(ours["variant"], attention),
             "memory_goal_gib": memory_goal,
             "forward_tflop": round(flops / 1e12, 3),
             "rel_err_parts": errors,

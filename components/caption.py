@@ -14,7 +14,7 @@ def caption(
     metrics: Output[Metrics],
     report: Output[Markdown],
     vlm_size: str = "7B",
-    batch_size: int = 8,
+    batch_size: int = 32,
     analyzer_check: bool = True,
 ):
     """Lane attributes of road images (files or folders); the JSONL is the output artifact."""

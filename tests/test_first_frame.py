@@ -98,3 +98,41 @@ def test_unreadable_judge_answer_is_retried_with_backoff(flux, scene):
     painter = FirstFramePainter(flux, judge, CONFIG, sleep=slept.append)
     result = painter.run(*scene, parse_instruction("lane single white solid"))
     assert result.first_pass and judge.calls == 3 and slept == [0, 0]
+
+
+def test_fused_qkv_adds_no_weights_and_keeps_the_output():
+    """compile_flux's fusion: same output, and the separate projections become views of
+    the fused weights (diffusers would otherwise keep ~4 GiB of copies for full Flux)."""
+    import torch
+
+    from lanepaint.edit.first_frame import _share_fused_weights
+    from lanepaint.models.smoke import tiny_flux_fill
+
+    transformer = tiny_flux_fill().transformer
+    g = torch.Generator().manual_seed(0)
+    cfg = transformer.config
+    x = torch.randn(1, 16, cfg.in_channels, generator=g)
+    text = torch.randn(1, 8, cfg.joint_attention_dim, generator=g)
+    pooled = torch.randn(1, cfg.pooled_projection_dim, generator=g)
+    ids = dict(img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3))
+    kwargs = dict(
+        encoder_hidden_states=text,
+        pooled_projections=pooled,
+        timestep=torch.tensor([0.5]),
+        guidance=torch.tensor([30.0]) if cfg.guidance_embeds else None,
+        return_dict=False,
+        **ids,
+    )
+    with torch.no_grad():
+        before = transformer(x, **kwargs)[0]
+        transformer.fuse_qkv_projections()
+        _share_fused_weights(transformer)
+        after = transformer(x, **kwargs)[0]
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    attn = transformer.transformer_blocks[0].attn
+    fused = attn.to_qkv.weight
+    for name in ("to_q", "to_k", "to_v"):
+        part = getattr(attn, name).weight
+        assert part.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    added = attn.to_added_qkv.weight
+    assert attn.add_q_proj.weight.untyped_storage().data_ptr() == added.untyped_storage().data_ptr()

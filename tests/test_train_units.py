@@ -318,5 +318,7 @@ def test_speed_options_are_validated_and_left_out_of_the_fingerprint():
         TrainConfig(attention_backend="cudnn")
     with pytest.raises(ValueError, match="activation memory budget"):
         TrainConfig(compile=True, activation_memory_budget=0.0)
+    with pytest.raises(ValueError, match="with --compile only"):
+        TrainConfig(activation_memory_budget=0.5)
     fast = TrainConfig(attention_backend="cudnn", compile=True, activation_memory_budget=0.5)
     assert fast.fingerprint() == TrainConfig().fingerprint()  # same weights, resumable

@@ -102,14 +102,49 @@ def prepare_mask(mask: np.ndarray, config: FirstFrameConfig) -> tuple[np.ndarray
     return grown, mask_ops.feather(grown, config.feather)
 
 
+_FUSED_PARTS = (
+    ("to_qkv", ("to_q", "to_k", "to_v")),
+    ("to_added_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+)
+
+
+def _share_fused_weights(transformer) -> None:
+    """Point the separate q/k/v projections at slices of the fused ones.
+
+    diffusers keeps the unfused projections beside the fused copy (~4 GiB for Flux); as
+    views into the fused weights they cost nothing and ``unfuse_projections`` still works.
+    """
+    for module in transformer.modules():
+        if not getattr(module, "fused_projections", False):
+            continue
+        for fused_name, part_names in _FUSED_PARTS:
+            fused = getattr(module, fused_name, None)
+            parts = [getattr(module, n, None) for n in part_names]
+            if fused is None or any(p is None for p in parts):
+                continue
+            offset = 0
+            for part in parts:
+                rows = part.weight.shape[0]
+                part.weight.data = fused.weight.data[offset : offset + rows]
+                if part.bias is not None and fused.bias is not None:
+                    part.bias.data = fused.bias.data[offset : offset + rows]
+                offset += rows
+
+
 def compile_flux(pipe, fuse_qkv: bool = True) -> None:
-    """Speed up FluxFill in place: fused QKV projections (skipped when a LoRA is loaded, as
-    the adapters sit on the separate projections) and regional ``torch.compile`` of each
-    transformer block (identical blocks share one graph; ~20 s once per process)."""
+    """Speed up FluxFill in place, for a pipeline whose weights sit on one device (call it
+    after placement, and not with CPU offload: offload hooks hold the weights elsewhere).
+
+    Fused QKV projections (skipped when a LoRA is loaded, as the adapters sit on the
+    separate projections; the separate ones become views of the fused weights, so no
+    memory is added) and regional ``torch.compile`` of each transformer block (identical
+    blocks share one graph; ~15 s once per process).
+    """
     transformer = pipe.transformer
     has_lora = bool(getattr(pipe, "get_active_adapters", None) and pipe.get_active_adapters())
     if fuse_qkv and not has_lora:
         transformer.fuse_qkv_projections()
+        _share_fused_weights(transformer)
     for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
         block.compile()
 

@@ -88,7 +88,10 @@ class Sam2Settings:
             raise ValueError(f"compile_tracking must be one of {TRACKING_COMPILE_MODES}")
 
 
-TRACKING_COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+# No CUDA-graph modes: the plain predictor keeps the memory encoder's outputs across frames
+# and updates them in place, which graph replays would overwrite (sam2's VOS predictor
+# clones them for that reason).
+TRACKING_COMPILE_MODES = (None, "default", "max-autotune-no-cudagraphs")
 TRACKING_MODULES = ("memory_encoder", "memory_attention", "sam_prompt_encoder", "sam_mask_decoder")
 
 

@@ -145,7 +145,10 @@ def load_models(model_root: str, config: EditConfig) -> Models:
         flux.load_lora_weights(str(local_lora_dir(config.lora)), adapter_name="lanepaint")
     placement.apply_placement(flux, plan["flux_fill"])
     if config.compile and str(flux_dev).startswith("cuda"):
-        compile_flux(flux)
+        if plan["flux_fill"].offload == "none":
+            compile_flux(flux)
+        else:  # offload hooks move weights per call: nothing to fuse or compile in place
+            log.info("FluxFill is offloaded (%s): not compiled", plan["flux_fill"].offload)
 
     judge = None
     if config.judge:
@@ -358,7 +361,7 @@ def edit_videos(
         models.release_phase_one()
 
     # Phase 2: propagation. Each item's videos, masks and record are written on a thread
-    # while the GPU propagates the next item (at most one item's frames in flight).
+    # while the GPU propagates the next item (so two items' frames are in memory at most).
     from lanepaint.io.video import write_video
 
     def finish(record, inst, key, frames, masks, result, t0: float, t_prop: float) -> None:

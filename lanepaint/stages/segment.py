@@ -810,7 +810,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile-tracking",
         default=None,
-        choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+        choices=("default", "max-autotune-no-cudagraphs"),
         help="torch.compile mode for SAM2's per-frame tracking modules (CUDA; ~1 min once "
         "per run; see docs/performance.md for what it buys)",
     )

@@ -107,6 +107,10 @@ class TrainConfig:
                 "activation memory budget must be in (0, 1]",
             ),
             (
+                self.activation_memory_budget == 1.0 or self.compile,
+                "activation memory budget takes effect with --compile only",
+            ),
+            (
                 self.attention_backend != "cudnn" or self.compile,
                 "attention backend cudnn needs --compile: its eager backward hit an illegal "
                 "memory access on an H100 with torch 2.11 (docs/training.md)",

@@ -10,8 +10,8 @@ caption throughput. PyTorch's own FlashAttention varlen kernel
 transformers routes a vision attention implementation whose name contains "flash" to the
 ``cu_seqlens`` path, so the function is registered under such a name and set on the
 vision tower only (the language model keeps ``sdpa``). Where the kernel is unavailable
-(CPU, older torch) the function falls back to the per-window SDPA loop, which is exactly
-the stock computation.
+(CPU, older torch, fp32, GPUs before Ampere) the function falls back to the per-window
+SDPA loop, which is exactly the stock computation.
 """
 
 from __future__ import annotations
@@ -68,7 +68,13 @@ def varlen_attention_forward(
     kernel = _varlen_kernel()
     head_dim = query.shape[-1]
     default_scale = scaling is None or abs(scaling - head_dim**-0.5) < 1e-12
-    if kernel is None or query.device.type != "cuda" or not default_scale:
+    usable = (
+        kernel is not None
+        and query.device.type == "cuda"
+        and query.dtype in (torch.float16, torch.bfloat16)
+        and torch.cuda.get_device_capability(query.device)[0] >= 8
+    )
+    if not usable or not default_scale:
         return _per_window_sdpa(query, key, value, cu_seq_lens_q, scaling).unsqueeze(0), None
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
     cu = cu_seq_lens_q.to(torch.int32)
