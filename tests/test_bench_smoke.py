@@ -1,4 +1,4 @@
-"""The edit and caption benchmarks run at smoke size on the CPU and write the perf record."""
+"""The edit, caption and attention benchmarks run at smoke size on the CPU."""
 
 import json
 
@@ -32,3 +32,16 @@ def test_caption_bench_smoke(tmp_path):
     for stage in ("judge", "caption_batch"):
         record = json.loads((tmp_path / f"{stage}.smoke.json").read_text())
         assert KEYS <= set(record) and record["ours_s"] > 0 and record["reference_s"] > 0
+
+
+def test_attention_bench_smoke(tmp_path):
+    """The SDPA kernel table runs on the CPU (the backends that exist there) and every
+    kernel it times matches the float32 reference."""
+    from bench import attention
+
+    assert attention.main(["--size", "smoke", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "attention.smoke.json").read_text())
+    row = record["sdpa"]["tiny"]
+    timed = {k: v for k, v in row.items() if isinstance(v, dict) and "ms" in v}
+    assert timed and row["fastest"] in timed
+    assert all(v["rel_err_vs_fp32"] < 1e-5 for v in timed.values())  # fp32 on the CPU
