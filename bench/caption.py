@@ -28,24 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import format_table, perf_record, write_json
+from bench.common import format_table, perf_record, rel_l2, sync, write_json
 
 GiB = 1024**3
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _timed(fn, device: str, repeats: int) -> tuple[float, object]:
     fn()  # warm-up (kernels, allocator, compile)
     times, out = [], None
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
 
@@ -256,17 +251,15 @@ def run(size: str, out_dir: Path, repeats: int) -> list[dict]:
         caps32 = [model(**singles[i]).logits[0, -1].float() for i in range(n)]
     torch.backends.cuda.matmul.allow_tf32 = tf32
 
-    def rel(a, b):
-        a, b = a.float().flatten(), b.float().flatten()
-        return float((a - b).norm() / b.norm().clamp_min(1e-12))
-
     results[0]["extra"]["first_step_rel_err_vs_fp32"] = {
-        "reference (stock bf16)": rel(ref_out.logits[0][0], judge32),
-        "ours": rel(best_out.logits[0][0], judge32),
+        "reference (stock bf16)": rel_l2(judge32, ref_out.logits[0][0]),
+        "ours": rel_l2(judge32, best_out.logits[0][0]),
     }
     results[1]["extra"]["first_step_rel_err_vs_fp32"] = {
-        "reference (stock bf16)": max(rel(ref_outs[i].logits[0][0], caps32[i]) for i in range(n)),
-        "ours": max(rel(outs[best_n].logits[0][i], caps32[i]) for i in range(n)),
+        "reference (stock bf16)": max(
+            rel_l2(caps32[i], ref_outs[i].logits[0][0]) for i in range(n)
+        ),
+        "ours": max(rel_l2(caps32[i], outs[best_n].logits[0][i]) for i in range(n)),
     }
     write_json(results, out_dir, size)
     return results

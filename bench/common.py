@@ -34,6 +34,31 @@ def commit() -> str:
         return "unknown"
 
 
+def sync(device=None) -> None:
+    """Wait for queued GPU work (timings are host clocks); a no-op on the CPU. ``device``:
+    a str or torch.device; None means the current CUDA device if there is one."""
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    elif torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rel_l2(a, b) -> float:
+    """||a - b|| / ||a|| in float32, for tensors or arrays (``a`` is the reference)."""
+    import numpy as np
+    import torch
+
+    a, b = (
+        torch.as_tensor(np.asarray(x, np.float32) if isinstance(x, np.ndarray) else x)
+        for x in (a, b)
+    )
+    a, b = a.float().flatten(), b.float().flatten()
+    return float((a - b).norm() / a.norm().clamp_min(1e-12))
+
+
 def perf_record(
     stage: str,
     ours_s: float,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import format_table, perf_record, write_json
+from bench.common import format_table, perf_record, rel_l2, sync, write_json
 from lanepaint.edit.first_frame import compile_flux
 from lanepaint.models.kernels import sdpa_context
 
@@ -35,28 +35,16 @@ COG_STEP_TFLOP = 660.0  # one CFG step (batch 2) of the 49-frame clip: 2 x 330
 ATTENTION = "auto"  # the edit stage's default (lanepaint.models.kernels)
 
 
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def _clock(fn):
-    _sync()
+    sync()
     start = time.perf_counter()
     out = fn()
-    _sync()
+    sync()
     return time.perf_counter() - start, out
 
 
 def _peak() -> float | None:
     return torch.cuda.max_memory_allocated() / GiB if torch.cuda.is_available() else None
-
-
-def _rel(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    a = torch.as_tensor(np.asarray(a, dtype=np.float32) if isinstance(a, np.ndarray) else a)
-    b = torch.as_tensor(np.asarray(b, dtype=np.float32) if isinstance(b, np.ndarray) else b)
-    a, b = a.float().flatten(), b.float().flatten()
-    return float((a - b).norm() / a.norm().clamp_min(1e-12))
 
 
 def _free(*objs) -> None:
@@ -128,7 +116,7 @@ def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dic
         "first_frame",
         ours_s,
         ref_s,
-        _rel(ref, ours),
+        rel_l2(ref, ours),
         floor_s=round(steps * FLUX_STEP_TFLOP / PEAK_TFLOPS, 3) if size == "full" else None,
         peak_gib=_peak(),
         extra={
@@ -214,7 +202,7 @@ def bench_propagate(size: str, device: str, measure: bool = True) -> tuple[dict,
         "propagate",
         ours_s,
         ref_s,
-        _rel(ref.latents, ours.latents),
+        rel_l2(ref.latents, ours.latents),
         floor_s=round(steps * COG_STEP_TFLOP / PEAK_TFLOPS, 2) if size == "full" else None,
         peak_gib=_peak(),
         extra={
@@ -223,14 +211,14 @@ def bench_propagate(size: str, device: str, measure: bool = True) -> tuple[dict,
             "variant": f"regionally compiled blocks + SDPA {ATTENTION}",
             "ref_timings": ref.timings,
             "ours_timings": ours.timings,
-            "pixel_rel_err": _rel(ref.frames, ours.frames),
+            "pixel_rel_err": rel_l2(ref.frames, ours.frames),
             # One denoiser call on identical inputs: separates the kernels' own error from
             # its growth over 50 sampling steps.
-            "one_step_rel_err": _rel(ref_step, ours_step),
+            "one_step_rel_err": rel_l2(ref_step, ours_step),
             # Both against the same step in float32 (no TF32): bf16's own error, for scale.
             "one_step_rel_err_vs_fp32": {
-                "reference (eager bf16)": _rel(fp32_step, ref_step),
-                "ours": _rel(fp32_step, ours_step),
+                "reference (eager bf16)": rel_l2(fp32_step, ref_step),
+                "ours": rel_l2(fp32_step, ours_step),
             },
         },
     )

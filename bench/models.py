@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from bench.common import card, commit
+from bench.common import card, commit, sync
 
 GiB = 1024**3
 MODELS = ("flux_transformer", "cogvideox_transformer", "qwen_vl_7b", "sam2_hiera_large")
@@ -188,15 +188,10 @@ BUILDERS: dict[str, Callable[[str, str, torch.dtype], tuple[Any, Callable[[], An
 # --- measuring ---------------------------------------------------------------------------
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def _time(fn: Callable[[], Any], device: str, repeats: int) -> float:
     """Median seconds of ``repeats`` calls after one warm-up (CUDA events on a GPU)."""
     fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         if device.startswith("cuda"):
@@ -228,7 +223,7 @@ def bench_one(name: str, size: str, device: str, dtype: torch.dtype, repeats: in
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         model, forward = BUILDERS[name](size, device, dtype)
-        _sync(device)
+        sync(device)
         record["build_s"] = round(time.perf_counter() - t0, 3)
         record["params"] = sum(p.numel() for p in model.parameters())
         if cuda:

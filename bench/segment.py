@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import perf_record, write_json
+from bench.common import perf_record, sync, write_json
 
 GiB = 1024**3
 SIZES = {
@@ -94,11 +94,6 @@ def build_predictors(size: str, vos: bool):
     return ours, ref
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _peak_reset(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -117,14 +112,14 @@ def run_ours(segmenter, clip: Path, frames: int) -> tuple[float, np.ndarray, dic
     device = segmenter.device
     timings = Timings()
     config = SegmentConfig(max_frames=frames, fps=8.0, max_side=4096)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     stream = _FrameStream(VideoJob(str(clip), "bench", "bench"), config, timings).start()
     try:
         result = segmenter.segment(stream.frames())
     finally:
         stream.close()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     return seconds, result.masks, {**timings.as_dict(), "frames": len(result.frames)}
 
@@ -133,10 +128,10 @@ def run_reference(predictor, jpeg_dir: Path) -> tuple[float, np.ndarray]:
     from lanepaint.segment.sam2_video import stock_masks
 
     device = torch.device(predictor.device)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     masks, _ = stock_masks(predictor, jpeg_dir)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, masks
 
 
@@ -149,13 +144,13 @@ def _encoder_seconds(segmenter, frames) -> float:
     with torch.inference_mode():
         images = _Frames(model.image_size, device)
         cache = _FeatureCache(model, images, segmenter.settings, segmenter._autocast)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for f in frames:
             images.append(f)
             cache.prefetch()
         cache.finish()
-        _sync(device)
+        sync(device)
         return time.perf_counter() - start
 
 

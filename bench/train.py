@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import perf_record, write_json
+from bench.common import perf_record, sync, write_json
 
 GiB = 1024**3
 PEAK_TFLOPS = 790e12  # bf16 matrix products measured on an H100 (performance.md)
@@ -348,10 +348,10 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
             step()
         times = []
         for _ in range(steps):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             row["loss"] = step()
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
         row["step_s"] = statistics.median(times)
         if device.type == "cuda":
@@ -369,11 +369,6 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
         except Exception as exc:  # a broken adapter must not hide the variant's own error
             row["error"] = row["error"] or f"cleanup: {exc}"
     return row
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _probe_grads(bench: Bench, variant: str, params, attention: str) -> tuple[float, torch.Tensor]:
