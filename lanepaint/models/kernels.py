@@ -19,6 +19,24 @@ import contextlib
 BACKENDS = ("auto", "flash", "efficient", "math", "cudnn", "stock")
 
 
+def kernel_list(name: str) -> list:
+    """The SDPBackend list for an explicit choice: flash, efficient, math, cudnn, or
+    ``no-cudnn`` (flash, then efficient, then math: PyTorch's order without cuDNN)."""
+    from torch.nn.attention import SDPBackend
+
+    no_cudnn = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    lists = {
+        "flash": [SDPBackend.FLASH_ATTENTION],
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+        "math": [SDPBackend.MATH],
+        "cudnn": [SDPBackend.CUDNN_ATTENTION],
+        "no-cudnn": no_cudnn,
+    }
+    if name not in lists:
+        raise ValueError(f"no SDPA kernel list named {name!r}; one of {sorted(lists)}")
+    return lists[name]
+
+
 def backend_order(name: str, device) -> list | None:
     """The SDPBackend list for ``name`` on ``device``; None means PyTorch's own choice."""
     import torch
@@ -29,16 +47,10 @@ def backend_order(name: str, device) -> list | None:
     device = torch.device(device)
     if device.type != "cuda" or name == "stock":
         return None
-    stock = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     if name == "auto":
         major, _ = torch.cuda.get_device_capability(device)
-        return [SDPBackend.CUDNN_ATTENTION, *stock] if major == 9 else None
-    return {
-        "flash": [SDPBackend.FLASH_ATTENTION],
-        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
-        "math": [SDPBackend.MATH],
-        "cudnn": [SDPBackend.CUDNN_ATTENTION],
-    }[name]
+        return [SDPBackend.CUDNN_ATTENTION, *kernel_list("no-cudnn")] if major == 9 else None
+    return kernel_list(name)
 
 
 def sdpa_context(name: str, device):

@@ -321,7 +321,6 @@ def edit_videos(
         with timings.phase("load_models"):
             models = load_models(model_root, config)
             models.owned = True
-    kernels = sdpa_context  # a fresh context per call (they are single use)
     gpu = "cuda" if torch.cuda.is_available() else "cpu"
 
     # Phase 1: first frames (FluxFill + judge) for every item.
@@ -347,7 +346,7 @@ def edit_videos(
                 frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
                 firsts[record.video_id] = (frames[0], masks[0])
             frame0, mask0 = firsts[record.video_id]
-            with kernels(config.attention, gpu):
+            with sdpa_context(config.attention, gpu):  # single use: one per call
                 result = painter.run(frame0, mask0, inst)
             for attempt in result.attempts:
                 write_png(out.attempt(*key, attempt.index), attempt.image)
@@ -431,7 +430,7 @@ def edit_videos(
             try:
                 # Decoded again rather than held: a shard's videos need not fit in memory.
                 frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
-                with kernels(config.attention, gpu):
+                with sdpa_context(config.attention, gpu):  # single use: one per call
                     result = models.painter(
                         frames,
                         masks,

@@ -79,16 +79,12 @@ def attention_context(backend: str, device: torch.device):
     """
     if device.type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import sdpa_kernel
 
-    choices = {
-        "auto": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
-        "flash": [SDPBackend.FLASH_ATTENTION],
-        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
-        "math": [SDPBackend.MATH],
-        "cudnn": [SDPBackend.CUDNN_ATTENTION],
-    }
-    return sdpa_kernel(choices[backend])
+    from lanepaint.models.kernels import kernel_list
+
+    # Training's auto never picks cuDNN: its backward crashed in the eager Flux step.
+    return sdpa_kernel(kernel_list("no-cudnn" if backend == "auto" else backend))
 
 
 def sample_seed(seed: int, position: int) -> int:
