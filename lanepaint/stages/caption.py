@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 ATTRS = ("count", "color", "pattern")
 CHECKPOINT_S = 30.0
 BATCHES_PER_CALL = 4
+READ_WORKERS = 8
+
+
+def _try_read(uri: str) -> tuple[np.ndarray | None, Exception | None]:
+    """(image, None), or (None, the error): one bad file is a recorded failure."""
+    try:
+        return read_rgb(uri), None
+    except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
+        return None, exc
 
 
 @dataclass(frozen=True)
@@ -156,14 +166,16 @@ def caption_images(
     # Several batches per VLM call, so the generator prepares the next batch on a CPU
     # thread while the GPU generates the current one.
     chunk = config.batch_size * BATCHES_PER_CALL
-    for start in range(0, len(todo), chunk):
-        batch_ids = todo[start : start + chunk]
-        loaded: list[tuple[str, np.ndarray]] = []
-        with timings.phase("read"):
-            for uri in batch_ids:
-                try:
-                    loaded.append((uri, read_rgb(uri)))
-                except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as reader:
+        for start in range(0, len(todo), chunk):
+            batch_ids = todo[start : start + chunk]
+            loaded: list[tuple[str, np.ndarray]] = []
+            with timings.phase("read"):
+                read = list(reader.map(_try_read, batch_ids))  # gs:// reads in parallel, in order
+                for uri, (img, exc) in zip(batch_ids, read, strict=True):
+                    if img is not None:
+                        loaded.append((uri, img))
+                        continue
                     failures.add(uri, f"unreadable image: {type(exc).__name__}: {exc}")
                     records.append(
                         {
@@ -174,21 +186,21 @@ def caption_images(
                             "error": str(exc),
                         }
                     )
-        if loaded:
-            with timings.phase("vlm"):
-                answers = captioner.caption([img for _, img in loaded])
-            for (uri, img), answer in zip(loaded, answers, strict=True):
-                analysis = None
-                if config.analyzer_check:
-                    with timings.phase("analyzer"):
-                        analysis = analyzer_reading(img)
-                records.append(caption_record(uri, answer, analysis))
-        bar.update(len(batch_ids))
-        # Progress survives a crash: the file is rewritten atomically, at most every
-        # CHECKPOINT_S seconds (a rewrite per batch would grow quadratically with the run).
-        if time.perf_counter() - last_flush > CHECKPOINT_S:
-            storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-            last_flush = time.perf_counter()
+            if loaded:
+                with timings.phase("vlm"):
+                    answers = captioner.caption([img for _, img in loaded])
+                for (uri, img), answer in zip(loaded, answers, strict=True):
+                    analysis = None
+                    if config.analyzer_check:
+                        with timings.phase("analyzer"):
+                            analysis = analyzer_reading(img)
+                    records.append(caption_record(uri, answer, analysis))
+            bar.update(len(batch_ids))
+            # Progress survives a crash: the file is rewritten atomically, at most every
+            # CHECKPOINT_S seconds (a rewrite per batch would grow quadratically with the run).
+            if time.perf_counter() - last_flush > CHECKPOINT_S:
+                storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+                last_flush = time.perf_counter()
     bar.close()
     storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
 
