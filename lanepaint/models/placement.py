@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lanepaint.models.device import visible_gpus  # noqa: F401 - the plan's inventory
+
 GiB = 1024**3
 Offload = Literal["none", "model", "sequential"]
 
@@ -279,15 +281,6 @@ def _releases(
             if name not in kept:
                 out[name] = Placement(device, "none", release_between_phases=True)
     return out
-
-
-def visible_gpus() -> list[tuple[str, int]]:
-    """The inventory of this machine: ``[("cuda:0", free_bytes), ...]``, empty without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [(f"cuda:{i}", torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
 
 
 def apply_placement(model: Any, placement: Placement) -> Any:

@@ -1,0 +1,40 @@
+"""The stage kit: what every stage shares, written once.
+
+- :mod:`.settings` — ``setting()`` fields: a Config is the one place a setting is declared
+  (default, help, validation); CLI flags, KFP ``Args:`` help and the settings key follow.
+- :mod:`.ledger` — per-item records, the resume rule, withdraw before redo.
+- :mod:`.writer` — write-behind of an item's outputs while the next one computes.
+- :mod:`.report` — one ``summary.json`` / ``summary.md`` / ``failures.jsonl`` shape and one
+  result type.
+- :mod:`.cli` — stage subcommands generated from the Config; user errors exit 2.
+"""
+
+from lanepaint.kit.ledger import Ledger
+from lanepaint.kit.report import SUMMARY_KEYS, StageReport, StageResult
+from lanepaint.kit.settings import (
+    add_arguments,
+    all_settings,
+    component_doc,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+    to_argv,
+)
+from lanepaint.kit.writer import WriteBehind
+
+__all__ = [
+    "SUMMARY_KEYS",
+    "Ledger",
+    "StageReport",
+    "StageResult",
+    "WriteBehind",
+    "add_arguments",
+    "all_settings",
+    "component_doc",
+    "from_args",
+    "output_settings",
+    "setting",
+    "settings_key",
+    "to_argv",
+]

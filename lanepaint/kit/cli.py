@@ -1,0 +1,51 @@
+"""The stage subcommands, built from each stage's Config.
+
+A stage module calls :func:`register_stage` with its Config class, the function that adds
+its input/output arguments and the function that runs it. User errors (bad flags, missing
+inputs or models) end in one line on stderr and exit code 2, before any model loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+from lanepaint.kit.settings import add_arguments
+
+log = logging.getLogger("lanepaint")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "fix your input": one line, exit 2."""
+    from lanepaint.data.fluxfill import DatasetFormatError
+    from lanepaint.models.root import ModelError
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, ModelError, DatasetFormatError)
+
+
+def register_stage(
+    subparsers,
+    name: str,
+    help: str,  # noqa: A002
+    doc: str | None,
+    config_cls: type,
+    add_io: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int | None],
+    exclude: tuple[str, ...] = (),
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_io(parser)
+    add_arguments(parser, config_cls, exclude)
+    parser.set_defaults(func=lambda args: guarded(run, args))
+    return parser
+
+
+def guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    try:
+        return int(run(args) or 0)
+    except user_errors() as exc:
+        log.error("%s", exc)
+        return 2
