@@ -4,9 +4,19 @@ from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
 from components.settings import image_for
+from lanepaint.kit.settings import component_doc
+from lanepaint.stages.filter_dataset import FilterConfig
 
 
 @dsl.component(base_image=image_for("filter-dataset"), install_kfp_package=False)
+@component_doc(
+    FilterConfig,
+    "Select FluxFill rows by lane attributes; the output points at the filtered dataset.",
+    extra={
+        "input_dir": "FluxFill dataset: path, gs:// URI or an upstream dataset pointer",
+        "output_dir": "where to write; empty = {input}__{suffix} beside the input",
+    },
+)
 def filter_dataset(
     input_dir: str,
     dataset: Output[Dataset],
@@ -20,28 +30,14 @@ def filter_dataset(
     link_mode: str = "copy",
     suffix: str = "",
     sort_by: str = "",
-    limit: int = -1,
+    limit: int = 0,
+    workers: int = 8,
 ):
-    """Select FluxFill rows by lane attributes; output points at the filtered dataset."""
-    from lanepaint.io import artifacts, storage
+    from lanepaint.io import artifacts
+    from lanepaint.kit.settings import from_params
     from lanepaint.stages.filter_dataset import FilterConfig
     from lanepaint.stages.filter_dataset import filter_dataset as run
 
-    config = FilterConfig(
-        count=count,
-        color=color,
-        pattern=pattern,
-        require_clear_road=require_clear_road,
-        link_mode=link_mode,
-        suffix=suffix or None,
-        sort_by=sort_by or None,
-        limit=None if limit < 0 else limit,
-    )
-    result = run(artifacts.resolve_pointer(input_dir), output_dir or None, config)
-    s = result.summary
-    artifacts.write_pointer(dataset.path, result.output_dir, "fluxfill-dataset", rows=s["kept"])
-    dataset.metadata.update({"uri": result.output_dir, "rows": s["kept"]})
-    for key in ("input_rows", "selected", "kept", "rejected", "not_selected"):
-        metrics.log_metric(key, s[key])
-    with open(report.path, "w") as f:
-        f.write(storage.read_text(storage.join(result.output_dir, "summary.md")))
+    config = from_params(FilterConfig, locals())
+    result = run(artifacts.resolve_pointer(input_dir), output_dir, config)
+    artifacts.publish_stage(result, dataset, metrics, report, "fluxfill-dataset")

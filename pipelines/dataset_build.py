@@ -27,7 +27,7 @@ def dataset_build_pipeline(
     chunk_start: int = 0,
     chunk_end: int = 199,
     start_index: int = 0,
-    limit: int = -1,
+    limit: int = 0,
     frame_numbers: str = "1,100,200,300,400,500",
     min_coverage: float = 0.01,
     segmenter: str = "sam2",

@@ -20,7 +20,8 @@ def filter_pipeline(
     link_mode: str = "copy",
     suffix: str = "",
     sort_by: str = "",
-    limit: int = -1,
+    limit: int = 0,
+    workers: int = 8,
 ):
     task = filter_dataset(
         input_dir=input_dir,
@@ -33,5 +34,6 @@ def filter_pipeline(
         suffix=suffix,
         sort_by=sort_by,
         limit=limit,
+        workers=workers,
     )
     configure(task, "filter-dataset")

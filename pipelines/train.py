@@ -26,7 +26,7 @@ def train_pipeline(
     require_clear_road: bool = True,
     filtered_dir: str = "",
     suffix: str = "",
-    limit: int = -1,
+    limit: int = 0,
     rank: int = 128,
     alpha: float = 128.0,
     target_modules: str = "to_q,to_k,to_v,to_out.0",

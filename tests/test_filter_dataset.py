@@ -25,35 +25,35 @@ def _summary(out: str) -> dict:
 def test_select_by_attributes_and_default_name(dataset):
     config = FilterConfig(count="single", color="white")
     result = filter_dataset(dataset, config=config)
-    assert result.output_dir == dataset + "__single_white_any"
-    rows, _ = fluxfill.read_dataset(result.output_dir)
+    assert result.output == dataset + "__single_white_any"
+    rows, _ = fluxfill.read_dataset(result.output)
     assert {r.prompt for r in rows} == {
         "road with single white solid lane markings",
         "road with single white dashed lane markings",
         "road with single white unknown lane markings",
     }
     s = result.summary
-    assert (s["input_rows"], s["kept"], s["not_selected"], s["rejected"]) == (10, 6, 4, 0)
+    assert (s["inputs"], s["done"], s["details"]["not_selected"], s["failed"]) == (10, 6, 4, 0)
     for row in rows:
-        assert fluxfill.check_row(Path(result.output_dir), row) is None
+        assert fluxfill.check_row(Path(result.output), row) is None
 
 
 def test_require_clear_road_records_rejections(dataset):
     result = filter_dataset(dataset, config=FilterConfig(require_clear_road=True))
-    assert result.output_dir.endswith("__all_clear")
-    assert result.summary["kept"] == 8
-    assert result.summary["rejected_by_reason"] == {"unclear road": 2}
-    failures = storage.read_text(storage.join(result.output_dir, "failures.jsonl")).splitlines()
+    assert result.output.endswith("__all_clear")
+    assert result.summary["done"] == 8
+    assert result.summary["failures_by_reason"] == {"unclear road": 2}
+    failures = storage.read_text(storage.join(result.output, "failures.jsonl")).splitlines()
     assert len(failures) == 2 and "unclear road" in json.loads(failures[0])["reason"]
 
 
 def test_sort_limit_and_suffix(dataset, tmp_path):
     config = FilterConfig(sort_by="prompt", limit=3, suffix="top3")
     result = filter_dataset(dataset, config=config)
-    assert result.output_dir.endswith("__top3")
-    rows, _ = fluxfill.read_dataset(result.output_dir)
+    assert result.output.endswith("__top3")
+    rows, _ = fluxfill.read_dataset(result.output)
     assert [r.prompt for r in rows] == sorted(r.prompt for r in rows)
-    assert len(rows) == 3 and result.summary["beyond_limit"] == 7
+    assert len(rows) == 3 and result.summary["details"]["beyond_limit"] == 7
 
 
 def test_broken_rows_rejected_and_counted(dataset):
@@ -66,15 +66,15 @@ def test_broken_rows_rejected_and_counted(dataset):
     (root / "train.csv").write_text(csv)
     result = filter_dataset(dataset, str(root.parent / "out"))
     s = result.summary
-    assert s["input_rows"] == 12
-    assert s["kept"] == 8
-    assert s["rejected_by_reason"] == {
+    assert s["inputs"] == 12
+    assert s["done"] == 8
+    assert s["failures_by_reason"] == {
         "undecodable image": 1,
         "missing mask file": 1,
         "unsafe path": 1,
         "malformed caption": 1,
     }
-    assert s["kept"] + s["rejected"] + s["not_selected"] == s["input_rows"]
+    assert s["done"] + s["failed"] + s["details"]["not_selected"] == s["inputs"]
 
 
 @pytest.mark.parametrize("mode", ["hardlink", "symlink"])
@@ -86,15 +86,15 @@ def test_link_modes(dataset, tmp_path, mode):
         assert os.stat(image).st_ino == os.stat(src).st_ino
     else:
         assert image.is_symlink() and image.resolve() == src.resolve()
-    assert result.summary["kept"] == 10
+    assert result.summary["done"] == 10
 
 
 def test_rerun_with_same_settings_is_a_no_op(dataset):
     first = filter_dataset(dataset, config=FilterConfig(color="white"))
     again = filter_dataset(dataset, config=FilterConfig(color="white"))
-    assert again.skipped and again.summary == first.summary
+    assert again.skipped and again.summary["skipped_done"] == first.summary["done"]
     changed = filter_dataset(dataset, config=FilterConfig(color="white", limit=1))
-    assert not changed.skipped and changed.summary["kept"] == 1
+    assert not changed.skipped and changed.summary["done"] == 1
 
 
 def test_bad_config_and_input(tmp_path, dataset):
@@ -139,13 +139,13 @@ def test_gcs_round_trip_matches_local(dataset, gcs_bucket, tmp_path):
     storage.upload_dir(dataset, src)
     config = FilterConfig(color="white", sort_by="image")
     remote = filter_dataset(src, config=config)
-    assert remote.output_dir == default_output_dir(src, config)
+    assert remote.output == default_output_dir(src, config)
     local = filter_dataset(dataset, str(tmp_path / "local_out"), config)
     back = tmp_path / "back"
-    storage.download_dir(remote.output_dir, back)
+    storage.download_dir(remote.output, back)
     local_files = sorted(
-        p.relative_to(local.output_dir).as_posix()
-        for p in Path(local.output_dir).rglob("*")
+        p.relative_to(local.output).as_posix()
+        for p in Path(local.output).rglob("*")
         if p.is_file()
     )
     remote_files = sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file())
@@ -153,5 +153,5 @@ def test_gcs_round_trip_matches_local(dataset, gcs_bucket, tmp_path):
     for rel in local_files:
         if rel in ("summary.json", "summary.md"):
             continue  # name the input/output and timings
-        assert (back / rel).read_bytes() == (Path(local.output_dir) / rel).read_bytes(), rel
-    assert _summary(remote.output_dir)["kept"] == local.summary["kept"]
+        assert (back / rel).read_bytes() == (Path(local.output) / rel).read_bytes(), rel
+    assert _summary(remote.output)["done"] == local.summary["done"]

@@ -34,3 +34,25 @@ def resolve_pointer(path_or_uri: str | Path) -> str:
         if isinstance(content, dict) and content.get(POINTER_KEY):
             return content["uri"]
     return str(path_or_uri)
+
+
+def publish_stage(result, artifact, metrics, report, kind: str) -> None:
+    """A component's outputs from a stage result (``lanepaint.kit.StageResult``): the
+    pointer artifact (with the URI and counts in its metadata, for lineage in the UI), the
+    common counts as KFP metrics, and the stage's summary.md as the Markdown report.
+
+    Takes KFP's artifact objects without importing kfp (only ``path``, ``metadata`` and
+    ``log_metric`` are used)."""
+    from lanepaint.io import storage
+
+    s = result.summary
+    info = {"items": s["done"] + s["skipped_done"], "model_set": s["model_set"]}
+    write_pointer(artifact.path, result.output, kind, **info)
+    artifact.metadata.update({"uri": result.output, **info})
+    for key in ("inputs", "done", "skipped_done", "failed"):
+        metrics.log_metric(key, s[key])
+    for key, value in s["details"].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+    with open(report.path, "w") as f:
+        f.write(storage.read_text(storage.join(result.output, "summary.md")))

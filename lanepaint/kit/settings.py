@@ -159,9 +159,7 @@ def add_arguments(
 
 def from_args(config_cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """The Config for parsed ``args``: flags not given keep the field's default."""
-    values = {
-        f.name: getattr(args, f.name) for f in fields_of(config_cls) if hasattr(args, f.name)
-    }
+    values = {f.name: getattr(args, f.name) for f in fields_of(config_cls) if hasattr(args, f.name)}
     return config_cls(**{**values, **overrides})
 
 
@@ -182,6 +180,46 @@ def to_argv(config: Any, exclude: Iterable[str] = ()) -> list[str]:
 
 
 # --- KFP ------------------------------------------------------------------------------
+
+
+def from_params(config_cls: type, params: dict[str, Any], rename=None, **overrides: Any) -> Any:
+    """The Config for a component's parameters, passed through unchanged (a setting means
+    the same in the UI as on the CLI): text is parsed only where the field declares
+    ``parse`` (tuples, points). ``rename`` maps parameter -> field; unknown names are
+    ignored (the component's own inputs)."""
+    names = {f.name: f for f in fields_of(config_cls)}
+    values: dict[str, Any] = {}
+    for param, value in params.items():
+        f = names.get((rename or {}).get(param, param))
+        if f is None:
+            continue
+        if isinstance(value, str) and f.metadata.get("parse"):
+            value = f.metadata["parse"](value)
+        values[f.name] = value
+    return config_cls(**{**values, **overrides})
+
+
+def component_defaults_drift(func: Callable) -> list[str]:
+    """Where a component's parameter defaults differ from its Config's (empty: none).
+
+    Each parameter named after a setting must default to the setting's default as the
+    CLI/KFP spell it, so the UI, the CLI and the library start from the same run."""
+    import inspect
+
+    config_cls, rename = func.lanepaint_config
+    names = {f.name: f for f in fields_of(config_cls)}
+    problems = []
+    for param in inspect.signature(func).parameters.values():
+        f = names.get(rename.get(param.name, param.name))
+        if f is None or param.default is inspect.Parameter.empty:
+            continue
+        want = show_value(f, default_of(config_cls, f.name))
+        if param.default != want or type(param.default) is not type(want):
+            problems.append(
+                f"{func.__name__}.{param.name} defaults to {param.default!r}, "
+                f"{config_cls.__name__}.{f.name} to {want!r}"
+            )
+    return problems
 
 
 def args_doc(config_cls: type, extra: dict[str, str] | None = None, rename=None) -> str:
@@ -210,6 +248,8 @@ def component_doc(
         full = args_doc(config_cls, extra, rename).splitlines()
         kept = [full[0]] + [ln for ln in full[1:] if ln.strip().split(":", 1)[0] in params]
         func.__doc__ = summary.strip() + "\n\n" + "\n".join(kept) + "\n"
+        # Read by the drift test (tests/test_settings_drift.py) through kfp's python_func.
+        func.lanepaint_config = (config_cls, dict(rename or {}))
         return func
 
     return decorate

@@ -9,16 +9,16 @@ accounted for: rejected with a reason (``failures.jsonl``) or not selected by th
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import shutil
 import tempfile
-import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,35 +27,57 @@ from lanepaint.data import fluxfill
 from lanepaint.data.fluxfill import FluxFillRow, Rejection
 from lanepaint.data.vocab import ANY, CaptionError, parse_caption, validate_filter_value
 from lanepaint.io import reports, storage
+from lanepaint.kit import (
+    StageReport,
+    StageResult,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+)
+from lanepaint.kit.cli import register_stage
 
 log = logging.getLogger(__name__)
 
+STAGE = "filter-dataset"
 SORT_KEYS = ("prompt", "image")
 
 
 @dataclass(frozen=True)
 class FilterConfig:
-    count: str = ANY
-    color: str = ANY
-    pattern: str = ANY
-    require_clear_road: bool = False
-    link_mode: str = "copy"
-    suffix: str | None = None
-    sort_by: str | None = None
-    limit: int | None = None
-    workers: int = 8
+    count: str = setting(ANY, help="lane count: single|double|unknown|any")
+    color: str = setting(ANY, help="lane color: white|yellow|mixed|unknown|any")
+    pattern: str = setting(ANY, help="lane pattern: solid|dashed|mixed|unknown|any")
+    require_clear_road: bool = setting(
+        False, help="reject rows whose caption has any 'unknown' attribute"
+    )
+    link_mode: str = setting(
+        "copy",
+        help="how kept files reach the output (hardlink/symlink: local paths only)",
+        choices=fluxfill.LINK_MODES,
+    )
+    suffix: str = setting(
+        "", help="output folder suffix, {input}__{suffix}; empty = derived from the filters"
+    )
+    sort_by: str = setting(
+        "", help="order of the rows: prompt|image; empty = CSV order", choices=("", *SORT_KEYS)
+    )
+    limit: int = setting(0, help="keep at most N valid rows (0 = no limit)")
+    workers: int = setting(8, help="parallel downloads from gs://", output=False)
 
     def __post_init__(self) -> None:
         for name in ("count", "color", "pattern"):
             object.__setattr__(self, name, validate_filter_value(name, getattr(self, name)))
         if self.link_mode not in fluxfill.LINK_MODES:
             raise ValueError(f"link mode must be one of {fluxfill.LINK_MODES}")
-        if self.sort_by not in (None, *SORT_KEYS):
+        if self.sort_by not in ("", *SORT_KEYS):
             raise ValueError(f"sort-by must be one of {SORT_KEYS}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError("limit must be >= 0")
-        if self.suffix is not None and ("/" in self.suffix or not self.suffix.strip()):
-            raise ValueError(f"suffix must be a non-empty name without '/': {self.suffix!r}")
+        if self.limit < 0:
+            raise ValueError("limit must be >= 0 (0 = no limit)")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.suffix and ("/" in self.suffix or self.suffix.strip(". ") == ""):
+            raise ValueError(f"suffix must be a folder name without '/': {self.suffix!r}")
 
     @property
     def derived_suffix(self) -> str:
@@ -66,22 +88,9 @@ class FilterConfig:
         name = "_".join(parts) if any(p != ANY for p in parts) else "all"
         if self.require_clear_road:
             name += "_clear"
-        if self.limit is not None:
+        if self.limit:
             name += f"_n{self.limit}"
         return name
-
-    def fingerprint(self) -> dict:
-        """The settings that change the output (for resume checks)."""
-        d = asdict(self)
-        d.pop("workers")
-        return d
-
-
-@dataclass
-class FilterResult:
-    output_dir: str
-    summary: dict
-    skipped: bool = False
 
 
 def default_output_dir(input_dir: str, config: FilterConfig) -> str:
@@ -126,11 +135,64 @@ def _fetch_files(input_dir: str, rows: list[FluxFillRow], dest: Path, workers: i
 
 
 def filter_dataset(
-    input_dir: str, output_dir: str | None = None, config: FilterConfig | None = None
-) -> FilterResult:
+    input_dir: str, output_dir: str = "", config: FilterConfig | None = None
+) -> StageResult:
     """Filter the FluxFill dataset at ``input_dir`` into a new dataset; see module doc."""
     config = config or FilterConfig()
     output_dir = output_dir or default_output_dir(input_dir, config)
+    check_locations(input_dir, output_dir, config)
+    report = StageReport(STAGE, output_dir)
+    with report.phase("read_csv"):
+        csv_text = storage.read_text(storage.join(input_dir, fluxfill.CSV_NAME))
+        rows, parse_rejections = fluxfill.parse_csv(
+            csv_text, storage.join(input_dir, fluxfill.CSV_NAME)
+        )
+    input_sha = hashlib.sha256(csv_text.encode("utf-8")).hexdigest()
+    report.settings_key = settings_key(config, input_csv_sha256=input_sha)
+    report.settings = output_settings(config)
+
+    previous = _previous_summary(output_dir)
+    if previous and previous.get("settings_key") == report.settings_key:
+        log.info("%s is already filtered with these settings; nothing to do", output_dir)
+        return StageResult(output_dir, _as_skipped(previous))
+
+    selected, caption_rejections, not_selected = select_rows(rows, config)
+    with _local_input(input_dir) as local_root:
+        kept, invalid = validate_rows(input_dir, local_root, selected, config, report)
+        for rej in sorted(parse_rejections + caption_rejections + invalid, key=lambda r: r.line):
+            report.fail(rej.image or f"line {rej.line}", rej.reason, line=rej.line)
+        report.inputs = len(rows) + len(parse_rejections)
+        report.done = len(kept)
+        report.details = {
+            "input": input_dir,
+            "input_csv_sha256": input_sha,
+            "selected": len(selected),
+            "not_selected": not_selected,
+            "beyond_limit": len(selected) - len(kept) - len(invalid),
+            "kept_by_caption": dict(
+                sorted(Counter(parse_caption(r.prompt).caption for r in kept).items())
+            ),
+        }
+        with report.phase("write"), fluxfill.DatasetWriter(output_dir) as writer:
+            for row in kept:
+                writer.add_existing(row, local_root, config.link_mode)
+            summary = report.summary()
+            writer.write_text(reports.SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+            writer.write_text(reports.SUMMARY_MD, report.markdown(summary))
+            writer.write_text(reports.FAILURES, report.failures.to_jsonl())
+    log.info(
+        "kept %d of %d rows (%d rejected, %d not selected) -> %s",
+        report.done,
+        report.inputs,
+        len(report.failures),
+        not_selected,
+        output_dir,
+    )
+    return StageResult(output_dir, summary)
+
+
+def check_locations(input_dir: str, output_dir: str, config: FilterConfig) -> None:
+    """Refuse what cannot work before reading anything."""
     if storage.is_gcs(input_dir) or storage.is_gcs(output_dir):
         if config.link_mode != "copy":
             raise ValueError(
@@ -139,103 +201,59 @@ def filter_dataset(
             )
     if output_dir.rstrip("/") == input_dir.rstrip("/"):
         raise ValueError("output dir must differ from the input dir")
-    timings = reports.Timings()
-    started = time.perf_counter()
 
-    with timings.phase("read_csv"):
-        csv_text = storage.read_text(storage.join(input_dir, fluxfill.CSV_NAME))
-        input_sha = hashlib.sha256(csv_text.encode("utf-8")).hexdigest()
-        rows, parse_rejections = fluxfill.parse_csv(
-            csv_text, storage.join(input_dir, fluxfill.CSV_NAME)
-        )
 
-    previous = _previous_summary(output_dir)
-    if (
-        previous
-        and previous.get("input_csv_sha256") == input_sha
-        and previous.get("config") == config.fingerprint()
-    ):
-        log.info("%s is already filtered with these settings; nothing to do", output_dir)
-        return FilterResult(output_dir, previous, skipped=True)
-
-    selected, caption_rejections, not_selected = select_rows(rows, config)
-
-    tmp_root = None
+@contextmanager
+def _local_input(input_dir: str) -> Iterator[Path]:
+    """The input's local folder, or a scratch folder that fetched files go into (gs://)."""
+    if not storage.is_gcs(input_dir):
+        yield Path(input_dir)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="lanepaint-filter-in-"))
     try:
-        remote = storage.is_gcs(input_dir)
-        if remote:
-            tmp_root = Path(tempfile.mkdtemp(prefix="lanepaint-filter-in-"))
-        local_root = tmp_root if remote else Path(input_dir)
-
-        kept: list[FluxFillRow] = []
-        invalid: list[Rejection] = []
-        bar = tqdm(total=len(selected), desc="validate", unit="row")
-        # In batches, so that --limit N on gs:// fetches about N rows' files, not all of them.
-        batch = max(64, 2 * (config.limit or 0))
-        for start in range(0, len(selected), batch):
-            if config.limit is not None and len(kept) >= config.limit:
-                break
-            chunk = selected[start : start + batch]
-            if remote:
-                with timings.phase("download"):
-                    _fetch_files(input_dir, chunk, tmp_root, config.workers)
-            with timings.phase("validate"):
-                for row in chunk:
-                    if config.limit is not None and len(kept) >= config.limit:
-                        break
-                    problem = fluxfill.check_row(local_root, row)
-                    if problem:
-                        invalid.append(Rejection(row.line, problem, row.image))
-                    else:
-                        kept.append(row)
-                    bar.update()
-        bar.close()
-
-        failures = reports.Failures()
-        for rej in sorted(parse_rejections + caption_rejections + invalid, key=lambda r: r.line):
-            failures.add(rej.image or f"line {rej.line}", rej.reason, line=rej.line)
-        attrs = Counter(parse_caption(r.prompt).caption for r in kept)
-        summary = {
-            "stage": "filter-dataset",
-            "input": input_dir,
-            "output": output_dir,
-            "config": config.fingerprint(),
-            "input_csv_sha256": input_sha,
-            "input_rows": len(rows) + len(parse_rejections),
-            "selected": len(selected),
-            "not_selected": not_selected,
-            "kept": len(kept),
-            "rejected": len(failures),
-            "beyond_limit": len(selected) - len(kept) - len(invalid),
-            "rejected_by_reason": failures.by_reason(),
-            "kept_by_caption": dict(sorted(attrs.items())),
-            "finished_at": reports.now_iso(),
-        }
-        with timings.phase("write"), fluxfill.DatasetWriter(output_dir) as writer:
-            for row in kept:
-                writer.add_existing(row, local_root, config.link_mode)
-            summary["timings_s"] = {
-                **timings.as_dict(),
-                "total": round(time.perf_counter() - started, 4),
-            }
-            writer.write_text(reports.SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
-            writer.write_text(
-                reports.SUMMARY_MD,
-                reports.render_markdown(f"filter-dataset: {output_dir}", summary),
-            )
-            writer.write_text(reports.FAILURES, failures.to_jsonl())
+        yield tmp
     finally:
-        if tmp_root is not None:
-            shutil.rmtree(tmp_root, ignore_errors=True)
-    log.info(
-        "kept %d of %d rows (%d rejected, %d not selected) -> %s",
-        summary["kept"],
-        summary["input_rows"],
-        summary["rejected"],
-        not_selected,
-        output_dir,
-    )
-    return FilterResult(output_dir, summary)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def validate_rows(
+    input_dir: str,
+    local_root: Path,
+    selected: list[FluxFillRow],
+    config: FilterConfig,
+    report: StageReport,
+) -> tuple[list[FluxFillRow], list[Rejection]]:
+    """Check selected rows in order until ``limit`` are kept; (kept, rejected)."""
+    kept: list[FluxFillRow] = []
+    invalid: list[Rejection] = []
+    limit = config.limit or len(selected)
+    bar = tqdm(total=len(selected), desc="validate", unit="row")
+    # In batches, so that --limit N on gs:// fetches about N rows' files, not all of them.
+    batch = max(64, 2 * config.limit)
+    for start in range(0, len(selected), batch):
+        chunk = selected[start : start + batch][: limit - len(kept)]
+        if not chunk:
+            break
+        if storage.is_gcs(input_dir):
+            with report.phase("download"):
+                _fetch_files(input_dir, chunk, local_root, config.workers)
+        with report.phase("validate"):
+            for row in chunk:
+                if len(kept) >= limit:
+                    break
+                problem = fluxfill.check_row(local_root, row)
+                if problem:
+                    invalid.append(Rejection(row.line, problem, row.image))
+                else:
+                    kept.append(row)
+                bar.update()
+    bar.close()
+    return kept, invalid
+
+
+def _as_skipped(previous: dict) -> dict:
+    """The earlier run's summary, counted as this run's: everything already done."""
+    return {**previous, "skipped_done": previous["done"], "done": 0, "failed": 0}
 
 
 def _previous_summary(output_dir: str) -> dict | None:
@@ -250,72 +268,31 @@ def _previous_summary(output_dir: str) -> dict | None:
 # --- CLI ------------------------------------------------------------------------------
 
 
-def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", default=ANY, help="single|double|unknown|any (default any)")
-    parser.add_argument("--color", default=ANY, help="white|yellow|mixed|unknown|any")
-    parser.add_argument("--pattern", default=ANY, help="solid|dashed|mixed|unknown|any")
-    parser.add_argument(
-        "--require-clear-road",
-        action="store_true",
-        help="reject rows whose caption has any 'unknown' attribute",
-    )
-    parser.add_argument(
-        "--link-mode",
-        choices=fluxfill.LINK_MODES,
-        default="copy",
-        help="how kept files reach the output (hardlink/symlink: local paths only)",
-    )
-    parser.add_argument(
-        "--suffix",
-        default=None,
-        help="output folder suffix, {input}__{suffix}; derived from the filters if omitted",
-    )
-    parser.add_argument(
-        "--sort-by", choices=SORT_KEYS, default=None, help="order of rows (default: CSV order)"
-    )
-    parser.add_argument("--limit", type=int, default=None, help="keep at most N valid rows")
-    parser.add_argument("--workers", type=int, default=8, help="parallel downloads from gs://")
-
-
-def config_from_args(args: argparse.Namespace) -> FilterConfig:
-    return FilterConfig(
-        count=args.count,
-        color=args.color,
-        pattern=args.pattern,
-        require_clear_road=args.require_clear_road,
-        link_mode=args.link_mode,
-        suffix=args.suffix,
-        sort_by=args.sort_by,
-        limit=args.limit,
-        workers=args.workers,
-    )
-
-
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "filter-dataset",
-        help="select FluxFill rows by lane attributes into a new dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    register_stage(
+        subparsers,
+        STAGE,
+        "select FluxFill rows by lane attributes into a new dataset",
+        __doc__,
+        FilterConfig,
+        _add_io,
+        _run,
     )
+
+
+def _add_io(parser) -> None:
     parser.add_argument("--input-dir", required=True, help="FluxFill dataset (path or gs://)")
     parser.add_argument(
-        "--output-dir", default=None, help="where to write (default {input}__{suffix})"
+        "--output-dir", default="", help="where to write (default {input}__{suffix})"
     )
-    add_filter_arguments(parser)
-    parser.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-        result = filter_dataset(args.input_dir, args.output_dir, config)
-    except (ValueError, fluxfill.DatasetFormatError, FileNotFoundError) as exc:
-        log.error("%s", exc)
-        return 2
-    s = result.summary
+def _run(args) -> int:
+    result = filter_dataset(args.input_dir, args.output_dir, from_args(FilterConfig, args))
+    s, d = result.summary, result.summary["details"]
     print(
-        f"{'unchanged' if result.skipped else 'wrote'} {result.output_dir}: kept {s['kept']}, "
-        f"rejected {s['rejected']}, not selected {s['not_selected']}"
+        f"{'unchanged' if result.skipped else 'wrote'} {result.output}: kept "
+        f"{s['done'] or s['skipped_done']}, rejected {s['failed']}, "
+        f"not selected {d['not_selected']}"
     )
     return 0
