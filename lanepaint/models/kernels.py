@@ -62,3 +62,21 @@ def sdpa_context(name: str, device):
     from torch.nn.attention import sdpa_kernel
 
     return sdpa_kernel(order, set_priority=True)
+
+
+# Repeated blocks of models whose diffusers class does not name them (Flux's does).
+REPEATED_BLOCKS = {
+    "CogVideoXTransformer3DModel": ("CogVideoXBlock",),
+    "VideoPainterBranch": ("CogVideoXBlock",),
+}
+
+
+def compile_regions(*models, **compile_kwargs) -> None:
+    """Regional ``torch.compile`` through diffusers' ``compile_repeated_blocks``: each
+    repeated transformer block is compiled alone, identical blocks share one graph (compile
+    time of one block), and hooks installed later run inside the compiled call. The one way
+    lanepaint compiles a diffusers model (FluxFill, CogVideoX + branch, the LoRA trainer)."""
+    for model in models:
+        if not getattr(model, "_repeated_blocks", None):
+            model._repeated_blocks = list(REPEATED_BLOCKS[type(model).__name__])
+        model.compile_repeated_blocks(**compile_kwargs)
