@@ -201,12 +201,6 @@ def vanishing_points(
     return found
 
 
-def vanishing_point(rgb: np.ndarray, road_mask: np.ndarray | None = None) -> VanishingPoint | None:
-    """The best-voted vanishing point (see vanishing_points)."""
-    found = vanishing_points(rgb, road_mask, k=1)
-    return found[0] if found else None
-
-
 # -------------------------------------------------------------------------- bird's-eye
 
 

@@ -75,16 +75,6 @@ class ModelRoot:
         """True when the marker written by build-smoke is present (even if unreadable)."""
         return (self.path / SMOKE_MARKER).is_file()
 
-    def smoke_info(self) -> dict[str, Any] | None:
-        """Contents of SMOKE.json, or None for a real root."""
-        marker = self.path / SMOKE_MARKER
-        if not marker.is_file():
-            return None
-        try:
-            return json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError("model root", marker, f"unreadable smoke marker: {exc}") from exc
-
     def model_set_label(self) -> str:
         """Human label every stage output carries, so smoke results are never mistaken."""
         return SMOKE_LABEL if self.is_smoke else f"real weights at {self.uri}"
