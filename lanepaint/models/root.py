@@ -7,7 +7,6 @@ stage metadata can use it cheaply.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
