@@ -244,36 +244,48 @@ def _lateral_position(spec: SceneSpec, t: float) -> float:
     return spec.sway * math.sin(2 * math.pi * t / 7.0 + phase)
 
 
-def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One frame at time ``t`` seconds: (rgb uint8 HxWx3, road mask {0,1}, lane mask).
+@dataclass(frozen=True)
+class _View:
+    """Per-pixel road coordinates seen by the camera at one instant."""
 
-    The lane mask labels marking pixels 1 = left ego line, 2 = right ego line,
-    3 = other lines (adjacent lanes, road edge), 0 = none.
-    """
-    import cv2
+    xs: np.ndarray  # pixel column
+    ys: np.ndarray  # pixel row
+    ground: np.ndarray  # below the horizon
+    z: np.ndarray  # distance along the road
+    x: np.ndarray  # lateral offset from the camera
+    u: np.ndarray  # lateral road coordinate (curve and drift applied)
+    s: np.ndarray  # longitudinal road coordinate (travel applied)
+    du: np.ndarray  # pixel footprint across the road
+    ds: np.ndarray  # ... and along it
 
-    layers = _static_layers(spec)
+
+def _view(spec: SceneSpec, t: float) -> _View:
     h, w = spec.height, spec.width
-    yh = spec.horizon * h
     f = spec.focal * w
-    cam_h = spec.camera_height
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    dy = ys + 0.5 - yh
+    dy = ys + 0.5 - spec.horizon * h
     ground = dy > 0.5
-    dyg = np.where(ground, dy, 1.0)
-    z = f * cam_h / dyg  # distance along the road
+    z = f * spec.camera_height / np.where(ground, dy, 1.0)
     x = (xs + 0.5 - w / 2) * z / f
-    u = x + _lateral_position(spec, t) - 0.5 * spec.curve * z * z
-    s = z + spec.speed * t
-    du = z / f  # pixel footprint across the road
-    ds = z * z / (f * cam_h)  # ... and along it
+    return _View(
+        xs=xs,
+        ys=ys,
+        ground=ground,
+        z=z,
+        x=x,
+        u=x + _lateral_position(spec, t) - 0.5 * spec.curve * z * z,
+        s=z + spec.speed * t,
+        du=z / f,
+        ds=z * z / (f * spec.camera_height),
+    )
 
-    marks, left_edge, right_edge = _markings(spec)
-    # Road surface coverage (exact lateral box filter) -> mask at >= 0.5.
-    road_cov = _interval_cover(u - du / 2, u + du / 2, left_edge, right_edge) / du
-    road_cov = np.where(ground, road_cov, 0.0)
 
-    # Base ground colour: asphalt inside, gravel/grass outside, textures fixed to the road.
+def _surface(spec, layers, v: _View, left_edge: float, right_edge: float):
+    """(ground rgb, road coverage, asphalt texture): asphalt inside, gravel/grass outside,
+    textures fixed to the road, coverage by an exact lateral box filter."""
+    u, s, ds = v.u, v.s, v.ds
+    road_cov = _interval_cover(u - v.du / 2, u + v.du / 2, left_edge, right_edge) / v.du
+    road_cov = np.where(v.ground, road_cov, 0.0)
     fine = np.clip(1.0 - ds / 0.25, 0.0, 1.0)  # fade fine texture where it would alias
     asph_t = _sample_tile(layers["asphalt"], u, s) * (0.35 + 0.65 * fine)
     grass_t = _sample_tile(layers["grass"], u * 0.7, s * 0.7) * (0.35 + 0.65 * fine)
@@ -289,17 +301,22 @@ def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.
     gravel = (dist_edge < 0.6)[..., None]
     gcol = np.where(gravel, np.array([122, 114, 100], np.float32) + 10 * grass_t[..., None], gcol)
     rgb = gcol * (1 - road_cov[..., None]) + asphalt * road_cov[..., None]
+    return rgb, road_cov, asph_t
 
-    # Markings: exact coverage of each stripe (lateral) times the dash duty (longitudinal).
+
+def _paint_markings(spec, v: _View, marks, rgb, asph_t):
+    """Exact coverage of each stripe (lateral) times the dash duty (longitudinal)."""
+    h, w = spec.height, spec.width
+    u, ds = v.u, v.ds
     lane_mask = np.zeros((h, w), np.uint8)
     period = spec.dash_length + spec.dash_gap
     for m in marks:
         cov = np.zeros((h, w), np.float32)
         for off, sw in m.stripes:
             c = m.center + off
-            cov += _interval_cover(u - du / 2, u + du / 2, c - sw / 2, c + sw / 2) / du
+            cov += _interval_cover(u - v.du / 2, u + v.du / 2, c - sw / 2, c + sw / 2) / v.du
         if m.attrs.pattern == "dashed":
-            s0 = np.mod(s - ds / 2 - m.phase, period)
+            s0 = np.mod(v.s - ds / 2 - m.phase, period)
             s1 = s0 + ds
             duty = (
                 _interval_cover(s0, s1, 0.0, spec.dash_length)
@@ -307,15 +324,20 @@ def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.
             ) / np.maximum(ds, 1e-6)
             duty = np.where(ds < period, duty, spec.dash_length / period)
             cov *= duty
-        cov = np.where(ground, np.clip(cov, 0, 1), 0.0).astype(np.float32)
+        cov = np.where(v.ground, np.clip(cov, 0, 1), 0.0).astype(np.float32)
         paint = _PAINT[m.attrs.color] * (0.92 + 0.05 * asph_t[..., None])
         rgb = rgb * (1 - cov[..., None]) + paint * cov[..., None]
         lane_mask[(cov >= 0.5) & (lane_mask == 0)] = m.label
+    return rgb, lane_mask
 
-    # Lighting: shadows (day) or headlights (night); markings reflect headlights more.
+
+def _lighting(spec, layers, v: _View, lane_mask) -> np.ndarray:
+    """Shadows (day) or headlights (night); markings reflect headlights more."""
+    h, w = spec.height, spec.width
+    u, ds = v.u, v.ds
     light = np.ones((h, w, 1), np.float32)
     if spec.shadows and layers["bands"]:
-        sm = np.mod(s, _TEX_S)
+        sm = np.mod(v.s, _TEX_S)
         shade = np.zeros((h, w), np.float32)
         for s_start, length, lo, hi, ph in layers["bands"]:
             wave = 0.6 * np.sin(1.1 * u + ph)
@@ -327,30 +349,47 @@ def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.
             shade = np.maximum(shade, inside)
         light = 1.0 - 0.55 * shade[..., None] * np.array([1.0, 0.97, 0.88], np.float32)
     if spec.night:
-        x_cam = x
-        beam = np.exp(-((x_cam / (0.32 * z + 1.6)) ** 2)) / (1.0 + (z / 22.0) ** 2)
+        z = v.z
+        beam = np.exp(-((v.x / (0.32 * z + 1.6)) ** 2)) / (1.0 + (z / 22.0) ** 2)
         ambient = 0.07
         warm = np.array([1.0, 0.93, 0.78], np.float32)
         paint_cov = (lane_mask > 0).astype(np.float32)[..., None]
         light = (ambient + 1.25 * beam[..., None] * warm) * (1 + 0.8 * paint_cov)
-    ground_rgb = rgb * light
-    # Distance haze towards the horizon colour.
+    return light
+
+
+def _camera(spec, layers, v: _View, ground_rgb, t: float) -> np.ndarray:
+    """Haze towards the horizon, sky, optics blur, vignetting and sensor noise -> uint8."""
+    import cv2
+
+    h, w = spec.height, spec.width
     haze_col = np.array([20, 22, 30] if spec.night else [176, 188, 198], np.float32)
-    fog = (1.0 - np.exp(-z / (70.0 if spec.night else 160.0)))[..., None]
+    fog = (1.0 - np.exp(-v.z / (70.0 if spec.night else 160.0)))[..., None]
     ground_rgb = ground_rgb * (1 - fog) + haze_col * fog
-    out = np.where(ground[..., None], ground_rgb, layers["sky"])
-    # Soft row at the horizon, optics blur, vignetting and sensor noise.
+    out = np.where(v.ground[..., None], ground_rgb, layers["sky"])
     out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 0.55)
-    rr = ((xs - w / 2) / w) ** 2 + ((ys - h / 2) / h) ** 2
+    rr = ((v.xs - w / 2) / w) ** 2 + ((v.ys - h / 2) / h) ** 2
     out *= (1.0 - 0.35 * rr)[..., None]
-    frame_index = int(round(t * 1000))
-    rng = np.random.default_rng([spec.seed, frame_index])
+    rng = np.random.default_rng([spec.seed, int(round(t * 1000))])
     sigma = spec.noise * (1.8 if spec.night else 1.0)
     if sigma > 0:
         out += rng.normal(0.0, sigma, out.shape).astype(np.float32)
-    rgb8 = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    road_mask = (road_cov >= 0.5).astype(np.uint8)
-    return rgb8, road_mask, lane_mask
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One frame at time ``t`` seconds: (rgb uint8 HxWx3, road mask {0,1}, lane mask).
+
+    The lane mask labels marking pixels 1 = left ego line, 2 = right ego line,
+    3 = other lines (adjacent lanes, road edge), 0 = none.
+    """
+    layers = _static_layers(spec)
+    view = _view(spec, t)
+    marks, left_edge, right_edge = _markings(spec)
+    rgb, road_cov, asph_t = _surface(spec, layers, view, left_edge, right_edge)
+    rgb, lane_mask = _paint_markings(spec, view, marks, rgb, asph_t)
+    rgb8 = _camera(spec, layers, view, rgb * _lighting(spec, layers, view, lane_mask), t)
+    return rgb8, (road_cov >= 0.5).astype(np.uint8), lane_mask
 
 
 def render_clip(spec: SceneSpec, frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
