@@ -75,44 +75,24 @@ def plan(
     def refs_for(image: str) -> list[str]:
         return [cfg.image_ref(image, t, registry) for t in [tag, *also_tags]]
 
-    base_refs = refs_for(cfg.BASE_IMAGE)
-    builds.append(
-        [
-            docker,
-            "build",
-            "--platform",
-            PLATFORM,
-            "--file",
-            "images/base/Dockerfile",
-            *label_args,
-            *(a for r in base_refs for a in ("--tag", r)),
-            ".",
-        ]
-    )
-    refs += base_refs
+    def build_cmd(dockerfile: str, image_refs: list[str], context: str, *args: str):
+        tags = (a for r in image_refs for a in ("--tag", r))
+        builds.append(
+            [docker, "build", "--platform", PLATFORM, "--file", dockerfile, *args, *label_args]
+            + [*tags, context]
+        )
+        refs.extend(image_refs)
+
+    build_cmd("images/base/Dockerfile", refs_for(cfg.BASE_IMAGE), ".")
     for image, stages in cfg.stage_images().items():
         dockerfile = dockerfile_for(image)
-        image_refs = refs_for(image)
-        builds.append(
-            [
-                docker,
-                "build",
-                "--platform",
-                PLATFORM,
-                "--file",
-                str(dockerfile.relative_to(REPO)),
-                "--build-arg",
-                f"BASE_IMAGE={base}",
-                "--build-arg",
-                f"IMAGE={image}",
-                "--build-arg",
-                f"STAGES={','.join(stages)}",
-                *label_args,
-                *(a for r in image_refs for a in ("--tag", r)),
-                str(dockerfile.parent.relative_to(REPO)),
-            ]
+        build_cmd(
+            str(dockerfile.relative_to(REPO)),
+            refs_for(image),
+            str(dockerfile.parent.relative_to(REPO)),
+            *("--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"IMAGE={image}"),
+            *("--build-arg", f"STAGES={','.join(stages)}"),
         )
-        refs += image_refs
     pushes = [[docker, "push", r] for r in refs]
     return (builds if build else []) + (pushes if push else [])
 
