@@ -336,7 +336,9 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
             # a fresh compile per variant: the budget is read when the graphs are built
             torch._dynamo.reset()
             torch._functorch.config.activation_memory_budget = variant_budget(variant) or 1.0
-            bench.transformer.compile_repeated_blocks()
+            from lanepaint.models.kernels import compile_regions
+
+            compile_regions(bench.transformer)
         # The variant's own first step on fixed inputs (compiled variants compile here).
         row["probe"] = _probe_grads(bench, variant, params, attention)
         if device.type == "cuda":

@@ -4,9 +4,25 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.settings import image_for
+from lanepaint.kit.settings import component_doc
+from lanepaint.training.config import TrainConfig
 
 
 @dsl.component(base_image=image_for("train-lora"), install_kfp_package=False)
+@component_doc(
+    TrainConfig,
+    "Train a FluxFill LoRA on the dataset a pointer names; outputs point at the LoRA. "
+    "Checkpoints go to output_dir, so a retried task resumes from the newest complete one. "
+    "compile + attention_backend cudnn + activation_memory_budget 0.5 is the measured "
+    "fastest setting within 40 GiB on an H100 (docs/performance.md).",
+    extra={
+        "train_data": "FluxFill dataset pointer (usually filter-dataset's output)",
+        "model_root": "model root holding FLUX.1-Fill-dev (path or gs://)",
+        "output_dir": "where lora/, checkpoints/ and reports go; empty = a folder beside "
+        "this task's outputs",
+        "num_processes": "data-parallel processes; 0 = one per visible GPU",
+    },
+)
 def train_lora(
     train_data: Input[Dataset],
     model_root: str,
@@ -29,63 +45,40 @@ def train_lora(
     mixed_precision: str = "bf16",
     gradient_checkpointing: bool = False,
     attention_backend: str = "auto",
-    compile_blocks: bool = False,
+    compile: bool = False,  # noqa: A002 - the setting's name
     activation_memory_budget: float = 1.0,
     checkpointing_steps: int = 250,
     checkpoints_total_limit: int = 4,
     seed: int = 42,
     num_processes: int = 0,
 ):
-    """Train a FluxFill LoRA on the dataset a pointer names; outputs point at the LoRA.
-
-    Checkpoints go to ``output_dir`` (default: a folder beside this task's outputs), so a
-    retried task resumes from the newest complete one. ``num_processes`` 0 = every GPU.
-    ``compile_blocks`` + ``activation_memory_budget`` 0.5 is the measured fastest setting
-    within 40 GiB on an H100 (docs/performance.md).
-    """
     import os
 
     from lanepaint.io import artifacts, storage
+    from lanepaint.kit.settings import from_params
     from lanepaint.stages.train_lora import train_lora_multi
     from lanepaint.training.config import TrainConfig
 
-    config = TrainConfig(
-        rank=rank,
-        alpha=alpha,
-        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
-        dropout=dropout,
-        max_train_steps=max_train_steps,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        warmup_steps=warmup_steps,
-        resolution=resolution,
-        guidance_scale=guidance_scale,
-        weighting_scheme=weighting_scheme,
-        mixed_precision=mixed_precision,
-        gradient_checkpointing=gradient_checkpointing,
-        attention_backend=attention_backend,
-        compile=compile_blocks,
-        activation_memory_budget=activation_memory_budget,
-        checkpointing_steps=checkpointing_steps,
-        checkpoints_total_limit=checkpoints_total_limit,
-        seed=seed,
-    )
+    config = from_params(TrainConfig, locals())
     out = output_dir or storage.join(os.path.dirname(lora.uri.rstrip("/")), "train-lora")
-    s = train_lora_multi(
+    result = train_lora_multi(
         artifacts.resolve_pointer(train_data.path), model_root, out, config, num_processes
     )
-    labels = {k: s[k] for k in ("model_set", "model_set_label", "model_root")}
+    s, d = result.summary, result.summary["details"]
+    labels = {"model_set": s["model_set"], "model_set_label": s["model_set_label"]}
+    labels["model_root"] = d["model_root"]
+    steps = d["steps_done"]
     artifacts.write_pointer(
-        lora.path, s["lora_dir"], "flux-fill-lora", steps=s["steps_done"], rank=rank, **labels
+        lora.path, d["lora_dir"], "flux-fill-lora", steps=steps, rank=config.rank, **labels
     )
     lora.metadata.update(
-        {"uri": s["lora_dir"], "rank": rank, "alpha": alpha, "steps": s["steps_done"], **labels}
+        {"uri": d["lora_dir"], "rank": config.rank, "alpha": config.alpha, "steps": steps}
     )
+    lora.metadata.update(labels)
+    for key in ("inputs", "done", "skipped_done", "failed"):
+        metrics.log_metric(key, s[key])
     for key in (
-        "input_rows",
         "used_rows",
-        "rejected",
         "steps_done",
         "first_loss",
         "last_loss",
@@ -94,8 +87,8 @@ def train_lora(
         "step_time_median_s",
         "peak_memory_gib",
     ):
-        if isinstance(s.get(key), int | float):
-            metrics.log_metric(key, s[key])
+        if isinstance(d.get(key), int | float):
+            metrics.log_metric(key, d[key])
     metrics.metadata.update(labels)
     report.metadata.update(labels)
     with open(report.path, "w") as f:

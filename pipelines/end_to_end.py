@@ -35,6 +35,10 @@ def end_to_end_pipeline(
     alpha: float = 128.0,
     max_train_steps: int = 1000,
     resolution: int = 1024,
+    train_gradient_checkpointing: bool = False,
+    train_attention_backend: str = "auto",
+    train_compile: bool = False,
+    train_activation_memory_budget: float = 1.0,
     edit_shards: int = 1,
     edit_dir: str = "",
     max_frames: int = 150,
@@ -69,6 +73,10 @@ def end_to_end_pipeline(
         alpha=alpha,
         max_train_steps=max_train_steps,
         resolution=resolution,
+        gradient_checkpointing=train_gradient_checkpointing,
+        attention_backend=train_attention_backend,
+        compile=train_compile,
+        activation_memory_budget=train_activation_memory_budget,
     )
     configure(trained, "train-lora")
     seg = segment(videos=videos, model_root=model_root, segmenter=segmenter, max_frames=max_frames)

@@ -42,6 +42,8 @@ def train_pipeline(
     mixed_precision: str = "bf16",
     gradient_checkpointing: bool = False,
     attention_backend: str = "auto",
+    compile: bool = False,  # noqa: A002 - train-lora's setting
+    activation_memory_budget: float = 1.0,
     checkpointing_steps: int = 250,
     checkpoints_total_limit: int = 4,
     seed: int = 42,
@@ -76,6 +78,8 @@ def train_pipeline(
         mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
         attention_backend=attention_backend,
+        compile=compile,
+        activation_memory_budget=activation_memory_budget,
         checkpointing_steps=checkpointing_steps,
         checkpoints_total_limit=checkpoints_total_limit,
         seed=seed,

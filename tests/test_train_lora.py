@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ from safetensors.torch import load_file
 from lanepaint.cli import main as cli
 from lanepaint.data.fluxfill import DatasetFormatError, DatasetWriter
 from lanepaint.io import storage
+from lanepaint.kit import add_arguments, from_args, to_argv
 from lanepaint.models.root import FLUX_FILL_DIR, SMOKE_LABEL, SMOKE_MARKER
-from lanepaint.stages import train_lora as stage
 from lanepaint.training import checkpoint as ckpt
 from lanepaint.training import objective
 from lanepaint.training.config import TrainConfig
@@ -83,6 +84,10 @@ def _summary(out: str) -> dict:
     return json.loads(storage.read_text(storage.join(out, "summary.json")))
 
 
+def _status(result) -> str:
+    return result.summary["details"]["status"]
+
+
 def _lora(out: str) -> dict[str, torch.Tensor]:
     return load_file(os.path.join(out, "lora", WEIGHTS))
 
@@ -118,10 +123,11 @@ def trained(flux_root, tmp_path_factory):
 
 def test_eval_loss_falls_and_outputs_are_labelled(trained):
     _, out, config, result = trained
-    s = result.summary
-    assert result.status == "complete" and s["steps_done"] == 40
-    assert s["eval_loss_end"] < 0.95 * s["eval_loss_start"], s["eval_losses"]
-    assert (s["used_rows"], s["rejected"], s["unique_prompts"]) == (6, 0, 6)
+    s, d = result.summary, result.summary["details"]
+    assert _status(result) == "complete" and d["steps_done"] == 40
+    assert d["eval_loss_end"] < 0.95 * d["eval_loss_start"], d["eval_losses"]
+    assert (s["inputs"], s["done"], s["failed"]) == (6, 6, 0)
+    assert (d["used_rows"], d["unique_prompts"]) == (6, 6)
     assert s["model_set"] == "smoke" and "smoke" in s["model_set_label"]
     # checkpoints: every 10 steps, only the newest 2 kept, each complete
     infos = ckpt.list_checkpoints(out)
@@ -139,7 +145,11 @@ def test_eval_loss_falls_and_outputs_are_labelled(trained):
 def test_rerun_of_finished_training_is_a_no_op(trained, flux_root):
     data, out, config, result = trained
     again = train(data, flux_root, out, config)
-    assert again.status == "skipped" and again.summary == result.summary
+    assert again.skipped and again.summary["details"] == result.summary["details"]
+    assert again.summary["settings_key"] == result.summary["settings_key"]
+    assert again.summary["skipped_done"] == result.summary["done"] == 6
+    # a speed or bookkeeping switch does not make a finished run stale
+    assert train(data, flux_root, out, replace(config, log_every=1, eval_rows=0)).skipped
     with pytest.raises(ckpt.ResumeMismatchError, match="learning_rate"):
         train(data, flux_root, out, small_config(Path(out), learning_rate=1e-3))
 
@@ -182,49 +192,57 @@ def test_stop_and_resume_equals_uninterrupted_run(flux_root, tmp_path):
     data = make_train_dataset(str(tmp_path / "data"), n=5, sizes=((48, 64), (64, 48)))
     # dropout draws from the global RNG and mixed sizes split micro-batches: both must resume
     config = small_config(
-        tmp_path, max_train_steps=6, batch_size=2, grad_accum=2, dropout=0.1,
-        checkpointing_steps=2, checkpoints_total_limit=2,
+        tmp_path,
+        max_train_steps=6,
+        batch_size=2,
+        grad_accum=2,
+        dropout=0.1,
+        checkpointing_steps=2,
+        checkpoints_total_limit=2,
     )
     full = train(data, flux_root, str(tmp_path / "a"), config)
-    assert full.status == "complete"
+    assert _status(full) == "complete"
 
     out = str(tmp_path / "b")
-    first = train(data, flux_root, out, small_config(tmp_path, **{
-        **config.as_dict(), "stop_after_steps": 3, "target_modules": config.target_modules,
-    }))
-    assert first.status == "stopped" and first.summary["steps_done"] == 3
+    first = train(data, flux_root, out, replace(config, stop_after_steps=3))
+    assert _status(first) == "stopped" and first.summary["details"]["steps_done"] == 3
     assert [i.step for i in ckpt.list_checkpoints(out)] == [2, 3]
     assert not Path(out, "lora").exists()
+    # the LR schedule is saved as JSON, not through accelerate's pickled custom state
+    newest = Path(out, "checkpoints", "checkpoint-000003")
+    assert json.loads((newest / ckpt.LR_SCHEDULER).read_text())["last_epoch"] == 3
+    assert not list(newest.glob("custom_checkpoint_*"))
 
     with pytest.raises(ckpt.ResumeMismatchError, match=r"rank: 4 -> 8"):
-        train(data, flux_root, out, small_config(tmp_path, **{**config.as_dict(), "rank": 8}))
+        train(data, flux_root, out, replace(config, rank=8))
 
     resumed = train(data, flux_root, out, config)
-    assert resumed.status == "complete" and resumed.summary["resumed_from_step"] == 3
+    assert _status(resumed) == "complete"
+    assert resumed.summary["details"]["resumed_from_step"] == 3
     a, b = _lora(str(tmp_path / "a")), _lora(out)
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
     assert a[next(iter(a))].dtype == torch.float32  # LoRA parameters are kept in fp32
+
     def losses(out_dir: str) -> list[tuple[str, str]]:
         rows = [line.split(",") for line in Path(out_dir, "loss.csv").read_text().splitlines()]
         return [(r[0], r[1]) for r in rows]  # step, loss (a stop adds an evaluation)
 
     assert losses(out) == losses(str(tmp_path / "a"))
-    assert resumed.summary["samples_seen"] == 6 * 2 * 2
+    assert resumed.summary["details"]["samples_seen"] == 6 * 2 * 2
 
 
 def test_damaged_newest_checkpoint_falls_back_to_previous(flux_root, tmp_path):
     data = make_train_dataset(str(tmp_path / "data"), n=4)
     out = str(tmp_path / "out")
     config = small_config(tmp_path, max_train_steps=6, checkpointing_steps=2)
-    train(data, flux_root, out, small_config(tmp_path, **{
-        **config.as_dict(), "stop_after_steps": 4, "target_modules": config.target_modules,
-    }))
+    train(data, flux_root, out, replace(config, stop_after_steps=4))
     newest = Path(out, "checkpoints", "checkpoint-000004", WEIGHTS)
     newest.write_bytes(newest.read_bytes()[:100])  # truncated: sizes no longer match
     resumed = train(data, flux_root, out, config)
-    assert resumed.summary["resumed_from_step"] == 2 and resumed.status == "complete"
+    assert resumed.summary["details"]["resumed_from_step"] == 2
+    assert _status(resumed) == "complete"
 
 
 # --------------------------------------------------------------------------- bad input
@@ -241,8 +259,8 @@ def test_unreadable_rows_are_recorded_and_skipped(flux_root, tmp_path):
     config = small_config(tmp_path, max_train_steps=2, checkpointing_steps=10)
     result = train(str(root), flux_root, str(tmp_path / "out"), config)
     s = result.summary
-    assert (s["input_rows"], s["used_rows"], s["rejected"]) == (7, 3, 4)
-    assert s["rejected_by_reason"] == {
+    assert (s["inputs"], s["details"]["used_rows"], s["failed"]) == (7, 3, 4)
+    assert s["failures_by_reason"] == {
         "undecodable image": 1,
         "missing mask file": 1,
         "size mismatch": 1,
@@ -257,7 +275,8 @@ def test_unreadable_rows_are_recorded_and_skipped(flux_root, tmp_path):
         (root / "images" / f"{name}.png").unlink()
     with pytest.raises(DatasetFormatError, match="no usable rows"):
         train(str(root), flux_root, str(tmp_path / "out2"), config)
-    assert _summary(str(tmp_path / "out2"))["status"] == "failed"
+    failed = _summary(str(tmp_path / "out2"))
+    assert failed["details"]["status"] == "failed" and failed["failed"] == 7
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(flux_root, tmp_path, monkeypatch):
@@ -280,8 +299,8 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(flux_root, tmp_pat
         train(data, flux_root, out, config)
     latest = ckpt.latest_complete(out)
     assert latest is not None and latest[0].step == 2
-    s = _summary(out)
-    assert s["status"] == "failed" and "nan" in s["error"] and s["steps_done"] == 2
+    d = _summary(out)["details"]
+    assert d["status"] == "failed" and "nan" in d["error"] and d["steps_done"] == 2
     assert not Path(out, "lora").exists()
 
 
@@ -307,18 +326,17 @@ def test_failed_checkpoints_never_become_latest(flux_root, tmp_path, monkeypatch
     monkeypatch.setattr(ckpt, "publish", publish)
     out = str(tmp_path / "out")
     config = small_config(tmp_path, max_train_steps=6, checkpointing_steps=2)
-    train(data, flux_root, out, small_config(tmp_path, **{
-        **config.as_dict(), "stop_after_steps": 4, "target_modules": config.target_modules,
-    }))
+    train(data, flux_root, out, replace(config, stop_after_steps=4))
     assert ckpt.latest_complete(out) is None  # both attempts failed; nothing to resume from
     assert [i.complete for i in ckpt.list_checkpoints(out)] == [False]
-    s = _summary(out)
-    assert [f["step"] for f in s["checkpoint_failures"]] == [2, 4]
-    assert all("No space left" in f["reason"] for f in s["checkpoint_failures"])
+    failures = _summary(out)["details"]["checkpoint_failures"]
+    assert [f["step"] for f in failures] == [2, 4]
+    assert all("No space left" in f["reason"] for f in failures)
 
     monkeypatch.undo()
     result = train(data, flux_root, out, config)  # starts over: no complete checkpoint
-    assert result.summary["resumed_from_step"] is None and result.status == "complete"
+    assert result.summary["details"]["resumed_from_step"] is None
+    assert _status(result) == "complete"
     assert [i.step for i in ckpt.list_checkpoints(out)] == [4, 6]  # partial 4 replaced
 
 
@@ -329,27 +347,59 @@ def test_cli_help_and_config_round_trip(capsys):
     with pytest.raises(SystemExit):
         cli(["train-lora", "--help"])
     text = capsys.readouterr().out
-    for opt in ["--train-data", "--model-root", "--output-dir", "--num-processes", "--rank",
-                "--alpha", "--target-modules", "--gradient-checkpointing",
-                "--attention-backend", "--checkpointing-steps", "--weighting-scheme"]:
+    for opt in [
+        "--train-data",
+        "--model-root",
+        "--output-dir",
+        "--num-processes",
+        "--rank",
+        "--alpha",
+        "--target-modules",
+        "--gradient-checkpointing",
+        "--attention-backend",
+        "--checkpointing-steps",
+        "--weighting-scheme",
+    ]:
         assert opt in text
-    config = TrainConfig(rank=16, alpha=8.5, target_modules=("to_q", "to_v"), dropout=0.05,
-                         gradient_checkpointing=True, stop_after_steps=7, work_dir="/w")
+    config = TrainConfig(
+        rank=16,
+        alpha=8.5,
+        target_modules=("to_q", "to_v"),
+        dropout=0.05,
+        gradient_checkpointing=True,
+        stop_after_steps=7,
+        work_dir="/w",
+        compile=True,
+        attention_backend="cudnn",
+        activation_memory_budget=0.5,
+    )
     parser = __import__("argparse").ArgumentParser()
-    stage.add_train_arguments(parser)
-    assert stage.config_from_args(parser.parse_args(stage.config_to_argv(config))) == config
+    add_arguments(parser, TrainConfig)
+    assert from_args(TrainConfig, parser.parse_args(to_argv(config))) == config
+    assert from_args(TrainConfig, parser.parse_args(to_argv(TrainConfig()))) == TrainConfig()
+    assert from_args(TrainConfig, parser.parse_args([])) == TrainConfig()
     with pytest.raises(ValueError, match="weighting scheme"):
         TrainConfig(weighting_scheme="cosmap")
 
 
 def test_cli_trains_and_refuses_other_settings(flux_root, tmp_path, capsys):
     data = make_train_dataset(str(tmp_path / "data"), n=3)
-    args = ["train-lora", "--train-data", os.path.join(data, "train.csv"), "--model-root",
-            flux_root, "--output-dir", str(tmp_path / "out"),
-            *stage.config_to_argv(small_config(tmp_path, max_train_steps=2))]
+    args = [
+        "train-lora",
+        "--train-data",
+        os.path.join(data, "train.csv"),
+        "--model-root",
+        flux_root,
+        "--output-dir",
+        str(tmp_path / "out"),
+        *to_argv(small_config(tmp_path, max_train_steps=2)),
+    ]
     assert cli(args) == 0
     assert "complete:" in capsys.readouterr().out
+    assert cli(args) == 0
+    assert "skipped:" in capsys.readouterr().out
     assert cli([*args, "--rank", "2"]) == 2
+    assert cli([*args, "--stop-after-steps", "-1"]) == 2
 
 
 # --------------------------------------------------------------------------- gs://
@@ -362,17 +412,16 @@ def test_gcs_data_and_checkpoints_resume(flux_root, gcs_bucket, tmp_path):
     storage.upload_dir(local, data)
     out = f"gs://{gcs_bucket}/runs/r1"
     config = small_config(tmp_path, max_train_steps=4, checkpointing_steps=2)
-    first = train(data, flux_root, out, small_config(tmp_path, **{
-        **config.as_dict(), "stop_after_steps": 2, "target_modules": config.target_modules,
-    }))
-    assert first.status == "stopped"
+    first = train(data, flux_root, out, replace(config, stop_after_steps=2))
+    assert _status(first) == "stopped"
     # an upload that died before its manifest is not a checkpoint
     storage.write_text(f"{out}/checkpoints/checkpoint-000009/{WEIGHTS}", "partial")
     assert ckpt.latest_complete(out)[0].step == 2
     with pytest.raises(ckpt.ResumeMismatchError):
-        train(data, flux_root, out, small_config(tmp_path, **{**config.as_dict(), "seed": 1}))
+        train(data, flux_root, out, replace(config, seed=1))
     result = train(data, flux_root, out, config)
-    assert result.status == "complete" and result.summary["resumed_from_step"] == 2
+    assert _status(result) == "complete"
+    assert result.summary["details"]["resumed_from_step"] == 2
     assert storage.exists(f"{out}/lora/{WEIGHTS}") and storage.exists(f"{out}/loss.png")
     # the partial step-9 folder was removed when the run resumed
     assert [i.step for i in ckpt.list_checkpoints(out)] == [2, 4]
@@ -391,17 +440,27 @@ def test_two_processes_match_one_process_with_the_same_global_batch(flux_root, t
     two = small_config(tmp_path, max_train_steps=3, batch_size=1, checkpointing_steps=2)
     out = str(tmp_path / "two")
     cmd = [
-        sys.executable, "-m", "lanepaint.cli", "train-lora", "--num-processes", "2",
-        "--train-data", data, "--model-root", flux_root, "--output-dir", out,
-        *stage.config_to_argv(two),
+        sys.executable,
+        "-m",
+        "lanepaint.cli",
+        "train-lora",
+        "--num-processes",
+        "2",
+        "--train-data",
+        data,
+        "--model-root",
+        flux_root,
+        "--output-dir",
+        out,
+        *to_argv(two),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "complete:" in proc.stdout
-    s = _summary(out)
-    assert s["fingerprint"]["num_processes"] == 2 and s["samples_seen"] == 6
+    d = _summary(out)["details"]
+    assert d["identity"]["num_processes"] == 2 and d["samples_seen"] == 6
     assert Path(out, "checkpoints", "checkpoint-000002", "random_states_1.pkl").is_file()
     a, b = _lora(str(tmp_path / "one")), _lora(out)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert s["last_loss"] == pytest.approx(single.summary["last_loss"], rel=1e-4)
+    assert d["last_loss"] == pytest.approx(single.summary["details"]["last_loss"], rel=1e-4)

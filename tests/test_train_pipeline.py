@@ -53,8 +53,8 @@ def test_train_pipeline_runs_locally_on_the_smoke_model(tmp_path):
         tmp_path / "root",
     )
     summary = json.loads(Path(out, "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["model_set"] == "smoke"
-    assert summary["train_data"].startswith(raw + "__")  # the filtered dataset, via pointer
+    assert summary["details"]["status"] == "complete" and summary["model_set"] == "smoke"
+    assert summary["details"]["train_data"].startswith(raw + "__")  # filtered, via pointer
     pointer = json.loads(next((tmp_path / "root").rglob("lora")).read_text())
     assert pointer["uri"] == str(Path(out, "lora")) and pointer["model_set"] == "smoke"
     assert Path(pointer["uri"], "pytorch_lora_weights.safetensors").is_file()

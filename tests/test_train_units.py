@@ -184,7 +184,9 @@ def test_each_row_draws_from_its_own_generator(pipe):
 
     both = objective.sample_inputs(
         objective.collate([r[0] for r in rows], [r[1] for r in rows], "cpu"),
-        geometry, schedule, gens(10, 11),
+        geometry,
+        schedule,
+        gens(10, 11),
     )
     for i, seed in enumerate((10, 11)):
         one = objective.sample_inputs(
@@ -280,11 +282,25 @@ def test_bench_smoke_runs_every_variant_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-6].split() == ["variant", "step_s", "peak_gib", "ref/ours", "note"]
     assert [line.split()[0] for line in out[-5:]] == [
-        "reference", "ours", "ours+gc", "ours-uncached", "ours-uncached+gc",
+        "reference",
+        "ours",
+        "ours+gc",
+        "ours-uncached",
+        "ours-uncached+gc",
     ]
     record = json.loads((tmp_path / "train_step.smoke.json").read_text())
-    for key in ("stage", "card", "commit", "date", "ours_s", "reference_s", "ratio",
-                "peak_gib", "floor_s", "rel_err"):
+    for key in (
+        "stage",
+        "card",
+        "commit",
+        "date",
+        "ours_s",
+        "reference_s",
+        "ratio",
+        "peak_gib",
+        "floor_s",
+        "rel_err",
+    ):
         assert key in record
     assert record["stage"] == "train_step" and record["card"] == "cpu"
     assert record["rel_err"] <= 1e-2
@@ -311,7 +327,8 @@ def test_attention_choice_is_fresh_per_use_and_never_cudnn_by_default():
                 assert [k for k, v in enabled.items() if v] == [backend]
 
 
-def test_speed_options_are_validated_and_left_out_of_the_fingerprint():
+def test_speed_options_are_validated_and_left_out_of_the_settings_key():
+    from lanepaint.kit import output_settings, settings_key
     from lanepaint.training.config import TrainConfig
 
     with pytest.raises(ValueError, match="needs --compile"):
@@ -320,5 +337,44 @@ def test_speed_options_are_validated_and_left_out_of_the_fingerprint():
         TrainConfig(compile=True, activation_memory_budget=0.0)
     with pytest.raises(ValueError, match="with --compile only"):
         TrainConfig(activation_memory_budget=0.5)
-    fast = TrainConfig(attention_backend="cudnn", compile=True, activation_memory_budget=0.5)
-    assert fast.fingerprint() == TrainConfig().fingerprint()  # same weights, resumable
+    fast = TrainConfig(
+        attention_backend="cudnn",
+        compile=True,
+        activation_memory_budget=0.5,
+        gradient_checkpointing=True,
+        checkpointing_steps=10,
+        checkpoints_total_limit=1,
+        stop_after_steps=5,
+        log_every=1,
+        eval_rows=0,
+        workers=1,
+        work_dir="/w",
+    )
+    assert output_settings(fast) == output_settings(TrainConfig())  # same weights, resumable
+    assert settings_key(fast, x=1) == settings_key(TrainConfig(), x=1)
+    assert settings_key(TrainConfig(rank=8), x=1) != settings_key(TrainConfig(), x=1)
+    with pytest.raises(ValueError, match="stop-after-steps"):
+        TrainConfig(stop_after_steps=-1)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant_with_warmup"])
+def test_lr_schedule_resumes_from_json_or_by_replay(tmp_path, name):
+    """A checkpoint holds the schedule as JSON (never a pickle); older checkpoints without it
+    replay the schedule to their step. Either way the LR goes on as if never stopped."""
+    from diffusers.optimization import get_scheduler
+
+    def fresh():
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        return opt, get_scheduler(name, optimizer=opt, num_warmup_steps=3, num_training_steps=20)
+
+    opt, sched = fresh()
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    ckpt.save_scheduler_state(sched, tmp_path)
+    for restore_from in (tmp_path, tmp_path / "old-checkpoint"):
+        opt2, sched2 = fresh()
+        opt2.load_state_dict(opt.state_dict())  # accelerate restores the optimizer first
+        ckpt.load_scheduler_state(sched2, restore_from, step=5)
+        assert sched2.state_dict() == sched.state_dict()
+        assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]

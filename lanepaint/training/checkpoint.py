@@ -1,12 +1,12 @@
 """Checkpoints under ``{output}/checkpoints/checkpoint-NNNNNN/``, local or gs://.
 
 A checkpoint is written whole into a local staging folder first (accelerate's state: LoRA
-weights, optimizer, LR scheduler, per-process RNG states; plus our training state) and
-then published. ``MANIFEST.json`` (file names and sizes, settings fingerprint) is the
-commit point: locally the finished folder is renamed into place with the manifest inside;
-on GCS every file is uploaded first and the manifest last. A checkpoint without a
-manifest, or whose files do not match it, is never resumed from, so a full disk or a
-failed upload cannot produce a corrupt "latest".
+weights, optimizer, per-process RNG states; plus the LR scheduler's state as JSON and our
+training state) and then published. ``MANIFEST.json`` (file names and sizes, the settings
+the run was made with) is the commit point: locally the finished folder is renamed into
+place with the manifest inside; on GCS every file is uploaded first and the manifest last.
+A checkpoint without a manifest, or whose files do not match it, is never resumed from, so
+a full disk or a failed upload cannot produce a corrupt "latest".
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import queue
 import re
 import shutil
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 MANIFEST = "MANIFEST.json"
 STATE = "training_state.json"
+LR_SCHEDULER = "lr_scheduler.json"
 _NAME_RE = re.compile(r"^checkpoint-(\d{6,})$")
 
 
@@ -93,6 +95,31 @@ def latest_complete(output_dir: str) -> tuple[CheckpointInfo, dict] | None:
                 return info, manifest
             log.warning("ignoring %s: unreadable manifest", info.uri)
     return None
+
+
+def saved_settings(manifest: dict) -> dict:
+    """The settings a checkpoint was made with (``fingerprint`` in older checkpoints)."""
+    return manifest.get("settings") or manifest.get("fingerprint") or {}
+
+
+def save_scheduler_state(scheduler, folder: Path) -> None:
+    """The LR scheduler's state as JSON: its state_dict is plain numbers (accelerate's
+    custom-state path would pickle it, and loading a pickle can run code)."""
+    (folder / LR_SCHEDULER).write_text(json.dumps(scheduler.state_dict()) + "\n")
+
+
+def load_scheduler_state(scheduler, folder: Path, step: int) -> None:
+    """Restore the state saved by :func:`save_scheduler_state`. Older checkpoints pickled
+    it instead; the schedule is a function of the step count, so it is replayed."""
+    path = folder / LR_SCHEDULER
+    if path.is_file():
+        scheduler.load_state_dict(json.loads(path.read_text()))
+        return
+    log.info("%s has no %s: replaying the LR schedule to step %d", folder, LR_SCHEDULER, step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()"
+        for _ in range(step):
+            scheduler.step()
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
