@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bench.common import perf_record, sync, write_json
+from lanepaint.segment.base import TRACKING_COMPILE_MODES
 
 GiB = 1024**3
 SIZES = {
@@ -107,14 +108,13 @@ def _peak(device: torch.device) -> float | None:
 def run_ours(segmenter, clip: Path, frames: int) -> tuple[float, np.ndarray, dict]:
     """Decode + segment, as the stage does it; returns (seconds, masks, phase seconds)."""
     from lanepaint.io.reports import Timings
-    from lanepaint.stages.segment import SegmentConfig, VideoJob, _FrameStream
+    from lanepaint.segment.stream import FrameStream
 
     device = segmenter.device
     timings = Timings()
-    config = SegmentConfig(max_frames=frames, fps=8.0, max_side=4096)
     sync(device)
     start = time.perf_counter()
-    stream = _FrameStream(VideoJob(str(clip), "bench", "bench"), config, timings).start()
+    stream = FrameStream(str(clip), timings, fps=8.0, max_frames=frames, max_side=4096).start()
     try:
         result = segmenter.segment(stream.frames())
     finally:
@@ -175,7 +175,7 @@ def run(
     repeats: int,
     vos: bool = False,
     encoder_batch: int = 8,
-    compile_tracking: str | None = None,
+    compile_tracking: str = "",
 ) -> dict:
     from lanepaint.io.video import iter_frames
     from lanepaint.segment.postprocess import PostprocessSettings, iou, postprocess_masks
@@ -285,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-batch", type=int, default=8)
     parser.add_argument(
         "--compile-tracking",
-        default=None,
-        help="torch.compile mode for the tracking modules of ours (e.g. default)",
+        default="",
+        choices=TRACKING_COMPILE_MODES,
+        help="torch.compile mode for the tracking modules of ours (e.g. default; empty = eager)",
     )
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.size == "full" else 1)

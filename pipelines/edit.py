@@ -33,10 +33,13 @@ def edit_pipeline(
     segmenter: str = "sam2",
     max_frames: int = 150,
     fps: float = 8.0,
-    points: str = "",
+    points: str = (
+        "0.45,0.68;0.5,0.68;0.55,0.68;0.4,0.75;0.5,0.75;0.6,0.75;0.35,0.85;0.5,0.85;0.65,0.85"
+    ),
     dilate: int = 4,
     png_masks: bool = False,
     overlay: bool = False,
+    compile_tracking: str = "",
     instruction: str = "lane single white solid",
     lora_uri: str = "",
     lora_scale: float = 1.0,
@@ -59,6 +62,7 @@ def edit_pipeline(
         dilate=dilate,
         png_masks=png_masks,
         overlay=overlay,
+        compile_tracking=compile_tracking,
     )
     edits = add_edit(
         seg.outputs["layout"],

@@ -42,6 +42,7 @@ def end_to_end_pipeline(
     edit_shards: int = 1,
     edit_dir: str = "",
     max_frames: int = 150,
+    compile_tracking: str = "",
     judge: bool = True,
     max_attempts: int = 5,
     steps: int = 50,
@@ -79,7 +80,13 @@ def end_to_end_pipeline(
         activation_memory_budget=train_activation_memory_budget,
     )
     configure(trained, "train-lora")
-    seg = segment(videos=videos, model_root=model_root, segmenter=segmenter, max_frames=max_frames)
+    seg = segment(
+        videos=videos,
+        model_root=model_root,
+        segmenter=segmenter,
+        max_frames=max_frames,
+        compile_tracking=compile_tracking,
+    )
     configure(seg, "segment")
     edits = add_edit(
         seg.outputs["layout"],

@@ -25,7 +25,9 @@ from lanepaint.models.root import SAM2_CHECKPOINT, SAM2_SIDECAR, SMOKE_MARKER
 from lanepaint.models.smoke import SMOKE_SAM2_CONFIG, SMOKE_SAM2_OVERRIDES, tiny_sam2
 from lanepaint.segment import sam2_video
 from lanepaint.segment.base import Segmentation
+from lanepaint.segment.inputs import assign_ids, list_inputs
 from lanepaint.segment.prompts import DEFAULT_POINTS, format_points, parse_points
+from lanepaint.segment.stream import output_size
 from lanepaint.stages import segment as seg
 from lanepaint.stages.segment import LoadedSegmenter, SegmentConfig, segment_videos
 
@@ -139,9 +141,9 @@ def test_sam2_stage_writes_the_videopainter_layout(tmp_path, chunks, sam2_loaded
     inputs = [str(chunks), str(bad)]
     result = segment_videos(inputs, out, str(sam2_root), config, loaded=sam2_loaded)
     s = result.summary
-    assert (s["inputs"], s["segmented"], s["failed"]) == (3, 2, 1)
+    assert (s["inputs"], s["done"], s["failed"]) == (3, 2, 1)
     assert s["model_set"] == "smoke" and "smoke" in s["model_set_label"]
-    assert {"decode", "segment", "encode", "postprocess", "wall"} <= set(s["timings_s"])
+    assert {"decode", "segment", "encode", "postprocess", "total"} <= set(s["timings_s"])
     failures = [json.loads(x) for x in (Path(out) / "failures.jsonl").read_text().splitlines()]
     assert [f["reason"].split(":")[0] for f in failures] == ["unreadable video"]
     assert "smoke" in (Path(out) / "summary.md").read_text()
@@ -171,14 +173,17 @@ def test_sam2_stage_writes_the_videopainter_layout(tmp_path, chunks, sam2_loaded
         record = json.loads((Path(out) / "records" / f"{vid}.json").read_text())
         assert record["empty_mask"] == (masks.max() == 0)
         assert record["model_set"] == "smoke"
+        assert (record["status"], record["settings_key"]) == ("ok", s["settings_key"])
         np.testing.assert_array_equal(layout.read_masks(vid), masks)
     no_road = [r["video_id"] for r in rows if _npz(out, r["video_id"]).max() == 0]
-    assert s["no_road_videos"] == no_road and s["no_road"] == len(no_road)
+    details = s["details"]
+    assert details["no_road_videos"] == no_road and details["no_road"] == len(no_road)
+    assert details["frames_segmented"] == 2 * expected and details["videos_in_meta"] == 2
 
     # Resume: nothing left to do, no model needed, meta.csv unchanged (no duplicate rows).
     before = (Path(out) / "meta.csv").read_text()
     again = segment_videos(inputs, out, str(sam2_root), config)
-    assert (again.summary["segmented"], again.summary["skipped_complete"]) == (0, 2)
+    assert (again.summary["done"], again.summary["skipped_done"]) == (0, 2)
     assert again.summary["model_set"] == "smoke"
     assert (Path(out) / "meta.csv").read_text() == before
 
@@ -188,7 +193,7 @@ def test_sam2_stage_on_a_real_clip(tmp_path, shared_data, sam2_loaded, sam2_root
     out = str(tmp_path / "out")
     config = SegmentConfig(max_frames=2, fps=8.0, device="cpu")
     result = segment_videos([str(src)], out, str(sam2_root), config, loaded=sam2_loaded)
-    assert result.summary["segmented"] == 1
+    assert result.summary["done"] == 1
     (row,) = _meta_rows(out)
     assert row["video_id"] == "udacity_vd_test_video" and row["source"] == str(src)
     assert _npz(out, row["video_id"]).shape == (2, 720, 1280)
@@ -203,24 +208,43 @@ def test_resume_redoes_only_incomplete_or_changed_videos(tmp_path, chunks, class
     out = str(tmp_path / "out")
     config = SegmentConfig(segmenter="classical", max_frames=3)
     first = segment_videos([str(chunks)], out, config=config, loaded=classical_loaded)
-    assert first.summary["segmented"] == 2
+    assert first.summary["done"] == 2
     (Path(out) / "mask_root" / "chunk_0001__clip" / "all_masks.npz").unlink()
     second = segment_videos([str(chunks)], out, config=config, loaded=classical_loaded)
-    assert (second.summary["segmented"], second.summary["skipped_complete"]) == (1, 1)
+    assert (second.summary["done"], second.summary["skipped_done"]) == (1, 1)
     assert len(_meta_rows(out)) == 2
     changed = SegmentConfig(segmenter="classical", max_frames=2)
     third = segment_videos([str(chunks)], out, config=changed, loaded=classical_loaded)
-    assert third.summary["segmented"] == 2
+    assert third.summary["done"] == 2
     assert [r["frames"] for r in _meta_rows(out)] == ["2", "2"]
     # A new source gets the bare name (no record holds it); old rows stay.
     extra = synth_video(tmp_path / "more" / "clip.mp4", frames=3)
     fourth = segment_videos([str(extra)], out, config=changed, loaded=classical_loaded)
-    assert fourth.summary["segmented"] == 1
+    assert fourth.summary["done"] == 1
     assert [r["video_id"] for r in _meta_rows(out)] == [
         "chunk_0000__clip",
         "chunk_0001__clip",
         "clip",
     ]
+    # Speed switches never force a redo; --overwrite does, and keeps every record.
+    fast = SegmentConfig(segmenter="classical", max_frames=2, workers=1, encoder_batch=2)
+    inputs = [str(chunks), str(extra)]
+    fifth = segment_videos(inputs, out, config=fast, loaded=classical_loaded)
+    assert (fifth.summary["done"], fifth.summary["skipped_done"]) == (0, 3)
+    redo = SegmentConfig(segmenter="classical", max_frames=2, overwrite=True)
+    sixth = segment_videos(inputs, out, config=redo, loaded=classical_loaded)
+    assert (sixth.summary["done"], sixth.summary["skipped_done"]) == (3, 0)
+    assert sixth.summary["settings_key"] == fifth.summary["settings_key"]
+    assert len(_meta_rows(out)) == 3
+
+
+def test_zero_means_all_frames_at_the_source_rate(tmp_path, chunks, classical_loaded):
+    out = str(tmp_path / "out")
+    config = SegmentConfig(segmenter="classical", max_frames=0, fps=0)
+    result = segment_videos([str(chunks)], out, config=config, loaded=classical_loaded)
+    assert result.summary["done"] == 2
+    rows = {r["video_id"]: (r["frames"], r["fps"]) for r in _meta_rows(out)}
+    assert rows == {"chunk_0000__clip": ("8", "10.0"), "chunk_0001__clip": ("5", "8.0")}
 
 
 def _zero_frame_video(path: Path) -> Path:
@@ -291,7 +315,7 @@ def test_bad_inputs_are_recorded_and_the_rest_goes_on(tmp_path, classical_loaded
     assert reasons["tiny.mp4"] == "too small"
     assert reasons["missing.mp4"] == "missing input"
     assert reasons["nothing_here"] == "missing input"
-    assert s["inputs"] == 8 and s["failed"] == 5 and s["segmented"] == 3
+    assert s["inputs"] == 8 and s["failed"] == 5 and s["done"] == 3
     rows = {r["video_id"]: r for r in _meta_rows(out)}
     assert (rows["huge"]["width"], rows["huge"]["height"]) == ("1920", "1080")
     assert (rows["gray"]["width"], rows["gray"]["height"]) == ("96", "64")
@@ -323,7 +347,7 @@ def test_a_failing_video_does_not_stop_the_batch(tmp_path, chunks, classical_loa
     out = str(tmp_path / "out")
     config = SegmentConfig(segmenter="classical", max_frames=2)
     result = segment_videos([str(chunks)], out, config=config, loaded=loaded)
-    assert (result.summary["segmented"], result.summary["failed"]) == (1, 1)
+    assert (result.summary["done"], result.summary["failed"]) == (1, 1)
     assert result.summary["failures_by_reason"] == {"segment error": 1}
     assert [r["video_id"] for r in _meta_rows(out)] == ["chunk_0001__clip"]
 
@@ -335,7 +359,7 @@ def test_gcs_input_and_output(gcs_bucket, tmp_path, classical_loaded):
     config = SegmentConfig(segmenter="classical", max_frames=3, png_masks=True)
     src = f"gs://{gcs_bucket}/src"
     result = segment_videos([src], out, config=config, loaded=classical_loaded)
-    assert result.summary["segmented"] == 1
+    assert result.summary["done"] == 1
     assert storage.exists(f"{out}/raw_videos/chunk_0007/clip.0.mp4")
     assert _npz(out, "clip").shape == (3, 64, 96)
     assert len(storage.list_files(f"{out}/mask_root/clip/png")) == 3
@@ -344,14 +368,14 @@ def test_gcs_input_and_output(gcs_bucket, tmp_path, classical_loaded):
         storage.download_file(f"{out}/raw_videos/chunk_0007/clip.0.mp4", Path(tmp) / "v.mp4")
         assert read_frames(Path(tmp) / "v.mp4").shape == (3, 64, 96, 3)
     again = segment_videos([src], out, config=config, loaded=classical_loaded)
-    assert again.summary["skipped_complete"] == 1
+    assert again.summary["skipped_done"] == 1
 
 
 # --- ids, geometry, prompts, CLI ----------------------------------------------------------------
 
 
 def test_ids_are_unique_and_stable():
-    jobs = seg.assign_ids(
+    jobs = assign_ids(
         ["/d/chunk_0001/a.mp4", "/d/chunk_0000/a.mp4", "/d/chunk_0000/b c.MP4", "gs://bk/x.mp4"]
     )
     assert [(j.group, j.video_id) for j in jobs] == [
@@ -361,15 +385,15 @@ def test_ids_are_unique_and_stable():
         ("videos", "x"),
     ]
     # An existing record keeps its id; a newcomer with the same name is prefixed.
-    jobs = seg.assign_ids(["/e/a.mp4", "/d/chunk_0000/a.mp4"], {"/d/chunk_0000/a.mp4": "a"})
+    jobs = assign_ids(["/e/a.mp4", "/d/chunk_0000/a.mp4"], {"/d/chunk_0000/a.mp4": "a"})
     assert {j.source: j.video_id for j in jobs} == {"/d/chunk_0000/a.mp4": "a", "/e/a.mp4": "e__a"}
 
 
 def test_output_size_is_even_and_bounded():
-    assert seg.output_size(1920, 1080, 1920) == (1920, 1080)
-    assert seg.output_size(3840, 2160, 1920) == (1920, 1080)
-    assert seg.output_size(97, 65, 1920) == (96, 64)
-    assert seg.output_size(4000, 3001, 1920) == (1920, 1440)
+    assert output_size(1920, 1080, 1920) == (1920, 1080)
+    assert output_size(3840, 2160, 1920) == (1920, 1080)
+    assert output_size(97, 65, 1920) == (96, 64)
+    assert output_size(4000, 3001, 1920) == (1920, 1440)
 
 
 def test_points_round_trip_and_validation():
@@ -383,6 +407,35 @@ def test_points_round_trip_and_validation():
         SegmentConfig(segmenter="other")
 
 
+def test_settings_are_declared_once_on_the_config():
+    from components.segment import segment as component
+    from lanepaint.cli import build_parser
+    from lanepaint.kit import from_args
+    from lanepaint.kit.settings import component_defaults_drift, from_params
+
+    argv = ["segment", "--videos", "v.mp4", "--output-dir", "o", "--max-frames", "0"]
+    args = build_parser().parse_args(
+        [*argv, "--fps", "0", "--points", "0.5,0.8", "--dilate", "2", "--vos"]
+    )
+    config = from_args(SegmentConfig, args)
+    expected = SegmentConfig(max_frames=0, fps=0.0, points=((0.5, 0.8),), dilate=2, vos=True)
+    assert config == expected
+    assert config.compile_tracking == "" and config.postprocess.dilate == 2
+    params = {"points": "0.5,0.8", "max_frames": 0, "fps": 0.0, "dilate": 2, "vos": True}
+    assert from_params(SegmentConfig, {**params, "videos": ["v.mp4"]}) == expected
+    assert component_defaults_drift(component.python_func) == []
+    for bad in ({"max_frames": -1}, {"fps": -1.0}, {"compile_tracking": "reduce-overhead"}):
+        with pytest.raises(ValueError):
+            SegmentConfig(**bad)
+
+
+def test_every_video_extension_is_listed(tmp_path):
+    for name in ("a.m4v", "b.MOV", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    sources, problems = list_inputs([str(tmp_path)])
+    assert [Path(s).name for s in sources] == ["a.m4v", "b.MOV"] and problems == []
+
+
 def test_cli_with_a_video_list(tmp_path, chunks, capsys):
     listing = tmp_path / "videos.txt"
     listing.write_text(
@@ -394,7 +447,7 @@ def test_cli_with_a_video_list(tmp_path, chunks, capsys):
     assert rc == 0
     assert "segmented 2" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["points"] == "0.5,0.8" and summary["model_set"] == "classical"
+    assert summary["settings"]["points"] == [[0.5, 0.8]] and summary["model_set"] == "classical"
     assert cli(["segment", "--videos", str(chunks), "--output-dir", str(out)]) == 2  # no root
     only_bad = tmp_path / "bad.mp4"
     only_bad.write_bytes(b"x")

@@ -61,9 +61,9 @@ def test_postprocess_removes_specks_fills_small_holes_and_dilates():
     mask[70:73, 100:104] = 0  # a lane-marking-sized hole: filled
     mask[55:75, 20:60] = 0  # a car-sized hole (4 % of the frame): kept
     mask[5:7, 5:7] = 1  # a speck: removed
-    out = postprocess_mask(mask, PostprocessSettings(dilate_px=0, min_component=0.001))
+    out = postprocess_mask(mask, PostprocessSettings(dilate=0, min_component=0.001))
     assert out[71, 101] == 1 and out[60, 30] == 0 and out[6, 6] == 0
-    dilated = postprocess_mask(mask, PostprocessSettings(dilate_px=3, min_component=0.001))
+    dilated = postprocess_mask(mask, PostprocessSettings(dilate=3, min_component=0.001))
     assert dilated[47, 150] == 1 and dilated[45, 150] == 0
     assert remove_small_components(mask, 5)[6, 6] == 0
     assert fill_holes(mask, 0)[71, 101] == 0

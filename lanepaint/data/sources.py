@@ -25,10 +25,10 @@ from pathlib import Path
 
 from lanepaint.data.videopainter import safe_video_id
 from lanepaint.io import storage
+from lanepaint.io.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _CHUNK_RE = re.compile(r"chunk_(\d{4})")
 
@@ -98,7 +98,7 @@ def list_zip_videos(uri: str, chunk: int, group: str) -> Discovery:
                     continue
                 if not safe_member(name):
                     skipped.append({"item": f"{uri}!{name}", "reason": "unsafe zip member name"})
-                elif not name.lower().endswith(VIDEO_EXTS):
+                elif not name.lower().endswith(VIDEO_EXTENSIONS):
                     skipped.append({"item": f"{uri}!{name}", "reason": "not a video"})
                 else:
                     videos.append(VideoSource(uri, group, chunk, name))
@@ -131,7 +131,7 @@ def discover_videos(
             found = list_zip_videos(uri, chunk, f"chunk_{chunk:04d}")
             videos += found.videos
             skipped += found.skipped
-        elif lower.endswith(VIDEO_EXTS):
+        elif lower.endswith(VIDEO_EXTENSIONS):
             videos.append(VideoSource(uri, f"chunk_{chunk:04d}", chunk))
     videos.sort(key=lambda v: (v.chunk, v.uri, v.member))
     end = None if limit is None else start_index + limit

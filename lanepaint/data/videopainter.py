@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from lanepaint.io import storage
+from lanepaint.io.video import VIDEO_EXTENSIONS
 
 META_NAME = "meta.csv"
 _ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -46,7 +47,7 @@ class VideoRecord:
 def safe_video_id(name: str) -> str:
     """A file-system and URI safe id from a file name (extension and '.0' stripped)."""
     stem = name.rsplit("/", 1)[-1]
-    for ext in (".mp4", ".mov", ".avi", ".mkv", ".webm"):
+    for ext in VIDEO_EXTENSIONS:
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
     stem = _ID_RE.sub("_", stem).strip("._") or "video"

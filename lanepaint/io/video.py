@@ -19,9 +19,17 @@ import numpy as np
 
 from lanepaint.io.atomic import atomic_path
 
+# File names every stage treats as videos (compare lower-cased, with str.endswith).
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm")
+
 # Packets inspected by probe() for variable-frame-rate detection.
 _VFR_PACKETS = 120
 _MAX_RATE_DENOMINATOR = 10000  # enough for 30000/1001-style NTSC rates
+
+
+def is_video_name(name: str) -> bool:
+    """True when a file name or URI ends in one of :data:`VIDEO_EXTENSIONS`."""
+    return name.lower().endswith(VIDEO_EXTENSIONS)
 
 
 class VideoError(Exception):

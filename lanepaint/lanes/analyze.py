@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
+from lanepaint.io.video import VIDEO_EXTENSIONS
 from lanepaint.lanes import classify, detect
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 ATTRIBUTES = ("count", "color", "pattern")
 # Below this (on a 0..1 scale) a decision is reported as unknown rather than guessed.
 MIN_CONFIDENCE = 0.55
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ def analyze_video(
 
 
 def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -9,6 +9,12 @@ from typing import Protocol
 
 import numpy as np
 
+# torch.compile modes for SAM2's per-frame tracking modules ("" = eager). No CUDA-graph
+# modes: the plain predictor keeps the memory encoder's outputs across frames and updates
+# them in place, which graph replays would overwrite (sam2's VOS predictor clones them for
+# that reason). Here, not in sam2_video, so the stage's settings can name them without torch.
+TRACKING_COMPILE_MODES = ("", "default", "max-autotune-no-cudagraphs")
+
 
 class EmptyVideoError(ValueError):
     """No frame reached the segmenter."""

@@ -20,18 +20,18 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    """``dilate_px``: radius of the elliptic dilation kernel at output resolution.
+    """``dilate``: radius of the elliptic dilation kernel at output resolution.
     ``min_component``: road components below this fraction of the frame are dropped.
     ``max_hole``: enclosed non-road regions up to this fraction of the frame are filled
     (0 disables hole filling)."""
 
-    dilate_px: int = 4
+    dilate: int = 4
     min_component: float = 0.002
     max_hole: float = 0.003
 
     def __post_init__(self) -> None:
-        if self.dilate_px < 0:
-            raise ValueError("dilate_px must be >= 0")
+        if self.dilate < 0:
+            raise ValueError("dilate must be >= 0")
         for name in ("min_component", "max_hole"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -78,7 +78,7 @@ def postprocess_mask(mask: np.ndarray, settings: PostprocessSettings) -> np.ndar
     area = m.shape[0] * m.shape[1]
     m = remove_small_components(m, int(round(settings.min_component * area)))
     m = fill_holes(m, int(round(settings.max_hole * area)))
-    return dilate(m, settings.dilate_px)
+    return dilate(m, settings.dilate)
 
 
 def postprocess_masks(

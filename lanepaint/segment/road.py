@@ -47,9 +47,9 @@ def make_image_segmenter(
     import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
+    from lanepaint.models.device import resolve_device
     from lanepaint.models.loaders import load_sam2_video_predictor
     from lanepaint.segment.sam2_video import autocast_context
-    from lanepaint.stages.segment import resolve_device
 
     dev = resolve_device(device)
     model = load_sam2_video_predictor(model_root, device=dev)

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from lanepaint.models.kernels import BACKENDS, sdpa_context
-from lanepaint.segment.base import EmptyVideoError, Segmentation, as_rgb, check_same_size
+from lanepaint.segment.base import (
+    TRACKING_COMPILE_MODES,
+    EmptyVideoError,
+    Segmentation,
+    as_rgb,
+    check_same_size,
+)
 from lanepaint.segment.prompts import DEFAULT_POINTS, Point, to_pixels, validate_points
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,7 @@ class Sam2Settings:
     ``attention``: SDPA kernel choice (``lanepaint.models.kernels``; auto = cuDNN first on
     Hopper). ``compile_tracking``: ``torch.compile`` mode for the per-frame tracking modules (memory
     encoder, memory attention, prompt encoder, mask decoder) of a plain predictor, e.g.
-    ``"default"``; None leaves them eager. sam2's VOS predictor compiles the same modules
+    ``"default"``; "" leaves them eager. sam2's VOS predictor compiles the same modules
     with max-autotune, whose compile did not finish in 5 minutes on an H100; the plain
     inductor modes compile in about a minute and still remove most of the per-frame Python
     and launch overhead (see docs/segment.md for measurements).
@@ -74,7 +80,7 @@ class Sam2Settings:
     bf16: bool | None = None
     compile_encoder: bool = False
     side_stream: bool | None = None
-    compile_tracking: str | None = None
+    compile_tracking: str = ""
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -88,10 +94,6 @@ class Sam2Settings:
             raise ValueError(f"compile_tracking must be one of {TRACKING_COMPILE_MODES}")
 
 
-# No CUDA-graph modes: the plain predictor keeps the memory encoder's outputs across frames
-# and updates them in place, which graph replays would overwrite (sam2's VOS predictor
-# clones them for that reason).
-TRACKING_COMPILE_MODES = (None, "default", "max-autotune-no-cudagraphs")
 TRACKING_MODULES = ("memory_encoder", "memory_attention", "sam_prompt_encoder", "sam_mask_decoder")
 
 
