@@ -21,6 +21,7 @@ import math
 import time
 from pathlib import Path
 
+from lanepaint.data.vocab import LaneAttributes
 from lanepaint.lanes.accuracy import (
     CONDITIONS,
     HARD,
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     md, summary = run(args.size, args.data)
     out = args.out or (REPO / "docs" / "quality.md" if args.size == "full" else None)
     for name, t in summary.items():
-        acc = ", ".join(f"{a} {_pct(t.side_accuracy(a))}" for a in ("count", "color", "pattern"))
+        acc = ", ".join(f"{a} {_pct(t.side_accuracy(a))}" for a in LaneAttributes.FIELDS)
         print(f"{name:10s} n={t.cases:4d}  per line: {acc}  caption {_pct(t.caption_accuracy)}")
     if out:
         out.write_text("\n".join(md), encoding="utf-8")

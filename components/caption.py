@@ -4,9 +4,19 @@ from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
 from components.settings import image_for
+from lanepaint.kit.settings import component_doc
+from lanepaint.stages.caption import CaptionConfig
 
 
 @dsl.component(base_image=image_for("caption"), install_kfp_package=False)
+@component_doc(
+    CaptionConfig,
+    "Lane attributes of road images (files or folders); the JSONL is the output artifact.",
+    extra={
+        "images": "image files or folders/prefixes (paths or gs:// URIs)",
+        "model_root": "model root holding Qwen2.5-VL (folder or gs://)",
+    },
+)
 def caption(
     images: list,
     model_root: str,
@@ -17,15 +27,19 @@ def caption(
     batch_size: int = 32,
     analyzer_check: bool = True,
 ):
-    """Lane attributes of road images (files or folders); the JSONL is the output artifact."""
     from lanepaint.io import storage
-    from lanepaint.stages.caption import CaptionConfig, caption_images
+    from lanepaint.kit.settings import from_params
+    from lanepaint.stages.caption import CaptionConfig, caption_images, output_stem
 
-    config = CaptionConfig(vlm_size=vlm_size, batch_size=batch_size, analyzer_check=analyzer_check)
+    config = from_params(CaptionConfig, locals())
     out = captions.path  # the JSONL itself is the artifact; summaries sit beside it
-    summary = caption_images(images, out, model_root, config)
-    captions.metadata.update({"uri": captions.uri, "model_set": summary["model_set"]})
-    for key in ("images", "captioned", "failed", "unknown_any", "disagreements"):
-        metrics.log_metric(key, summary[key])
+    result = caption_images(images, out, model_root, config)
+    s = result.summary
+    captions.metadata.update({"uri": captions.uri, "model_set": s["model_set"]})
+    for key in ("inputs", "done", "skipped_done", "failed"):
+        metrics.log_metric(key, s[key])
+    for key in ("captioned", "unknown_any", "disagreements"):
+        metrics.log_metric(key, s["details"][key])
+    folder, stem = output_stem(out)
     with open(report.path, "w") as f:
-        f.write(storage.read_text(out + ".summary.md"))
+        f.write(storage.read_text(storage.join(folder, f"{stem}.summary.md")))

@@ -4,9 +4,19 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
 from components.settings import image_for
+from lanepaint.kit.settings import component_doc
+from lanepaint.stages.evaluate import EvaluateConfig
 
 
 @dsl.component(base_image=image_for("evaluate"), install_kfp_package=False)
+@component_doc(
+    EvaluateConfig,
+    "Judge and objective metrics of the edits; the HTML report shows in the KFP UI.",
+    extra={
+        "edits": "the edit stage's output (a pointer to its folder)",
+        "output_dir": "where the report goes; empty = <edit folder>/_evaluation",
+    },
+)
 def evaluate(
     edits: Input[Artifact],
     output_dir: str,
@@ -14,18 +24,20 @@ def evaluate(
     report: Output[HTML],
     summary: Output[Markdown],
     max_frames: int = 49,
+    embed_limit_mb: float = 8.0,
 ):
-    """Judge and objective metrics of the edits; the HTML report shows in the KFP UI."""
     from lanepaint.io import artifacts, storage
+    from lanepaint.kit.settings import from_params
     from lanepaint.stages.evaluate import EvaluateConfig
     from lanepaint.stages.evaluate import evaluate as run
 
     edit_dir = artifacts.resolve_pointer(edits.path)
     out = output_dir or storage.join(edit_dir, "_evaluation")
-    result = run(edit_dir, out, EvaluateConfig(max_frames=max_frames))
-    for key, value in result.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    result = run(edit_dir, out, from_params(EvaluateConfig, locals()))
+    for key in ("inputs", "done", "failed"):
+        metrics.log_metric(key, result.summary[key])
+    for key, value in result.extra["metrics"].items():
+        metrics.log_metric(key, value)
     with open(report.path, "w") as f:
         f.write(storage.read_text(storage.join(out, "report.html")))
     with open(summary.path, "w") as f:

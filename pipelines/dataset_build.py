@@ -33,6 +33,8 @@ def dataset_build_pipeline(
     segmenter: str = "sam2",
     captioner: str = "vlm",
     vlm_size: str = "7B",
+    analyzer_check: bool = True,
+    batch_size: int = 8,
     count: str = "any",
     color: str = "any",
     pattern: str = "any",
@@ -54,6 +56,8 @@ def dataset_build_pipeline(
         segmenter=segmenter,
         captioner=captioner,
         vlm_size=vlm_size,
+        analyzer_check=analyzer_check,
+        batch_size=batch_size,
     )
     filtered = filter_dataset(
         input_dir=plan.output,

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((out / "edits" / "_evaluation" / "summary.json").read_text())
     edited = sorted((out / "edits").rglob("edited.mp4"))
     print()
-    print(summary["model_set_line"])
+    print(summary["details"]["model_set_line"])
     print(f"demo finished in {time.time() - started:.0f} s")
     print(f"  dataset:        {out / 'datasets' / 'demo'} (train.csv, stats.md)")
     print(f"  report:         {report}")

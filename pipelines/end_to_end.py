@@ -27,6 +27,7 @@ def end_to_end_pipeline(
     frame_numbers: str = "1,100,200,300,400,500",
     segmenter: str = "sam2",
     captioner: str = "vlm",
+    caption_batch_size: int = 8,
     count: str = "any",
     color: str = "any",
     pattern: str = "any",
@@ -58,6 +59,7 @@ def end_to_end_pipeline(
         frame_numbers=frame_numbers,
         segmenter=segmenter,
         captioner=captioner,
+        batch_size=caption_batch_size,
     )
     filtered = filter_dataset(
         input_dir=plan.output,

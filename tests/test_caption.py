@@ -9,7 +9,7 @@ from PIL import Image
 from lanepaint.cli import main as cli
 from lanepaint.data.vocab import LaneAttributes
 from lanepaint.io import storage
-from lanepaint.stages.caption import CaptionConfig, agreement, caption_images
+from lanepaint.stages.caption import CaptionConfig, caption_images
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,10 @@ def images(tmp_path):
 def test_caption_stage_on_smoke_vlm(smoke_root, images, tmp_path):
     out = str(tmp_path / "captions.jsonl")
     config = CaptionConfig(batch_size=2, max_new_tokens=6, device="cpu")
-    summary = caption_images([str(images)], out, smoke_root, config)
+    summary = caption_images([str(images)], out, smoke_root, config).summary
     records = [json.loads(line) for line in open(out)]
-    assert len(records) == 4 and summary["captioned"] == 4
+    assert len(records) == 4 and summary["details"]["captioned"] == 4
+    assert summary["inputs"] == 4 and summary["done"] == 3
     assert summary["failed"] == 1 and summary["model_set"] == "smoke"
     for r in records:
         assert r["caption"].startswith("road with ")
@@ -48,13 +49,16 @@ def test_caption_stage_on_smoke_vlm(smoke_root, images, tmp_path):
     assert "broken.png" in failures
     # Resume: nothing new to do, same rows, no duplicates.
     again = caption_images([str(images)], out, smoke_root, config)
-    assert again["new"] == 0 and len(open(out).read().splitlines()) == 4
+    assert again.skipped and again.summary["skipped_done"] == 4
+    assert len(open(out).read().splitlines()) == 4
+    assert json.loads((tmp_path / "captions.summary.json").read_text())["done"] == 0
 
 
 def test_agreement_ignores_unknown():
     a = LaneAttributes("single", "white", "unknown")
     b = LaneAttributes("double", "white", "solid")
-    assert agreement(a, b) == {"count": False, "color": True, "pattern": None}
+    assert a.agreement(b) == {"count": False, "color": True, "pattern": None}
+    assert a.agreeing(b) == 1 and b.agreeing(b) == 3
 
 
 def test_cli(smoke_root, images, tmp_path, capsys):
@@ -84,10 +88,12 @@ def test_caption_component_runs_under_kfp_local(smoke_root, images, tmp_path):
     from components.caption import caption
 
     compiler.Compiler().compile(caption, str(tmp_path / "caption.yaml"))
-    local.init(runner=local.SubprocessRunner(use_venv=False),
-               pipeline_root=str(tmp_path / "root"))
-    task = caption(images=[str(images / "a.png"), str(images / "broken.png")],
-                   model_root=smoke_root, batch_size=2)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    task = caption(
+        images=[str(images / "a.png"), str(images / "broken.png")],
+        model_root=smoke_root,
+        batch_size=2,
+    )
     lines = open(task.outputs["captions"].path).read().splitlines()
     assert len(lines) == 2
     assert "captioned" in open(task.outputs["report"].path).read()

@@ -33,8 +33,7 @@ def source(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_dataset_build_pipeline_runs_and_reruns_without_duplicates(smoke_root, source,
-                                                                   tmp_path):
+def test_dataset_build_pipeline_runs_and_reruns_without_duplicates(smoke_root, source, tmp_path):
     out = tmp_path / "datasets" / "run1"
     params = {
         "source": str(source),
@@ -52,7 +51,8 @@ def test_dataset_build_pipeline_runs_and_reruns_without_duplicates(smoke_root, s
     rows, rejected = fluxfill.read_dataset(str(out))
     summary = json.loads((out / "summary.json").read_text())
     # 4 clips + the zip member; failed: the corrupt video and the zip's junk member
-    assert summary["items"] == 5 and summary["failed"] == 2
+    assert summary["details"]["items"] == 5 and summary["failed"] == 2
+    assert summary["inputs"] == 7 and summary["done"] == 5  # 6 videos + the junk member
     assert summary["model_set"] == "smoke" and not rejected
     assert len(rows) == 10 and len({r.image for r in rows}) == 10
     failures = (out / "failures.jsonl").read_text()
@@ -66,3 +66,5 @@ def test_dataset_build_pipeline_runs_and_reruns_without_duplicates(smoke_root, s
     assert [r.image for r in again] == [r.image for r in rows]
     parts = [json.loads(p.read_text()) for p in out.glob("parts/*/summary.json")]
     assert sum(p["skipped_done"] for p in parts) == 5
+    merged = json.loads((out / "summary.json").read_text())
+    assert (merged["done"], merged["skipped_done"], merged["failed"]) == (0, 5, 2)

@@ -90,13 +90,15 @@ def report(tmp_path_factory):
     make_edit(root, "vid_c", 9, passed_at=None)
     broken = make_edit(root, "vid_d", 1, passed_at=0)
     Path(broken["edited"]).write_bytes(b"broken")
-    summary = evaluate(str(root / "edit"), str(root / "out"))
-    return root / "out", summary
+    result = evaluate(str(root / "edit"), str(root / "out"))
+    return root / "out", result
 
 
 def test_aggregates(report):
-    out, s = report
-    assert s["videos"] == 3 and s["failed"] == 1
+    out, result = report
+    s = result.summary["details"]
+    assert result.summary["done"] == s["videos"] == 3 and result.summary["failed"] == 1
+    assert result.summary["inputs"] == 4 and result.summary["model_set"] == "smoke"
     assert s["first_attempt_pass_rate"] == pytest.approx(1 / 3, abs=1e-3)
     assert s["success_rate"] == pytest.approx(2 / 3, abs=1e-3)
     assert s["mean_attempts"] == pytest.approx((1 + 3 + 3) / 3, abs=1e-3)
@@ -107,7 +109,20 @@ def test_aggregates(report):
     )
     flat = json.loads((out / "metrics.json").read_text())
     assert all(isinstance(v, float) for v in flat.values())
+    assert flat == result.extra["metrics"] and flat["lane_attribute_accuracy.count"] == 1.0
     assert "vid_d" in (out / "failures.jsonl").read_text()
+
+
+def test_cli(report, tmp_path, capsys):
+    from lanepaint.cli import main
+
+    out, _ = report
+    argv = ["evaluate", "--edit-dir", str(out.parent / "edit"), "--output-dir", str(tmp_path)]
+    assert main([*argv, "--max-frames", "3", "--embed-limit-mb", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Made with the SMOKE model set") and "evaluated 3 edits" in printed
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["max_frames"] == 3
+    assert main([*argv, "--max-frames", "-1"]) == 2  # a user error: one line, exit 2
 
 
 def test_metrics_respond_to_damage():

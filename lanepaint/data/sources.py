@@ -112,10 +112,11 @@ def discover_videos(
     chunk_start: int = 0,
     chunk_end: int = 199,
     start_index: int = 0,
-    limit: int | None = None,
+    limit: int = 0,
     camera: str | None = None,
 ) -> Discovery:
-    """Videos under ``source`` in chunks [chunk_start, chunk_end], then sliced."""
+    """Videos under ``source`` in chunks [chunk_start, chunk_end], then sliced:
+    ``limit`` videos from ``start_index`` on (0 = no limit)."""
     files = storage.list_files(source)
     videos: list[VideoSource] = []
     skipped: list[dict] = []
@@ -134,7 +135,7 @@ def discover_videos(
         elif lower.endswith(VIDEO_EXTENSIONS):
             videos.append(VideoSource(uri, f"chunk_{chunk:04d}", chunk))
     videos.sort(key=lambda v: (v.chunk, v.uri, v.member))
-    end = None if limit is None else start_index + limit
+    end = start_index + limit if limit else None
     return Discovery(videos[start_index:end], skipped)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 COUNTS = ("single", "double", "unknown")
 COLORS = ("white", "yellow", "mixed", "unknown")
@@ -30,13 +31,16 @@ class CaptionError(ValueError):
 class LaneAttributes:
     """Lane-marking attributes of a road image (or of one side of the ego lane)."""
 
+    #: The attribute names, in caption order: the one spelling of the field list.
+    FIELDS: ClassVar[tuple[str, str, str]] = ("count", "color", "pattern")
+
     count: str = UNKNOWN
     color: str = UNKNOWN
     pattern: str = UNKNOWN
 
     def __post_init__(self) -> None:
-        for field, allowed in (("count", COUNTS), ("color", COLORS), ("pattern", PATTERNS)):
-            value = getattr(self, field)
+        for field in self.FIELDS:
+            value, allowed = getattr(self, field), VALUES[field]
             if value not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, got {value!r}")
 
@@ -48,6 +52,19 @@ class LaneAttributes:
     def is_clear(self) -> bool:
         """True when no attribute is unknown (what `--require-clear-road` asks for)."""
         return UNKNOWN not in (self.count, self.color, self.pattern)
+
+    def agreement(self, other: LaneAttributes) -> dict[str, bool | None]:
+        """Per attribute: whether both say the same; None where either side is unknown
+        (no evidence either way, so neither an agreement nor a disagreement)."""
+        out: dict[str, bool | None] = {}
+        for name in self.FIELDS:
+            a, b = getattr(self, name), getattr(other, name)
+            out[name] = None if UNKNOWN in (a, b) else a == b
+        return out
+
+    def agreeing(self, other: LaneAttributes) -> int:
+        """How many attributes agree (known on both sides and equal)."""
+        return sum(v is True for v in self.agreement(other).values())
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -80,6 +97,12 @@ class LaneAttributes:
         return cls(count, merge(left.color, right.color), merge(left.pattern, right.pattern))
 
 
+#: field -> the words it may take.
+VALUES: dict[str, tuple[str, ...]] = dict(
+    zip(LaneAttributes.FIELDS, (COUNTS, COLORS, PATTERNS), strict=True)
+)
+
+
 def parse_caption(text: str) -> LaneAttributes:
     """Parse a caption in the canonical form; raises CaptionError otherwise."""
     match = _CAPTION_RE.match(text or "")
@@ -95,7 +118,7 @@ def parse_caption(text: str) -> LaneAttributes:
 
 def validate_filter_value(field: str, value: str) -> str:
     """Normalize a filter value (``any`` or a vocabulary word), raising a clear error."""
-    allowed = {"count": COUNTS, "color": COLORS, "pattern": PATTERNS}[field]
+    allowed = VALUES[field]
     value = value.strip().lower()
     if value != ANY and value not in allowed:
         raise ValueError(f"--{field} must be 'any' or one of {', '.join(allowed)}; got {value!r}")

@@ -105,7 +105,8 @@ def lane_attributes(
 
     analysis = analyze_video(edited, max_frames=max_frames, road_masks=masks)
     found = parse_caption(analysis.caption)
-    correct = {a: getattr(found, a) == getattr(wanted, a) for a in ("count", "color", "pattern")}
+    # An attribute the analyzer cannot read (unknown) is not counted as correct.
+    correct = {a: agree is True for a, agree in found.agreement(wanted).items()}
     return {
         "analyzer_caption": found.caption,
         "wanted_caption": wanted.caption,

@@ -25,7 +25,7 @@ from lanepaint.lanes import classify, detect
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTES = ("count", "color", "pattern")
+ATTRIBUTES = LaneAttributes.FIELDS
 # Below this (on a 0..1 scale) a decision is reported as unknown rather than guessed.
 MIN_CONFIDENCE = 0.55
 

@@ -3,7 +3,7 @@
 Per video: frames at the given frame numbers (0-based decode order; out-of-range numbers
 are recorded), a road mask per frame, frames whose mask covers less than
 ``min_coverage`` dropped (recorded), captions for the rest (batched), written under
-``OUT/parts/<shard>/``. Each finished video leaves a record
+``OUT/parts/<shard>/``. Each finished video leaves a ledger record
 (``parts/<shard>/records/<uid>.json``) holding its rows: the records are the manifest, so a
 run killed midway resumes where it stopped and never duplicates a video. ``merge`` then
 writes ``OUT/train.csv`` (atomically) from all records, plus ``manifest.jsonl`` and the
@@ -19,49 +19,81 @@ import argparse
 import hashlib
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from lanepaint.data import fluxfill, masks
-from lanepaint.data.sources import (
-    VideoSource,
-    discover_videos,
-    list_images,
-    local_video,
-)
-from lanepaint.data.vocab import UNKNOWN, LaneAttributes
+from lanepaint.data.sources import VideoSource, discover_videos, list_images, local_video
+from lanepaint.data.vocab import UNKNOWN, LaneAttributes, parse_caption
 from lanepaint.io import reports, storage
 from lanepaint.io.images import write_png
+from lanepaint.kit import (
+    Ledger,
+    StageReport,
+    StageResult,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+)
+from lanepaint.kit.cli import register_stage
+from lanepaint.models.device import DEVICE_HELP
 
 log = logging.getLogger(__name__)
 
+STAGE = "build-dataset"
 DEFAULT_FRAMES = (1, 100, 200, 300, 400, 500)
 SEGMENTERS = ("sam2", "classical")
 CAPTIONERS = ("vlm", "analyzer")
 MASK_MODES = ("road", "synthetic")
+VLM_SIZES = ("7B", "72B")
 
 Masker = Callable[[list[np.ndarray]], list[np.ndarray]]
 CaptionFn = Callable[[list[np.ndarray], list[np.ndarray]], list[dict]]
+Frames = list[tuple[int, np.ndarray]]
+
+
+def parse_frame_numbers(text: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"frame numbers must be integers: {text!r}") from exc
+    return numbers
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    frame_numbers: tuple[int, ...] = DEFAULT_FRAMES
-    min_coverage: float = 0.01
-    segmenter: str = "sam2"
-    captioner: str = "vlm"
-    vlm_size: str = "7B"
-    analyzer_check: bool = True
-    batch_size: int = 8
-    mask_mode: str = "road"  # image folders: road | synthetic
-    seed: int = 42
-    device: str = "auto"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    frame_numbers: tuple[int, ...] = setting(
+        DEFAULT_FRAMES, help="0-based frame indices, comma-separated", parse=parse_frame_numbers
+    )
+    min_coverage: float = setting(
+        0.01, help="drop frames whose road mask covers less than this share of the frame"
+    )
+    segmenter: str = setting(
+        "sam2", help="road masks: sam2 (point grid) or classical (weights-free)", choices=SEGMENTERS
+    )
+    captioner: str = setting(
+        "vlm", help="vlm (Qwen2.5-VL) or analyzer (weights-free lane analyzer)", choices=CAPTIONERS
+    )
+    vlm_size: str = setting("7B", help="Qwen2.5-VL size", choices=VLM_SIZES)
+    analyzer_check: bool = setting(True, help="cross-check VLM captions with the lane analyzer")
+    mask_mode: str = setting(
+        "road",
+        help="image folders: road masks or synthetic rectangles/strokes",
+        choices=MASK_MODES,
+    )
+    seed: int = setting(42, help="seed of the synthetic masks")
+    chunk_start: int = setting(0, help="first source chunk (chunk_NNNN)", output=False)
+    chunk_end: int = setting(199, help="last source chunk", output=False)
+    start_index: int = setting(0, help="skip this many discovered videos", output=False)
+    limit: int = setting(0, help="process at most N discovered videos (0 = no limit)", output=False)
+    batch_size: int = setting(8, help="frames per VLM batch", output=False)
+    device: str = setting("auto", help=DEVICE_HELP + " (the VLM takes the last GPU)", output=False)
 
     def __post_init__(self) -> None:
         if self.segmenter not in SEGMENTERS:
@@ -70,19 +102,16 @@ class BuildConfig:
             raise ValueError(f"captioner must be one of {CAPTIONERS}")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask mode must be one of {MASK_MODES}")
+        if self.vlm_size not in VLM_SIZES:
+            raise ValueError(f"vlm size must be one of {VLM_SIZES}")
         if not 0 <= self.min_coverage < 1:
             raise ValueError("min coverage must be in [0, 1)")
         if any(n < 0 for n in self.frame_numbers) or not self.frame_numbers:
             raise ValueError("frame numbers must be non-negative and at least one")
-
-    def settings_hash(self, identity: dict | None = None) -> str:
-        """What makes two runs' rows comparable (a video is redone if this changes),
-        including which models made them."""
-        d = asdict(self)
-        for key in ("batch_size", "device", "extra"):
-            d.pop(key)
-        d["models"] = {k: (identity or {}).get(k) for k in ("model_set", "model_root")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        if min(self.chunk_start, self.start_index, self.limit) < 0:
+            raise ValueError("chunk start, start index and limit must be >= 0 (limit 0 = all)")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be >= 1")
 
     @property
     def uses_models(self) -> bool:
@@ -107,6 +136,13 @@ def model_identity(config: BuildConfig, model_root: str | None) -> dict:
     return as_model_root(model_root).metadata()
 
 
+def part_key(config: BuildConfig, identity: dict) -> str:
+    """The settings key of a part's records: output settings and which models made them."""
+    return settings_key(
+        config, model_set=identity.get("model_set"), model_root=identity.get("model_root")
+    )
+
+
 # --- models -----------------------------------------------------------------------------
 
 
@@ -119,80 +155,25 @@ def make_masker(config: BuildConfig, model_root: str | None) -> Masker:
 
 def make_captioner(config: BuildConfig, model_root: str | None) -> CaptionFn:
     """Caption records for frames: the VLM (cross-checked) or the lane analyzer alone."""
-    from lanepaint.stages.caption import CaptionConfig, analyzer_reading, caption_record
+    from lanepaint.vlm import caption
 
     if config.captioner == "analyzer":
-
-        def by_analyzer(frames, road_masks):
-            out = []
-            for frame, mask in zip(frames, road_masks, strict=True):
-                analysis = analyzer_reading(frame, mask)
-                from lanepaint.data.vocab import parse_caption
-
-                attrs = parse_caption(analysis["caption"])
-                out.append(
-                    {
-                        "caption": attrs.caption,
-                        **attrs.as_dict(),
-                        "parse_method": "analyzer",
-                        "analyzer": analysis,
-                    }
-                )
-            return out
-
-        return by_analyzer
-
+        return caption.analyzer_records
     if model_root is None:
         raise ValueError("the VLM captioner needs --model-root")
-    from lanepaint.stages.caption import load_captioner
-
-    cconfig = CaptionConfig(
-        vlm_size=config.vlm_size,
-        batch_size=config.batch_size,
-        analyzer_check=config.analyzer_check,
-        device=config.device,
+    captioner = caption.load_captioner(
+        model_root, vlm_size=config.vlm_size, batch_size=config.batch_size, device=config.device
     )
-    captioner = load_captioner(model_root, cconfig)
 
-    def by_vlm(frames, road_masks):
-        answers = captioner.caption(frames)
-        records = []
-        for frame, mask, answer in zip(frames, road_masks, answers, strict=True):
-            analysis = analyzer_reading(frame, mask) if config.analyzer_check else None
-            records.append(caption_record("", answer, analysis))
-        return records
+    def by_vlm(frames: list[np.ndarray], road_masks: list[np.ndarray]) -> list[dict]:
+        return caption.vlm_records(
+            captioner, frames, road_masks, analyzer_check=config.analyzer_check
+        )
 
     return by_vlm
 
 
-# --- per-item processing ----------------------------------------------------------------
-
-
-@dataclass
-class Part:
-    """One shard's output folder under the dataset root."""
-
-    root: str
-    name: str
-
-    @property
-    def uri(self) -> str:
-        return storage.join(self.root, "parts", self.name)
-
-    def record_uri(self, uid: str) -> str:
-        return storage.join(self.uri, "records", f"{uid}.json")
-
-    def done(self, settings: str) -> set[str]:
-        """Items finished with these settings (their records are the manifest)."""
-        return {uid for uid, r in _existing_records(self).items() if r.get("settings") == settings}
-
-    def commit(self, record: dict) -> None:
-        """The record is the item's commit point: written last, atomically. It carries the
-        settings hash and the model identity (model_set, model_set_label, model_root)."""
-        record = {**record, "finished_at": reports.now_iso()}
-        storage.write_text(
-            self.record_uri(record["uid"]), json.dumps(record, sort_keys=True) + "\n"
-        )
+# --- inputs -------------------------------------------------------------------------------
 
 
 def stable_shard(key: str, num_shards: int) -> int:
@@ -211,10 +192,49 @@ def image_uid(uri: str) -> str:
     return f"{safe_video_id(uri.rsplit('/', 1)[-1])}__{digest}"
 
 
+def read_video(video: VideoSource, config: BuildConfig) -> tuple[Frames, dict]:
+    """The configured frames that exist, and the record's source fields."""
+    from lanepaint.io.video import VideoError, read_frames_at
+
+    with local_video(video) as path:
+        found = read_frames_at(path, list(config.frame_numbers))
+    frames = [(n, found[n]) for n in config.frame_numbers if n in found]
+    if not frames:
+        raise VideoError(f"none of frames {list(config.frame_numbers)} exist")
+    missing = [n for n in config.frame_numbers if n not in found]
+    return frames, {"video": video.as_dict(), "missing_frames": missing}
+
+
+def read_image(uri: str, config: BuildConfig) -> tuple[Frames, dict]:
+    from lanepaint.io.images import read_rgb
+
+    return [(0, read_rgb(uri))], {"image": uri}
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """What differs between videos and image folders; the loop over them is one."""
+
+    name: str
+    default_part: str
+    key: Callable[[Any], str]
+    uid: Callable[[Any], str]
+    read: Callable[[Any, BuildConfig], tuple[Frames, dict]]
+    road_masks: Callable[[BuildConfig], bool]
+
+
+VIDEOS = InputKind("videos", "shard_0000", lambda v: v.key, video_uid, read_video, lambda c: True)
+IMAGES = InputKind("images", "images", str, image_uid, read_image, lambda c: c.mask_mode == "road")
+
+
+# --- per-item processing ----------------------------------------------------------------
+
+
 def write_rows(
-    part: Part,
+    output_dir: str,
+    part_name: str,
     uid: str,
-    frames: list[tuple[int, np.ndarray]],
+    frames: Frames,
     road_masks: list[np.ndarray],
     captions: list[dict],
 ) -> list[dict]:
@@ -222,11 +242,11 @@ def write_rows(
     rows = []
     for (number, frame), mask, cap in zip(frames, road_masks, captions, strict=True):
         stem = f"{uid}_f{number:06d}"
-        image_rel = f"parts/{part.name}/images/{stem}.png"
-        mask_rel = f"parts/{part.name}/masks/{stem}.png"
-        write_png(storage.join(part.root, image_rel), frame)
-        write_png(storage.join(part.root, mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
-        attrs = LaneAttributes(cap["count"], cap["color"], cap["pattern"])
+        image_rel = f"parts/{part_name}/images/{stem}.png"
+        mask_rel = f"parts/{part_name}/masks/{stem}.png"
+        write_png(storage.join(output_dir, image_rel), frame)
+        write_png(storage.join(output_dir, mask_rel), np.where(mask > 0, 255, 0).astype(np.uint8))
+        attrs = LaneAttributes(*(cap[f] for f in LaneAttributes.FIELDS))
         row = {
             "image": image_rel,
             "mask": mask_rel,
@@ -246,12 +266,12 @@ def write_rows(
 
 
 def process_frames(
-    frames: list[tuple[int, np.ndarray]],
+    frames: Frames,
     masker: Masker | None,
     captioner: CaptionFn,
     config: BuildConfig,
     rng: np.random.Generator | None = None,
-) -> tuple[list[tuple[int, np.ndarray]], list[np.ndarray], list[dict], list[dict]]:
+) -> tuple[Frames, list[np.ndarray], list[dict], list[dict]]:
     """Masks → coverage filter → captions. Returns kept frames, masks, captions, drops."""
     if masker is not None:
         road = masker([f for _, f in frames])
@@ -269,193 +289,169 @@ def process_frames(
     return kept, kept_masks, captions, dropped
 
 
+def build_item(
+    kind: InputKind,
+    item: Any,
+    output_dir: str,
+    part_name: str,
+    config: BuildConfig,
+    masker: Masker | None,
+    captioner: CaptionFn,
+    report: StageReport,
+) -> dict | None:
+    """Read frames → masks → captions → rows of one input; its record, or None when it
+    failed (recorded in the report; one bad input never stops the batch)."""
+    uid = kind.uid(item)
+    rng = np.random.default_rng([config.seed, int(uid.rsplit("__", 1)[1], 16)])
+    try:
+        with report.phase("decode"):
+            frames, source = kind.read(item, config)
+        with report.phase("mask_and_caption"):
+            kept, kept_masks, captions, dropped = process_frames(
+                frames, masker, captioner, config, rng
+            )
+        with report.phase("write"):
+            rows = write_rows(output_dir, part_name, uid, kept, kept_masks, captions)
+    except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
+        log.warning("%s failed: %s", kind.key(item), exc)
+        report.fail(kind.key(item), f"{type(exc).__name__}: {exc}")
+        return None
+    return {**source, "uid": uid, "rows": rows, "dropped_frames": dropped}
+
+
 # --- the stage ----------------------------------------------------------------------------
 
 
-def _existing_records(part: Part) -> dict[str, dict]:
-    out = {}
-    for uri in storage.list_files(storage.join(part.uri, "records")):
-        try:
-            rec = json.loads(storage.read_text(uri))
-            out[rec["uid"]] = rec
-        except (json.JSONDecodeError, KeyError, FileNotFoundError):
-            log.warning("ignoring unreadable record %s (it will be redone)", uri)
-    return out
-
-
-def _build_part(
-    kind: str,
+def build_part(
+    kind: InputKind,
     items: Sequence,
-    key_of: Callable,
-    uid_of: Callable,
-    read: Callable,
     output_dir: str,
     config: BuildConfig,
-    model_root: str | None,
-    part_name: str,
-    masker: Masker | None,
-    captioner: CaptionFn | None,
-    road_masks: bool,
-) -> dict:
-    """The loop both sources share: skip finished items, load the models once, and per item
-    read frames → masks → captions → rows → record (the record is the commit point)."""
-    started = time.perf_counter()
-    part = Part(output_dir, part_name)
+    model_root: str | None = None,
+    part_name: str = "",
+    masker: Masker | None = None,
+    captioner: CaptionFn | None = None,
+) -> StageResult:
+    """Process ``items`` (videos or image URIs, per ``kind``) into ``OUT/parts/<part>``:
+    skip items finished with the same settings and models, load the models once, and
+    commit a ledger record per finished item (written last, holding its rows)."""
+    part_name = part_name or kind.default_part
+    part_uri = storage.join(output_dir, "parts", part_name)
     identity = model_identity(config, model_root)
-    settings = config.settings_hash(identity)
-    done = part.done(settings)
-    todo = [item for item in items if uid_of(item) not in done]
-    failures = reports.Failures()
-    timings = reports.Timings()
-    log.info(
-        "%s: %d %s, %d already done, %d to do",
-        part_name,
-        len(items),
-        kind,
-        len(items) - len(todo),
-        len(todo),
-    )
+    report = StageReport(STAGE, part_uri)
+    report.set_models(identity)
+    report.settings, report.settings_key = output_settings(config), part_key(config, identity)
+    ledger = Ledger(part_uri, report.settings_key)
+    todo, done = ledger.split(items, kind.uid)
+    report.inputs, report.skipped_done = len(items), len(done)
+    log.info("%s: %d %s, %d already done", part_name, len(items), kind.name, len(done))
+    road_masks = kind.road_masks(config)
     if todo:
-        with timings.phase("load_models"):
+        with report.phase("load_models"):
             if road_masks:
                 masker = masker or make_masker(config, model_root)
             captioner = captioner or make_captioner(config, model_root)
     rows_written = 0
-    for item in tqdm(todo, desc=f"build-dataset {part_name}", unit=kind[:-1]):
-        uid = uid_of(item)
-        rng = np.random.default_rng([config.seed, int(uid.rsplit("__", 1)[1], 16)])
-        try:
-            with timings.phase("decode"):
-                frames, source = read(item)
-            with timings.phase("mask_and_caption"):
-                kept, kept_masks, captions, dropped = process_frames(
-                    frames, masker if road_masks else None, captioner, config, rng
-                )
-            with timings.phase("write"):
-                rows = write_rows(part, uid, kept, kept_masks, captions)
-        except Exception as exc:  # noqa: BLE001 - one bad input never stops the batch
-            log.warning("%s failed: %s", key_of(item), exc)
-            failures.add(key_of(item), f"{type(exc).__name__}: {exc}")
-            continue
-        part.commit(
-            {
-                **identity,
-                **source,
-                "uid": uid,
-                "settings": settings,
-                "rows": rows,
-                "dropped_frames": dropped,
-            }
+    for item in tqdm(todo, desc=f"{STAGE} {part_name}", unit=kind.name[:-1]):
+        uid = kind.uid(item)
+        if uid in ledger.records():
+            ledger.withdraw(uid)  # its files are about to be rewritten
+        record = build_item(
+            kind,
+            item,
+            output_dir,
+            part_name,
+            config,
+            masker if road_masks else None,
+            captioner,
+            report,
         )
-        rows_written += len(rows)
-    summary = {
-        "stage": "build-dataset",
-        "part": part_name,
-        kind: len(items),
-        "skipped_done": len(items) - len(todo),
-        "processed": len(todo) - len(failures),
-        "failed": len(failures),
-        "rows_written": rows_written,
-        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
-        "finished_at": reports.now_iso(),
-        **identity,
-    }
-    reports.write_reports(part.uri, f"build-dataset part {part_name}", summary, failures)
-    return summary
+        if record is not None:
+            ledger.commit(uid, {**identity, **record})
+            rows_written += len(record["rows"])
+    report.done = len(todo) - len(report.failures)
+    report.details = {"part": part_name, "rows_written": rows_written}
+    return StageResult(part_uri, report.write())
 
 
-def build_from_videos(
-    videos: Sequence[VideoSource],
+def run(
     output_dir: str,
     config: BuildConfig,
+    source: str | None = None,
+    images: str | None = None,
     model_root: str | None = None,
-    part_name: str = "shard_0000",
-    masker: Masker | None = None,
-    captioner: CaptionFn | None = None,
-) -> dict:
-    """Process ``videos`` into ``OUT/parts/<part_name>``; returns the part's summary."""
-    from lanepaint.io.video import VideoError, read_frames_at
+    num_shards: int = 1,
+    shard_index: int | None = None,
+    do_merge: bool = True,
+) -> StageResult:
+    """CLI/component entry: discover, process one shard (or all), then merge."""
+    if (source is None) == (images is None):
+        raise ValueError("give exactly one of --source (videos) or --images (image folder)")
+    if num_shards < 1 or not (shard_index is None or 0 <= shard_index < num_shards):
+        raise ValueError(f"shard index must be in [0, {num_shards}) with num shards >= 1")
+    model_identity(config, model_root)  # a missing model root fails before any work
+    if images is not None:
+        part = build_part(IMAGES, list_images(images), output_dir, config, model_root)
+        return merge(output_dir) if do_merge else part
+    videos = discover(source, output_dir, config)
+    indices = range(num_shards) if shard_index is None else [shard_index]
+    result = None
+    for i in indices:
+        # By a stable hash of each video's key, not by position: every shard task lists the
+        # source itself, and a listing that differs (objects added, a zip unreadable for a
+        # moment) must not move videos between shards or drop them.
+        mine = [v for v in videos if stable_shard(v.key, num_shards) == i]
+        result = build_part(VIDEOS, mine, output_dir, config, model_root, f"shard_{i:04d}")
+    return merge(output_dir) if do_merge else result
 
-    def read(video: VideoSource):
-        with local_video(video) as path:
-            found = read_frames_at(path, list(config.frame_numbers))
-        frames = [(n, found[n]) for n in config.frame_numbers if n in found]
-        if not frames:
-            raise VideoError(f"none of frames {list(config.frame_numbers)} exist")
-        missing = [n for n in config.frame_numbers if n not in found]
-        return frames, {"video": video.as_dict(), "missing_frames": missing}
 
-    return _build_part(
-        "videos",
-        videos,
-        lambda v: v.key,
-        video_uid,
-        read,
-        output_dir,
-        config,
-        model_root,
-        part_name,
-        masker,
-        captioner,
-        road_masks=True,
+def discover(source: str, output_dir: str, config: BuildConfig) -> list[VideoSource]:
+    """The source's videos in the configured range; what is not a readable video (junk zip
+    members, unsafe names, broken zips) goes to ``OUT/discovery/failures.jsonl``."""
+    found = discover_videos(
+        source, config.chunk_start, config.chunk_end, config.start_index, config.limit
     )
+    if found.skipped:
+        report = StageReport(f"{STAGE} discovery", storage.join(output_dir, "discovery"))
+        report.inputs = len(found.videos) + len(found.skipped)
+        report.done = len(found.videos)
+        for item in found.skipped:
+            report.fail(item["item"], item["reason"])
+        report.write()
+    return found.videos
 
 
-def build_from_images(
-    images: Sequence[str],
-    output_dir: str,
-    config: BuildConfig,
-    model_root: str | None = None,
-    part_name: str = "images",
-    masker: Masker | None = None,
-    captioner: CaptionFn | None = None,
-) -> dict:
-    """The same layout from an image folder (road or synthetic masks)."""
-    from lanepaint.io.images import read_rgb
+# --- merge --------------------------------------------------------------------------------
 
-    def read(uri: str):
-        return [(0, read_rgb(uri))], {"image": uri}
 
-    return _build_part(
-        "images",
-        images,
-        str,
-        image_uid,
-        read,
-        output_dir,
-        config,
-        model_root,
-        part_name,
-        masker,
-        captioner,
-        road_masks=config.mask_mode == "road",
+def current_records(output_dir: str) -> dict[str, dict]:
+    """uid -> record of every part's records made with the newest settings key (rows of
+    other settings or models, from an earlier run, are never mixed in; latest wins)."""
+    parts = sorted(
+        {
+            u.split("/records/")[0]
+            for u in storage.list_files(part_root(output_dir))
+            if "/records/" in u
+        }
     )
-
-
-def merge(output_dir: str) -> dict:
-    """Write ``train.csv``, ``manifest.jsonl`` and stats from every part's records."""
-    record_uris = [
-        u
-        for u in storage.list_files(storage.join(output_dir, "parts"))
-        if "/records/" in u and u.endswith(".json")
-    ]
-    records = []
-    for uri in record_uris:
-        try:
-            records.append(json.loads(storage.read_text(uri)))
-        except (json.JSONDecodeError, FileNotFoundError):
-            log.warning("skipping unreadable record %s", uri)
+    records = [r for p in parts for r in Ledger(p, "").records().values() if "uid" in r]
     records.sort(key=lambda r: r.get("finished_at", ""))
-    if records:
-        # Rows made with other settings or models (an earlier run) are never mixed in.
-        newest = records[-1].get("settings")
-        stale = [r for r in records if r.get("settings") != newest]
-        if stale:
-            log.warning("%d records of earlier settings left out of train.csv", len(stale))
-        records = [r for r in records if r.get("settings") == newest]
-    by_uid: dict[str, dict] = {}
-    for rec in records:
-        by_uid[rec["uid"]] = rec  # latest wins: a video is in the dataset once
+    if not records:
+        return {}
+    newest = records[-1].get("settings_key")
+    stale = sum(1 for r in records if r.get("settings_key") != newest)
+    if stale:
+        log.warning("%d records of earlier settings left out of train.csv", stale)
+    return {r["uid"]: r for r in records if r.get("settings_key") == newest}
+
+
+def part_root(output_dir: str) -> str:
+    return storage.join(output_dir, "parts")
+
+
+def write_dataset(output_dir: str, by_uid: dict[str, dict]) -> int:
+    """``train.csv`` and ``manifest.jsonl`` (one line per item, its rows counted); returns
+    the number of rows."""
     rows = [
         fluxfill.FluxFillRow(r["image"], r["mask"], r["prompt"], r.get("prompt_2", ""))
         for uid in sorted(by_uid)
@@ -472,56 +468,74 @@ def merge(output_dir: str) -> dict:
         for uid in sorted(by_uid)
     )
     storage.write_text(storage.join(output_dir, "manifest.jsonl"), manifest)
-    stats = attribute_stats([r for rec in by_uid.values() for r in rec["rows"]])
-    part_summaries = []
-    for uri in storage.list_files(storage.join(output_dir, "parts")):
-        if uri.endswith("/" + reports.SUMMARY_JSON):
-            part_summaries.append(json.loads(storage.read_text(uri)))
-    summary = {
-        "stage": "build-dataset",
-        "output": output_dir,
+    return len(rows)
+
+
+def add_parts(report: StageReport, output_dir: str) -> int:
+    """The parts' counts (this settings key only) and every part's and discovery's failures
+    into the merged report; returns how many parts were counted."""
+    counted = 0
+    for uri in storage.list_files(part_root(output_dir)):
+        if uri.endswith("/" + reports.FAILURES):
+            add_failures(report, uri)
+        elif uri.endswith("/" + reports.SUMMARY_JSON):
+            part = json.loads(storage.read_text(uri))
+            if part.get("settings_key") == report.settings_key:
+                counted += 1
+                report.settings = part.get("settings", {})
+                report.inputs += part["inputs"]
+                report.done += part["done"]
+                report.skipped_done += part["skipped_done"]
+    # What discovery found but could not use (junk zip members ...) counts as input too.
+    report.inputs += add_failures(report, storage.join(output_dir, "discovery", reports.FAILURES))
+    return counted
+
+
+def add_failures(report: StageReport, uri: str) -> int:
+    """Copy a failures.jsonl into the report (absent: none); returns how many."""
+    if not storage.exists(uri):
+        return 0
+    lines = [line for line in storage.read_text(uri).splitlines() if line.strip()]
+    for line in lines:
+        rec = json.loads(line)
+        report.fail(rec.pop("item"), rec.pop("reason"), **rec)
+    return len(lines)
+
+
+def merge(output_dir: str) -> StageResult:
+    """Write ``train.csv``, ``manifest.jsonl``, stats and the merged summary (the common
+    shape; counts summed over the parts made with the newest settings) from every part."""
+    report = StageReport(STAGE, output_dir)
+    with report.phase("merge"):
+        by_uid = current_records(output_dir)
+        if by_uid:
+            newest = max(by_uid.values(), key=lambda r: r.get("finished_at", ""))
+            report.set_models(newest)
+            report.settings_key = newest.get("settings_key")
+        rows = write_dataset(output_dir, by_uid)
+        parts = add_parts(report, output_dir)
+    all_rows = [r for rec in by_uid.values() for r in rec["rows"]]
+    stats = attribute_stats(all_rows)
+    report.details = {
         "items": len(by_uid),
-        "rows": len(rows),
-        "parts": len(part_summaries),
+        "rows": rows,
+        "parts": parts,
         "missing_frames": sum(len(r.get("missing_frames", [])) for r in by_uid.values()),
         "dropped_low_coverage": sum(len(r.get("dropped_frames", [])) for r in by_uid.values()),
-        "disagreements": sum(
-            1 for rec in by_uid.values() for r in rec["rows"] if r.get("disagree")
-        ),
+        "disagreements": sum(1 for r in all_rows if r.get("disagree")),
         **stats,
-        "finished_at": reports.now_iso(),
     }
-    for key in ("model_set", "model_set_label"):
-        values = {str(r.get(key)) for r in by_uid.values() if r.get(key)}
-        if values:
-            summary[key] = ", ".join(sorted(values))
-    failures = reports.Failures()
-    failure_files = [
-        u
-        for u in storage.list_files(storage.join(output_dir, "parts"))
-        + storage.list_files(storage.join(output_dir, "discovery"))
-        if u.endswith("/" + reports.FAILURES)
-    ]
-    for uri in failure_files:
-        for line in storage.read_text(uri).splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                failures.add(rec.pop("item"), rec.pop("reason"), **rec)
-    summary["failed"] = len(failures)  # the parts' and discovery's, as listed in failures.jsonl
-    notes = [summary["model_set_label"]] if "model_set_label" in summary else []
-    reports.write_reports(output_dir, f"build-dataset: {output_dir}", summary, failures, notes)
+    summary = report.write()
     storage.write_text(storage.join(output_dir, "stats.md"), stats_markdown(stats))
-    return summary
+    return StageResult(output_dir, summary)
 
 
 def attribute_stats(rows: list[dict]) -> dict:
     """Distribution of count/color/pattern (the seed's table) and of whole captions."""
-    from lanepaint.data.vocab import parse_caption
-
     attrs = [parse_caption(r["prompt"]) for r in rows]
     out = {
         f"by_{a}": dict(Counter(getattr(x, a) for x in attrs).most_common())
-        for a in ("count", "color", "pattern")
+        for a in LaneAttributes.FIELDS
     }
     out["by_caption"] = dict(Counter(x.caption for x in attrs).most_common())
     out["clear_rows"] = sum(1 for x in attrs if x.is_clear)
@@ -531,155 +545,13 @@ def attribute_stats(rows: list[dict]) -> dict:
 
 def stats_markdown(stats: dict) -> str:
     lines = ["# Lane attribute distribution", ""]
-    for attr in ("count", "color", "pattern"):
+    for attr in LaneAttributes.FIELDS:
         table = stats[f"by_{attr}"]
         total = sum(table.values()) or 1
         lines += [f"## {attr}", "", "| value | rows | share |", "| --- | --- | --- |"]
         lines += [f"| {k} | {v} | {100 * v / total:.1f} % |" for k, v in table.items()]
         lines.append("")
     return "\n".join(lines)
-
-
-def run(
-    output_dir: str,
-    config: BuildConfig,
-    source: str | None = None,
-    images: str | None = None,
-    model_root: str | None = None,
-    chunk_start: int = 0,
-    chunk_end: int = 199,
-    start_index: int = 0,
-    limit: int | None = None,
-    num_shards: int = 1,
-    shard_index: int | None = None,
-    do_merge: bool = True,
-) -> dict:
-    """CLI/compoment entry: discover, process one shard (or all), then merge."""
-    if (source is None) == (images is None):
-        raise ValueError("give exactly one of --source (videos) or --images (image folder)")
-    if images is not None:
-        part = build_from_images(list_images(images), output_dir, config, model_root)
-        return merge(output_dir) if do_merge else part
-    found = discover_videos(source, chunk_start, chunk_end, start_index, limit)
-    if found.skipped:
-        reports.write_reports(
-            storage.join(output_dir, "discovery"),
-            "build-dataset discovery",
-            {"skipped": len(found.skipped), "videos": len(found.videos)},
-            _failures_from(found.skipped),
-        )
-    indices = range(num_shards) if shard_index is None else [shard_index]
-    summary = {}
-    for i in indices:
-        # By a stable hash of each video's key, not by position: every shard task lists the
-        # source itself, and a listing that differs (objects added, a zip unreadable for a
-        # moment) must not move videos between shards or drop them.
-        mine = [v for v in found.videos if stable_shard(v.key, num_shards) == i]
-        summary = build_from_videos(
-            mine, output_dir, config, model_root, part_name=f"shard_{i:04d}"
-        )
-    return merge(output_dir) if do_merge else summary
-
-
-def _failures_from(items: list[dict]) -> reports.Failures:
-    failures = reports.Failures()
-    for item in items:
-        failures.add(item["item"], item["reason"])
-    return failures
-
-
-def parse_frame_numbers(text: str) -> tuple[int, ...]:
-    try:
-        numbers = tuple(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"frame numbers must be integers: {text!r}") from exc
-    return numbers
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "build-dataset",
-        help="road frames from videos (or an image folder) into a captioned FluxFill dataset",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--source", help="video source root (chunk_NNNN folders or zip chunks)")
-    src.add_argument("--images", help="an image folder instead of videos")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--model-root", default=None)
-    parser.add_argument("--chunk-start", type=int, default=0)
-    parser.add_argument("--chunk-end", type=int, default=199)
-    parser.add_argument("--start-index", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument(
-        "--frame-numbers",
-        type=parse_frame_numbers,
-        default=",".join(map(str, DEFAULT_FRAMES)),
-        help="0-based frame indices, comma-separated (default 1,100,...,500)",
-    )
-    parser.add_argument("--min-coverage", type=float, default=0.01)
-    parser.add_argument("--segmenter", choices=SEGMENTERS, default="sam2")
-    parser.add_argument(
-        "--captioner",
-        choices=CAPTIONERS,
-        default="vlm",
-        help="vlm (Qwen2.5-VL) or analyzer (weights-free lane analyzer)",
-    )
-    parser.add_argument("--vlm-size", default="7B", choices=("7B", "72B"))
-    parser.add_argument("--no-analyzer-check", action="store_true")
-    parser.add_argument(
-        "--mask-mode",
-        choices=MASK_MODES,
-        default="road",
-        help="image folders: road masks or synthetic rectangles/strokes",
-    )
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument(
-        "--shard-index",
-        type=int,
-        default=None,
-        help="process only this shard (others run elsewhere)",
-    )
-    parser.add_argument("--no-merge", action="store_true", help="skip writing train.csv")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="auto")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    frame_numbers = args.frame_numbers
-    if isinstance(frame_numbers, str):
-        frame_numbers = parse_frame_numbers(frame_numbers)
-    config = BuildConfig(
-        frame_numbers=frame_numbers,
-        min_coverage=args.min_coverage,
-        segmenter=args.segmenter,
-        captioner=args.captioner,
-        vlm_size=args.vlm_size,
-        analyzer_check=not args.no_analyzer_check,
-        batch_size=args.batch_size,
-        mask_mode=args.mask_mode,
-        seed=args.seed,
-        device=args.device,
-    )
-    summary = run(
-        args.output_dir,
-        config,
-        source=args.source,
-        images=args.images,
-        model_root=args.model_root,
-        chunk_start=args.chunk_start,
-        chunk_end=args.chunk_end,
-        start_index=args.start_index,
-        limit=args.limit,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        do_merge=not args.no_merge,
-    )
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
-    return 0
 
 
 def dated_output_dir(output_root: str, run_time: str) -> str:
@@ -701,3 +573,56 @@ def dated_output_dir(output_root: str, run_time: str) -> str:
         suffix += 1
         candidate = f"{base}-{suffix}"
     return candidate
+
+
+# --- CLI ------------------------------------------------------------------------------
+
+
+def register(subparsers) -> None:
+    register_stage(
+        subparsers,
+        STAGE,
+        "road frames from videos (or an image folder) into a captioned FluxFill dataset",
+        __doc__,
+        BuildConfig,
+        _add_io,
+        _run,
+    )
+
+
+def _add_io(parser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", help="video source root (chunk_NNNN folders or zip chunks)")
+    src.add_argument("--images", help="an image folder instead of videos")
+    parser.add_argument("--output-dir", required=True, help="dataset folder (path or gs://)")
+    parser.add_argument(
+        "--model-root", default=None, help="model root (needed for sam2 or the vlm captioner)"
+    )
+    parser.add_argument("--num-shards", type=int, default=1, help="split the videos into N")
+    parser.add_argument(
+        "--shard-index",
+        type=int,
+        default=None,
+        help="process only this shard (others run elsewhere); default: every shard",
+    )
+    parser.add_argument("--no-merge", action="store_true", help="skip writing train.csv")
+
+
+def _run(args) -> int:
+    result = run(
+        args.output_dir,
+        from_args(BuildConfig, args),
+        source=args.source,
+        images=args.images,
+        model_root=args.model_root,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
+        do_merge=not args.no_merge,
+    )
+    s = result.summary
+    print(
+        json.dumps(
+            {k: v for k, v in {**s, **s["details"]}.items() if not isinstance(v, dict)}, indent=1
+        )
+    )
+    return result.exit_code

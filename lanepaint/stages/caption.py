@@ -3,114 +3,72 @@
 Each image gets the VLM's answer parsed into the lane vocabulary (``unknown`` where the
 answer says nothing usable) and, unless disabled, the weights-free lane analyzer's reading
 of the same image; rows where both are sure and disagree are flagged. Output is one JSON
-line per image; a rerun skips images already in the output.
+line per image; a rerun skips images already in the output. Beside the output go
+``<stem>.summary.json``, ``<stem>.summary.md`` and ``<stem>.failures.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import posixpath
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
-from lanepaint.io import reports, storage
+from lanepaint.io import storage
 from lanepaint.io.images import read_rgb
+from lanepaint.kit import (
+    StageReport,
+    StageResult,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+)
+from lanepaint.kit.cli import register_stage
+from lanepaint.models.device import DEVICE_HELP
+from lanepaint.vlm import caption as vlm_caption
 
 log = logging.getLogger(__name__)
 
-ATTRS = ("count", "color", "pattern")
+STAGE = "caption"
+VLM_SIZES = ("7B", "72B")
 CHECKPOINT_S = 30.0
 BATCHES_PER_CALL = 4
 READ_WORKERS = 8
 
 
-def _try_read(uri: str) -> tuple[np.ndarray | None, Exception | None]:
-    """(image, None), or (None, the error): one bad file is a recorded failure."""
-    try:
-        return read_rgb(uri), None
-    except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
-        return None, exc
-
-
 @dataclass(frozen=True)
 class CaptionConfig:
-    vlm_size: str = "7B"
-    batch_size: int = 32  # ~35 GiB for the 7B at 1280x720; lower it on smaller cards
-    max_new_tokens: int = 48
-    analyzer_check: bool = True
-    max_pixels: int | None = 1280 * 28 * 28
-    device: str = "auto"
+    vlm_size: str = setting("7B", help="Qwen2.5-VL size", choices=VLM_SIZES)
+    batch_size: int = setting(
+        32, help="images per VLM batch (~35 GiB for the 7B at 1280x720)", output=False
+    )
+    max_new_tokens: int = setting(vlm_caption.MAX_NEW_TOKENS, help="longest VLM answer, in tokens")
+    analyzer_check: bool = setting(True, help="cross-check every caption with the lane analyzer")
+    max_pixels: int = setting(
+        vlm_caption.MAX_PIXELS,
+        help="pixel budget per image for the VLM (28x28 pixels = one token; 0 = the "
+        "processor's default)",
+    )
+    device: str = setting("auto", help=DEVICE_HELP + " (auto: the last GPU)", output=False)
 
-
-def pick_device(device: str = "auto") -> str:
-    """``auto``: the placement plan's VLM device when GPUs exist, else the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    # The VLM goes to the last GPU so that a second card keeps it off the painter's card.
-    return f"cuda:{torch.cuda.device_count() - 1}"
-
-
-def load_captioner(model_root: str, config: CaptionConfig):
-    """The Captioner over the model root's Qwen2.5-VL (loaded once per stage run)."""
-    import torch
-
-    from lanepaint.models.loaders import load_qwen_vl
-    from lanepaint.vlm.judge import Captioner
-    from lanepaint.vlm.qwen import VLMGenerator
-
-    device = pick_device(config.device)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model, processor = load_qwen_vl(model_root, config.vlm_size, dtype=dtype, device=device)
-    generator = VLMGenerator(model, processor, max_pixels=config.max_pixels)
-    return Captioner(generator, config.max_new_tokens, config.batch_size)
-
-
-def agreement(vlm: LaneAttributes, analyzer: LaneAttributes) -> dict[str, bool | None]:
-    """Per attribute: True/False where both sides are known, None where either is unknown."""
-    out = {}
-    for attr in ATTRS:
-        a, b = getattr(vlm, attr), getattr(analyzer, attr)
-        out[attr] = None if UNKNOWN in (a, b) else a == b
-    return out
-
-
-def analyzer_reading(image: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    from lanepaint.lanes.analyze import analyze_image
-
-    return analyze_image(image, mask).as_dict()
-
-
-def caption_record(image_id: str, answer, analysis: dict | None) -> dict:
-    """One output row: the VLM's attributes, how they were parsed, the analyzer's view."""
-    attrs = answer.attributes
-    record = {
-        "image": image_id,
-        "caption": attrs.caption,
-        **attrs.as_dict(),
-        "parse_method": answer.method,
-        "answer": answer.raw[:2000],
-    }
-    if analysis is not None:
-        from lanepaint.data.vocab import parse_caption
-
-        analyzer_attrs = parse_caption(analysis["caption"])
-        agree = agreement(attrs, analyzer_attrs)
-        record["analyzer"] = analysis
-        record["agree"] = agree
-        record["disagree"] = any(v is False for v in agree.values())
-    return record
+    def __post_init__(self) -> None:
+        if self.vlm_size not in VLM_SIZES:
+            raise ValueError(f"vlm size must be one of {VLM_SIZES}")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ValueError("max new tokens must be >= 1")
+        if self.max_pixels < 0:
+            raise ValueError("max pixels must be >= 0 (0 = the processor's default)")
 
 
 def expand_images(items: Sequence[str]) -> list[str]:
@@ -126,117 +84,154 @@ def expand_images(items: Sequence[str]) -> list[str]:
     return out
 
 
-def _read_existing(output: str) -> list[dict]:
-    if not storage.exists(output):
-        return []
-    return [json.loads(line) for line in storage.read_text(output).splitlines() if line.strip()]
-
-
 def caption_images(
     images: Sequence[str],
     output: str,
     model_root: str,
     config: CaptionConfig | None = None,
     captioner=None,
-) -> dict:
-    """Caption every image into ``output`` (JSONL); returns the summary.
+) -> StageResult:
+    """Caption every image into ``output`` (JSONL); see the module doc.
 
-    ``captioner`` may be passed in by a caller that already holds the model loaded.
-    """
-    config = config or CaptionConfig()
-    started = time.perf_counter()
-    timings = reports.Timings()
-    failures = reports.Failures()
-    images = expand_images(images)
-    records = _read_existing(output)
-    done = {r["image"] for r in records}
-    todo = [i for i in images if i not in done]
-    log.info("%d images, %d already captioned, %d to do", len(images), len(done), len(todo))
-
+    ``captioner`` may be passed in by a caller that already holds the model loaded."""
     from lanepaint.models.root import as_model_root
 
-    root = as_model_root(model_root)
+    config = config or CaptionConfig()
+    models = as_model_root(model_root).metadata()
+    report = StageReport(STAGE, output)
+    report.set_models(models)
+    report.settings = output_settings(config)
+    report.settings_key = settings_key(
+        config, model_set=models["model_set"], model_root=models["model_root"]
+    )
+    images = expand_images(images)
+    records = read_records(output)
+    captioned = {r["image"] for r in records}
+    todo = [i for i in images if i not in captioned]
+    report.inputs, report.skipped_done = len(images), len(images) - len(todo)
+    log.info(
+        "%d images, %d already captioned, %d to do", len(images), report.skipped_done, len(todo)
+    )
     if todo and captioner is None:
-        with timings.phase("load_model"):
-            captioner = load_captioner(model_root, config)
+        with report.phase("load_model"):
+            captioner = vlm_caption.load_captioner(
+                model_root,
+                vlm_size=config.vlm_size,
+                batch_size=config.batch_size,
+                device=config.device,
+                max_new_tokens=config.max_new_tokens,
+                max_pixels=config.max_pixels,
+            )
+    caption_all(todo, records, output, captioner, config, report)
+    report.done = len(todo) - len(report.failures)
+    report.details = caption_counts(records)
+    folder, stem = output_stem(output)
+    return StageResult(output, report.write(folder, stem=stem))
 
-    out_stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
-    bar = tqdm(total=len(todo), desc="caption", unit="img")
-    last_flush = time.perf_counter()
-    # Several batches per VLM call, so the generator prepares the next batch on a CPU
-    # thread while the GPU generates the current one.
+
+def caption_all(
+    todo: list[str],
+    records: list[dict],
+    output: str,
+    captioner,
+    config: CaptionConfig,
+    report: StageReport,
+) -> None:
+    """Read, caption and append ``todo`` in chunks of several VLM batches (the generator
+    prepares the next batch on a CPU thread while the GPU generates this one), saving the
+    output as it goes."""
     chunk = config.batch_size * BATCHES_PER_CALL
+    bar = tqdm(total=len(todo), desc="caption", unit="img")
+    last_save = time.perf_counter()
     with ThreadPoolExecutor(max_workers=READ_WORKERS) as reader:
         for start in range(0, len(todo), chunk):
-            batch_ids = todo[start : start + chunk]
-            loaded: list[tuple[str, np.ndarray]] = []
-            with timings.phase("read"):
-                read = list(reader.map(_try_read, batch_ids))  # gs:// reads in parallel, in order
-                for uri, (img, exc) in zip(batch_ids, read, strict=True):
-                    if img is not None:
-                        loaded.append((uri, img))
-                        continue
-                    failures.add(uri, f"unreadable image: {type(exc).__name__}: {exc}")
-                    records.append(
-                        {
-                            "image": uri,
-                            "caption": LaneAttributes().caption,
-                            **LaneAttributes().as_dict(),
-                            "parse_method": "none",
-                            "error": str(exc),
-                        }
-                    )
+            uris = todo[start : start + chunk]
+            with report.phase("read"):
+                loaded = read_chunk(reader, uris, records, report)
             if loaded:
-                with timings.phase("vlm"):
-                    answers = captioner.caption([img for _, img in loaded])
-                for (uri, img), answer in zip(loaded, answers, strict=True):
-                    analysis = None
-                    if config.analyzer_check:
-                        with timings.phase("analyzer"):
-                            analysis = analyzer_reading(img)
-                    records.append(caption_record(uri, answer, analysis))
-            bar.update(len(batch_ids))
+                records += vlm_caption.vlm_records(
+                    captioner,
+                    [img for _, img in loaded],
+                    ids=[uri for uri, _ in loaded],
+                    analyzer_check=config.analyzer_check,
+                    phase=report.phase,
+                )
+            bar.update(len(uris))
             # Progress survives a crash: the file is rewritten atomically, at most every
-            # CHECKPOINT_S seconds (a rewrite per batch would grow quadratically with the run).
-            if time.perf_counter() - last_flush > CHECKPOINT_S:
-                storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-                last_flush = time.perf_counter()
+            # CHECKPOINT_S seconds (a rewrite per chunk would grow quadratically with the run).
+            if time.perf_counter() - last_save > CHECKPOINT_S:
+                save_records(output, records)
+                last_save = time.perf_counter()
     bar.close()
+    save_records(output, records)
+
+
+def read_chunk(
+    reader: ThreadPoolExecutor, uris: list[str], records: list[dict], report: StageReport
+) -> list[tuple[str, np.ndarray]]:
+    """The chunk's images, read in parallel (gs://) and in order; an unreadable one becomes
+    a failure and an ``unknown`` record (so a rerun does not retry it)."""
+    loaded = []
+    for uri, (img, exc) in zip(uris, reader.map(_try_read, uris), strict=True):
+        if img is not None:
+            loaded.append((uri, img))
+            continue
+        report.fail(uri, f"unreadable image: {type(exc).__name__}: {exc}")
+        records.append(vlm_caption.unreadable_record(uri, exc))
+    return loaded
+
+
+def _try_read(uri: str) -> tuple[np.ndarray | None, Exception | None]:
+    """(image, None), or (None, the error): one bad file is a recorded failure."""
+    try:
+        return read_rgb(uri), None
+    except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
+        return None, exc
+
+
+def read_records(output: str) -> list[dict]:
+    if not storage.exists(output):
+        return []
+    return [json.loads(line) for line in storage.read_text(output).splitlines() if line.strip()]
+
+
+def save_records(output: str, records: list[dict]) -> None:
     storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
 
-    methods = Counter(r.get("parse_method", "none") for r in records)
-    summary = {
-        "stage": "caption",
-        "output": output,
-        **root.metadata(),
-        "config": asdict(config),
-        "images": len(images),
+
+def caption_counts(records: list[dict]) -> dict:
+    """What the output holds: parse methods, unknowns, disagreements, captions."""
+    return {
         "captioned": len(records),
-        "new": len(todo),
-        "failed": len(failures),
-        "unknown_any": sum(1 for r in records if UNKNOWN in (r["count"], r["color"], r["pattern"])),
-        "parse_methods": dict(methods),
+        "unknown_any": sum(1 for r in records if UNKNOWN in (r[f] for f in LaneAttributes.FIELDS)),
+        "parse_methods": dict(Counter(r.get("parse_method", "none") for r in records)),
         "disagreements": sum(1 for r in records if r.get("disagree")),
         "captions": dict(Counter(r["caption"] for r in records).most_common()),
-        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
-        "finished_at": reports.now_iso(),
     }
-    storage.write_text(out_stem + ".summary.json", json.dumps(summary, indent=2) + "\n")
-    storage.write_text(
-        out_stem + ".summary.md",
-        reports.render_markdown("caption", summary, notes=[root.model_set_label()]),
-    )
-    storage.write_text(out_stem + ".failures.jsonl", failures.to_jsonl())
-    return summary
+
+
+def output_stem(output: str) -> tuple[str, str]:
+    """(folder, stem) of the output: the summaries are ``<stem>.summary.json`` beside it."""
+    folder, name = posixpath.split(output)
+    return folder or ".", name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+
+
+# --- CLI ------------------------------------------------------------------------------
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "caption",
-        help="lane attributes of road images with Qwen2.5-VL (+ analyzer cross-check)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    register_stage(
+        subparsers,
+        STAGE,
+        "lane attributes of road images with Qwen2.5-VL (+ analyzer cross-check)",
+        __doc__,
+        CaptionConfig,
+        _add_io,
+        _run,
     )
+
+
+def _add_io(parser) -> None:
     parser.add_argument(
         "--images",
         nargs="+",
@@ -245,29 +240,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--output", required=True, help="JSONL output (local or gs://)")
     parser.add_argument("--model-root", required=True, help="model root (folder or gs://)")
-    parser.add_argument("--vlm-size", default="7B", choices=("7B", "72B"))
-    parser.add_argument(
-        "--batch-size", type=int, default=32, help="images per VLM batch (~35 GiB for the 7B)"
-    )
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument(
-        "--no-analyzer-check", action="store_true", help="skip the lane-analyzer cross-check"
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda:N")
-    parser.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    config = CaptionConfig(
-        vlm_size=args.vlm_size,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        analyzer_check=not args.no_analyzer_check,
-        device=args.device,
-    )
-    summary = caption_images(args.images, args.output, args.model_root, config)
+def _run(args) -> int:
+    config = from_args(CaptionConfig, args)
+    result = caption_images(args.images, args.output, args.model_root, config)
+    s, d = result.summary, result.summary["details"]
     print(
-        f"captioned {summary['captioned']} images ({summary['new']} new, {summary['failed']} "
-        f"unreadable, {summary['disagreements']} disagreements) -> {args.output}"
+        f"captioned {d['captioned']} images ({s['done']} new, {s['failed']} unreadable, "
+        f"{d['disagreements']} disagreements) -> {args.output}"
     )
-    return 0
+    return result.exit_code

@@ -11,11 +11,9 @@ Writes summary.json / summary.md (first line: which model set made the edits), m
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
@@ -25,21 +23,40 @@ from lanepaint.edit.layout import EditLayout
 from lanepaint.evaluate import html, metrics
 from lanepaint.io import reports, storage
 from lanepaint.io.images import read_rgb
+from lanepaint.kit import (
+    StageReport,
+    StageResult,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+)
+from lanepaint.kit.cli import register_stage
 
 log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    max_frames: int = 49  # frames per video used by the pixel metrics
-    embed_limit_mb: float = 8.0  # videos up to this size are embedded in the HTML
+    max_frames: int = setting(49, help="frames per video used by the pixel metrics (0 = all)")
+    embed_limit_mb: float = setting(
+        8.0, help="videos up to this size (MB) are embedded in report.html; larger ones linked"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 0:
+            raise ValueError("max frames must be >= 0 (0 = all)")
+        if self.embed_limit_mb < 0:
+            raise ValueError("embed limit must be >= 0 MB")
 
 
 def _read_video(uri: str, max_frames: int) -> np.ndarray:
     from lanepaint.io.video import read_frames
 
     with storage.local_path(uri) as path:
-        return read_frames(path, max_frames=max_frames)
+        return read_frames(path, max_frames=max_frames or None)
 
 
 def _read_masks(uri: str) -> np.ndarray:
@@ -93,7 +110,7 @@ def aggregate(items: list[dict]) -> dict:
         "lane_all_correct_rate": _mean([float(i["all_correct"]) for i in items]),
         "lane_attribute_accuracy": {
             a: _mean([float(i["attribute_correct"][a]) for i in items])
-            for a in ("count", "color", "pattern")
+            for a in LaneAttributes.FIELDS
         },
         "background_psnr_db": _mean([i["background_psnr_db"] for i in items]),
         "background_ssim": _mean([i["background_ssim"] for i in items]),
@@ -121,6 +138,13 @@ def model_set_line(records: list[dict]) -> tuple[str, bool]:
     smoke = any(r.get("model_set") == "smoke" for r in records)
     prefix = "Made with the SMOKE model set" if smoke else "Made with"
     return f"{prefix}: {'; '.join(labels) or 'no edits found'}", smoke
+
+
+def edits_model_set(records: list[dict]) -> dict:
+    """The model set(s) that made the edits, for the summary's common keys."""
+    sets = sorted({r["model_set"] for r in records if r.get("model_set")})
+    labels = sorted({r["model_set_label"] for r in records if r.get("model_set_label")})
+    return {"model_set": ", ".join(sets) or None, "model_set_label": "; ".join(labels) or None}
 
 
 def _report_item(record: dict, item: dict, config: EvaluateConfig) -> dict:
@@ -174,43 +198,64 @@ def _report_item(record: dict, item: dict, config: EvaluateConfig) -> dict:
     }
 
 
-def evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig | None = None) -> dict:
+def evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig | None = None) -> StageResult:
+    """Measure every finished edit under ``edit_dir``; see the module doc. The result's
+    ``extra["metrics"]`` holds the flat metrics (also ``metrics.json``) for KFP."""
     config = config or EvaluateConfig()
-    started = time.perf_counter()
+    report = StageReport(STAGE, output_dir)
+    report.settings, report.settings_key = output_settings(config), settings_key(config)
     records = [r for r in EditLayout(edit_dir).records() if r.get("status") == "ok"]
-    failures = reports.Failures()
+    report.inputs = len(records)
+    line, smoke = model_set_line(records)
+    report.set_models(edits_model_set(records))
+    items, report_items = evaluate_all(records, config, report)
+    report.done = len(items)
+    agg = aggregate(items)
+    flat = flat_metrics(agg)
+    report.details = {"model_set_line": line, "edit_dir": edit_dir, **agg, "items": items}
+    summary = report.write()
+    # summary.md's first line must say which model set made the edits.
+    storage.write_text(
+        storage.join(output_dir, reports.SUMMARY_MD), f"{line}\n\n{report.markdown(summary)}"
+    )
+    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
+    write_html(output_dir, edit_dir, line, smoke, items, report_items, agg, flat)
+    log.info("evaluated %d edits (%d failed) -> %s", len(items), len(report.failures), output_dir)
+    return StageResult(output_dir, summary, {"metrics": flat})
+
+
+def evaluate_all(
+    records: list[dict], config: EvaluateConfig, report: StageReport
+) -> tuple[list[dict], list[dict]]:
+    """(metrics, report section) per edit; one unreadable video never stops the rest."""
     items, report_items = [], []
     for record in tqdm(records, desc="evaluate", unit="video"):
         try:
-            item = evaluate_item(record, config)
+            with report.phase("measure"):
+                item = evaluate_item(record, config)
+            with report.phase("report"):
+                report_items.append(_report_item(record, item, config))
             items.append(item)
-            report_items.append(_report_item(record, item, config))
         except Exception as exc:  # noqa: BLE001 - one unreadable video never stops the rest
             log.warning("evaluating %s failed: %s", record.get("video_id"), exc)
-            failures.add(
+            report.fail(
                 f"{record.get('video_id')}/{record.get('instruction_slug')}",
                 f"{type(exc).__name__}: {exc}",
             )
-    line, smoke = model_set_line(records)
-    agg = aggregate(items)
-    summary = {
-        "stage": "evaluate",
-        "model_set_line": line,
-        "edit_dir": edit_dir,
-        "config": asdict(config),
-        **agg,
-        "failed": len(failures),
-        "items": items,
-        "eval_seconds": round(time.perf_counter() - started, 3),
-        "finished_at": reports.now_iso(),
-    }
-    flat = flat_metrics(agg)
-    reports.write_reports(output_dir, "evaluate", summary, failures)
-    # summary.md's first line must say which model set made the edits.
-    md = reports.render_markdown("evaluate", {k: v for k, v in summary.items() if k != "items"})
-    storage.write_text(storage.join(output_dir, reports.SUMMARY_MD), f"{line}\n\n{md}")
-    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
-    overview = [(k, v) for k, v in flat.items()]
+    return items, report_items
+
+
+def write_html(
+    output_dir: str,
+    edit_dir: str,
+    line: str,
+    smoke: bool,
+    items: list[dict],
+    report_items: list[dict],
+    agg: dict,
+    flat: dict[str, float],
+) -> None:
+    """report.html: the overview, four plots and one section per edit."""
     labels = [f"{i['video_id'][:14]}/{i['instruction'][5:]}" for i in items]
     plots = [
         html.bar_chart("background PSNR (dB)", labels, [i["background_psnr_db"] for i in items]),
@@ -226,34 +271,37 @@ def evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig | None = Non
         ),
     ]
     page = html.render_report(
-        f"lanepaint edit report — {edit_dir}", line, smoke, overview, plots, report_items
+        f"lanepaint edit report — {edit_dir}", line, smoke, list(flat.items()), plots, report_items
     )
     storage.write_text(storage.join(output_dir, "report.html"), page)
-    log.info("evaluated %d edits (%d failed) -> %s", len(items), len(failures), output_dir)
-    return summary
+
+
+# --- CLI ------------------------------------------------------------------------------
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="judge and objective metrics of edited videos, with an HTML report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    register_stage(
+        subparsers,
+        STAGE,
+        "judge and objective metrics of edited videos, with an HTML report",
+        __doc__,
+        EvaluateConfig,
+        _add_io,
+        _run,
     )
+
+
+def _add_io(parser) -> None:
     parser.add_argument("--edit-dir", required=True, help="output of `lanepaint edit`")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--max-frames", type=int, default=49)
-    parser.add_argument("--embed-limit-mb", type=float, default=8.0)
-    parser.set_defaults(func=_run)
+    parser.add_argument("--output-dir", required=True, help="where the report goes")
 
 
-def _run(args: argparse.Namespace) -> int:
-    summary = evaluate(
-        args.edit_dir, args.output_dir, EvaluateConfig(args.max_frames, args.embed_limit_mb)
-    )
-    print(summary["model_set_line"])
+def _run(args) -> int:
+    result = evaluate(args.edit_dir, args.output_dir, from_args(EvaluateConfig, args))
+    s = result.summary
+    print(s["details"]["model_set_line"])
     print(
-        f"evaluated {summary['videos']} edits ({summary['failed']} failed); report: "
+        f"evaluated {s['done']} edits ({s['failed']} failed); report: "
         f"{storage.join(args.output_dir, 'report.html')}"
     )
-    return 0
+    return result.exit_code

@@ -25,7 +25,13 @@ from tqdm import tqdm
 
 from lanepaint.data import fluxfill
 from lanepaint.data.fluxfill import FluxFillRow, Rejection
-from lanepaint.data.vocab import ANY, CaptionError, parse_caption, validate_filter_value
+from lanepaint.data.vocab import (
+    ANY,
+    CaptionError,
+    LaneAttributes,
+    parse_caption,
+    validate_filter_value,
+)
 from lanepaint.io import reports, storage
 from lanepaint.kit import (
     StageReport,
@@ -66,7 +72,7 @@ class FilterConfig:
     workers: int = setting(8, help="parallel downloads from gs://", output=False)
 
     def __post_init__(self) -> None:
-        for name in ("count", "color", "pattern"):
+        for name in LaneAttributes.FIELDS:
             object.__setattr__(self, name, validate_filter_value(name, getattr(self, name)))
         if self.link_mode not in fluxfill.LINK_MODES:
             raise ValueError(f"link mode must be one of {fluxfill.LINK_MODES}")

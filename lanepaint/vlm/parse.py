@@ -161,7 +161,7 @@ def parse_caption_answer(text: str) -> CaptionAnswer:
     obj = extract_json(text)
     if obj is not None:
         attrs = LaneAttributes(
-            *(normalize_value(f, get_key(obj, f)) for f in ("count", "color", "pattern"))
+            *(normalize_value(f, get_key(obj, f)) for f in LaneAttributes.FIELDS)
         )
         if attrs != LaneAttributes():
             return CaptionAnswer(attrs, "json", text)
@@ -169,11 +169,11 @@ def parse_caption_answer(text: str) -> CaptionAnswer:
     if match:
         values = [
             normalize_value(f, v)
-            for f, v in zip(("count", "color", "pattern"), match.groups(), strict=True)
+            for f, v in zip(LaneAttributes.FIELDS, match.groups(), strict=True)
         ]
         return CaptionAnswer(LaneAttributes(*values), "caption", text)
     lowered = text.lower()
-    values = [normalize_value(f, lowered) for f in ("count", "color", "pattern")]
+    values = [normalize_value(f, lowered) for f in LaneAttributes.FIELDS]
     attrs = LaneAttributes(*values)
     if attrs != LaneAttributes():
         return CaptionAnswer(attrs, "keywords", text)
