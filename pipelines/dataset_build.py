@@ -8,15 +8,27 @@ time — so no run overwrites an earlier dataset. ``output_dir`` pins the folder
 
 from kfp import dsl
 
+from components.build_dataset import build_dataset_shard
 from components.filter_dataset import filter_dataset
 from components.settings import configure
+from pipelines.params import Settings, with_settings
 from pipelines.steps import add_dataset_build
+
+BUILD = Settings(build_dataset_shard)
+# limit/suffix/output folder of the filter are the pipeline's: the filtered dataset sits
+# beside the built one, every selected row kept.
+FILTER = Settings(
+    filter_dataset,
+    exclude=("output_dir", "limit", "suffix", "workers"),
+    defaults={"require_clear_road": True},
+)
 
 
 @dsl.pipeline(
     name="dataset-build",
     description="Road frames from driving videos into a captioned, filtered FluxFill dataset.",
 )
+@with_settings(BUILD, FILTER)
 def dataset_build_pipeline(
     source: str,
     output_root: str,
@@ -24,46 +36,21 @@ def dataset_build_pipeline(
     output_dir: str = "",
     run_date: str = "",
     num_shards: int = 8,
-    chunk_start: int = 0,
-    chunk_end: int = 199,
-    start_index: int = 0,
-    limit: int = 0,
-    frame_numbers: str = "1,100,200,300,400,500",
-    min_coverage: float = 0.01,
-    segmenter: str = "sam2",
-    captioner: str = "vlm",
-    vlm_size: str = "7B",
-    analyzer_check: bool = True,
-    batch_size: int = 8,
-    count: str = "any",
-    color: str = "any",
-    pattern: str = "any",
-    require_clear_road: bool = True,
+    **settings,
 ):
+    """Build a captioned FluxFill dataset from driving videos, then filter it.
+
+    Args:
+        source: videos: chunk_NNNN/ folders or zip chunks (path or gs://)
+        output_root: datasets go to {output_root}/{run_date} unless output_dir is given
+        model_root: model root (path or gs://); empty with the classical segmenter and the
+            analyzer captioner
+        output_dir: pin the dataset folder (e.g. to resume a run)
+        run_date: the scheduled time of a recurring run (empty = now)
+        num_shards: build tasks that run in parallel
+    """
     plan, merged = add_dataset_build(
-        source,
-        output_root,
-        output_dir,
-        run_date,
-        model_root,
-        num_shards,
-        chunk_start=chunk_start,
-        chunk_end=chunk_end,
-        start_index=start_index,
-        limit=limit,
-        frame_numbers=frame_numbers,
-        min_coverage=min_coverage,
-        segmenter=segmenter,
-        captioner=captioner,
-        vlm_size=vlm_size,
-        analyzer_check=analyzer_check,
-        batch_size=batch_size,
+        source, output_root, output_dir, run_date, model_root, num_shards, **BUILD.pick(settings)
     )
-    filtered = filter_dataset(
-        input_dir=plan.output,
-        count=count,
-        color=color,
-        pattern=pattern,
-        require_clear_road=require_clear_road,
-    ).after(merged)
+    filtered = filter_dataset(input_dir=plan.output, **FILTER.pick(settings)).after(merged)
     configure(filtered, "filter-dataset")

@@ -4,36 +4,21 @@ from kfp import dsl
 
 from components.filter_dataset import filter_dataset
 from components.settings import configure
+from pipelines.params import Settings, with_settings
+
+FILTER = Settings(filter_dataset)
 
 
 @dsl.pipeline(
     name="filter-dataset",
     description="Select FluxFill rows by lane count/color/pattern into a new dataset.",
 )
-def filter_pipeline(
-    input_dir: str,
-    output_dir: str = "",
-    count: str = "any",
-    color: str = "any",
-    pattern: str = "any",
-    require_clear_road: bool = False,
-    link_mode: str = "copy",
-    suffix: str = "",
-    sort_by: str = "",
-    limit: int = 0,
-    workers: int = 8,
-):
-    task = filter_dataset(
-        input_dir=input_dir,
-        output_dir=output_dir,
-        count=count,
-        color=color,
-        pattern=pattern,
-        require_clear_road=require_clear_road,
-        link_mode=link_mode,
-        suffix=suffix,
-        sort_by=sort_by,
-        limit=limit,
-        workers=workers,
-    )
+@with_settings(FILTER)
+def filter_pipeline(input_dir: str, **settings):
+    """Select FluxFill rows by lane attributes into a new dataset.
+
+    Args:
+        input_dir: FluxFill dataset (path or gs://)
+    """
+    task = filter_dataset(input_dir=input_dir, **FILTER.pick(settings))
     configure(task, "filter-dataset")
