@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 SMOKE_SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 SMOKE_SAM2_OVERRIDES = ("++model.image_size=256",)
+# Output bias of the smoke SAM2's object-score head (see tiny_sam2): +20, against about -0.1
+# from the rest of that random head on road clips, means "the object is present" everywhere.
+SMOKE_SAM2_OBJECT_SCORE_BIAS = 20.0
 
 QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -407,13 +410,28 @@ def tiny_qwen_vl(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwe
 
 
 def tiny_sam2(seed: int = 0):
-    """The hiera-tiny SAM2.1 video predictor at 256 px (random weights)."""
+    """The hiera-tiny SAM2.1 video predictor at 256 px (random weights, one constant).
+
+    SAM2.1's mask decoder has an object-score head that decides, per frame, whether the
+    prompted object is visible; where it says no, the predictor replaces the mask logits
+    with ``NO_OBJ_SCORE`` (-1024) and the mask is empty. With random weights its output is
+    negative on every frame, so every smoke mask used to be empty and any comparison of
+    masks held trivially. Its output bias is set to ``SMOKE_SAM2_OBJECT_SCORE_BIAS``: the
+    object is always present (what a trained SAM2 says for road prompted on road), and the
+    masks are the random mask decoder's own logits > 0. Every other weight stays random.
+    """
+    import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     _seed(seed, "sam2")
-    return build_sam2_video_predictor(
+    predictor = build_sam2_video_predictor(
         SMOKE_SAM2_CONFIG, None, device="cpu", hydra_overrides_extra=list(SMOKE_SAM2_OVERRIDES)
     )
+    head = predictor.sam_mask_decoder.pred_obj_score_head  # an MLP in SAM2.1, Linear in 2.0
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.bias.fill_(SMOKE_SAM2_OBJECT_SCORE_BIAS)
+    return predictor
 
 
 # --- writing the model root ------------------------------------------------------------------
@@ -440,9 +458,21 @@ def tiny_videopainter_branch(transformer, seed: int = 0):
     return branch
 
 
-def _write_smoke_models(dest: Path, seed: int) -> None:
+def write_smoke_sam2(dest: str | os.PathLike[str], seed: int = 0) -> Path:
+    """The smoke SAM2 checkpoint and its sidecar into ``dest`` (all the segment stage needs;
+    ``build_smoke`` writes the same files)."""
     import torch
 
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in tiny_sam2(seed).state_dict().items()}
+    torch.save({"model": state}, dest / SAM2_CHECKPOINT)
+    sidecar = {"config": SMOKE_SAM2_CONFIG, "hydra_overrides": list(SMOKE_SAM2_OVERRIDES)}
+    _write_json(dest / SAM2_SIDECAR, sidecar)
+    return dest / SAM2_CHECKPOINT
+
+
+def _write_smoke_models(dest: Path, seed: int) -> None:
     flux = tiny_flux_fill(seed)
     flux.save_pretrained(dest / FLUX_FILL_DIR)
     write_clip_vocab_files(dest / FLUX_FILL_DIR / "tokenizer")
@@ -458,10 +488,7 @@ def _write_smoke_models(dest: Path, seed: int) -> None:
     processor.save_pretrained(dest / QWEN_VL_DIRS["7B"])
     del qwen, processor
 
-    state = {k: v.contiguous() for k, v in tiny_sam2(seed).state_dict().items()}
-    torch.save({"model": state}, dest / SAM2_CHECKPOINT)
-    sidecar = {"config": SMOKE_SAM2_CONFIG, "hydra_overrides": list(SMOKE_SAM2_OVERRIDES)}
-    _write_json(dest / SAM2_SIDECAR, sidecar)
+    write_smoke_sam2(dest, seed)
 
     _write_json(
         dest / SMOKE_MARKER,
