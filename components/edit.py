@@ -4,56 +4,57 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.settings import image_for
+from lanepaint.kit.settings import component_doc
+from lanepaint.stages.edit import EditConfig
 
 
 @dsl.component(base_image=image_for("edit"), install_kfp_package=False)
+@component_doc(
+    EditConfig,
+    "Edit one shard of the videos into output_dir; returns how many items it edited. "
+    "A rerun skips items already edited with the same settings, models and LoRA content.",
+    extra={
+        "layout": "VideoPainter layout pointer (segment's output)",
+        "output_dir": "where the edits go; empty = <layout>__edits beside the layout",
+        "model_root": "model root (path or gs://)",
+        "lora": "FluxFill LoRA from an upstream train-lora (optional)",
+        "lora_uri": "FluxFill LoRA folder (path or gs://) when no upstream LoRA is given; "
+        "empty = none",
+    },
+    rename={"instruction": "instructions"},
+)
 def edit_shard(
     layout: Input[Dataset],
     output_dir: str,
     model_root: str,
-    instruction: str,
     shard_index: int,
     num_shards: int,
     lora: Input[Model] = None,
     lora_uri: str = "",
+    instruction: str = "lane single white solid",
     lora_scale: float = 1.0,
     judge: bool = True,
     max_attempts: int = 5,
     steps: int = 50,
     first_frame_steps: int = 50,
-    max_frames: int = -1,
-    compile_blocks: bool = True,
+    max_frames: int = 0,
+    compile: bool = True,
+    attention: str = "auto",
 ) -> int:
-    """Edit one shard of the videos into output_dir; returns how many items it edited.
-
-    The LoRA comes from an upstream train-lora (``lora``) or a URI (``lora_uri``)."""
-    from dataclasses import replace
-
-    from lanepaint.edit.first_frame import FirstFrameConfig
     from lanepaint.io import artifacts, storage
+    from lanepaint.kit.settings import from_params
     from lanepaint.stages.edit import EditConfig, default_output_dir, edit_videos
 
-    config = EditConfig(
-        instructions=instruction,
-        first_frame=replace(
-            FirstFrameConfig(),
-            max_attempts=max_attempts,
-            steps=first_frame_steps,
-            lora_scale=lora_scale,
-        ),
-        judge=judge,
-        lora=artifacts.resolve_pointer(lora.path) if lora is not None else (lora_uri or None),
-        steps=steps,
-        max_frames=None if max_frames < 0 else max_frames,
-        compile=compile_blocks,
-        num_shards=num_shards,
-        shard_index=int(shard_index),  # ParallelFor items arrive as JSON numbers (floats)
+    # ParallelFor items arrive as JSON numbers (floats).
+    config = from_params(
+        EditConfig, locals(), rename={"instruction": "instructions"}, shard_index=int(shard_index)
     )
+    lora_dir = artifacts.resolve_pointer(lora.path) if lora is not None else lora_uri
     data_dir = artifacts.resolve_pointer(layout.path)
     out = output_dir or default_output_dir(data_dir)
     summary_dir = storage.join(out, "_shards", f"shard_{int(shard_index):04d}")
-    summary = edit_videos(data_dir, out, model_root, config, summary_dir=summary_dir)
-    return int(summary["edited"])
+    result = edit_videos(data_dir, out, model_root, config, lora=lora_dir, summary_dir=summary_dir)
+    return int(result.summary["done"])
 
 
 @dsl.component(base_image=image_for("merge"), install_kfp_package=False)
@@ -65,16 +66,17 @@ def merge_edits(
     metrics: Output[Metrics],
     report: Output[Markdown],
 ):
-    """Combine the shards' manifests, summaries and failures."""
-    from lanepaint.io import artifacts, storage
+    """Combine the shards' records, summaries and failures; the output points at the edits.
+
+    Args:
+        layout: VideoPainter layout pointer (locates the default output folder)
+        output_dir: the shards' output folder; empty = <layout>__edits beside the layout
+        shard_counts: items each shard edited (collected; its length is the shard count)
+    """
+    from lanepaint.io import artifacts
     from lanepaint.stages.edit import default_output_dir
     from lanepaint.stages.edit import merge_edits as merge
 
     out = output_dir or default_output_dir(artifacts.resolve_pointer(layout.path))
-    summary = merge(out, num_shards=len(shard_counts))
-    artifacts.write_pointer(edits.path, out, "edit-outputs", items=summary["records"])
-    edits.metadata.update({"uri": out, "items": summary["records"]})
-    for key in ("items", "edited", "skipped_done", "failed", "records"):
-        metrics.log_metric(key, summary[key])
-    with open(report.path, "w") as f:
-        f.write(storage.read_text(storage.join(out, "summary.md")))
+    result = merge(out, num_shards=len(shard_counts))
+    artifacts.publish_stage(result, edits, metrics, report, "edit-outputs")

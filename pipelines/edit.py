@@ -49,6 +49,8 @@ def edit_pipeline(
     max_attempts: int = 5,
     steps: int = 50,
     first_frame_steps: int = 50,
+    compile: bool = True,
+    attention: str = "auto",
 ):
     seg = add_segment_step(
         videos=videos,
@@ -76,6 +78,7 @@ def edit_pipeline(
         max_attempts=max_attempts,
         steps=steps,
         first_frame_steps=first_frame_steps,
-        max_frames=max_frames,
+        compile=compile,
+        attention=attention,
     )
     add_evaluate(edits.outputs["edits"], "")

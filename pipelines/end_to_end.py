@@ -48,6 +48,8 @@ def end_to_end_pipeline(
     max_attempts: int = 5,
     steps: int = 50,
     first_frame_steps: int = 50,
+    compile: bool = True,
+    attention: str = "auto",
 ):
     plan, merged = add_dataset_build(
         source,
@@ -101,5 +103,7 @@ def end_to_end_pipeline(
         max_attempts=max_attempts,
         steps=steps,
         first_frame_steps=first_frame_steps,
+        compile=compile,
+        attention=attention,
     )
     add_evaluate(edits.outputs["edits"], "")

@@ -1,6 +1,7 @@
 """Stage edit on the smoke models: outputs, records, resume, failure isolation, shards."""
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,15 +11,17 @@ import pytest
 from lanepaint.data.synth import SceneSpec, render_clip
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
 from lanepaint.data.vocab import LaneAttributes
-from lanepaint.edit.first_frame import FirstFrameConfig
 from lanepaint.io.video import probe, write_video
 from lanepaint.stages.edit import EditConfig, edit_videos, load_models, merge_edits
 
 FAST = EditConfig(
     instructions="lane single white solid || lane double yellow dashed",
-    first_frame=FirstFrameConfig(
-        size=32, steps=2, max_attempts=2, dilation=2, feather=1, backoff_s=0
-    ),
+    first_frame_size=32,
+    first_frame_steps=2,
+    max_attempts=2,
+    first_frame_dilation=2,
+    first_frame_feather=1,
+    judge_backoff_s=0,
     steps=2,
     mask_dilation=2,
     overlap=1,
@@ -73,9 +76,9 @@ def data(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_edit_outputs_resume_and_failures(smoke_root, models, data, tmp_path):
     out = tmp_path / "edit"
-    s = edit_videos(str(data), str(out), smoke_root, FAST, models=models)
-    assert s["items"] == 8 and s["edited"] == 4 and s["failed"] == 4
-    assert set(s["failed_by_reason"]) == {"first frame"}
+    s = edit_videos(str(data), str(out), smoke_root, FAST, models=models).summary
+    assert s["inputs"] == 8 and s["done"] == 4 and s["failed"] == 4
+    assert set(s["failures_by_reason"]) == {"first frame"}
     failures = (out / "failures.jsonl").read_text()
     assert "empty mask" in failures and "covers" in failures
     for vid, frames in (("good", 12), ("short", 3)):
@@ -92,9 +95,15 @@ def test_edit_outputs_resume_and_failures(smoke_root, models, data, tmp_path):
     manifest = (out / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 4
     again = edit_videos(str(data), str(out), smoke_root, FAST, models=models)
-    assert again["skipped_done"] == 4 and again["edited"] == 0
+    assert again.summary["skipped_done"] == 4 and again.summary["done"] == 0
+    # Speed switches are no part of the settings key: a rerun with them changed skips too.
+    fast = replace(FAST, compile=False, attention="math")
+    assert (
+        edit_videos(str(data), str(out), smoke_root, fast, models=models).summary["skipped_done"]
+        == 4
+    )
     changed = edit_videos(str(data), str(out), smoke_root, replace(FAST, steps=3), models=models)
-    assert changed["edited"] == 4  # other settings: redone, never mixed with the old ones
+    assert changed.summary["done"] == 4  # other settings: redone, never mixed with the old ones
 
 
 @pytest.mark.slow
@@ -115,8 +124,8 @@ def test_shards_then_merge(smoke_root, models, data, tmp_path):
     (stale / "summary.json").write_text(
         (out / "_shards" / "shard_0000" / "summary.json").read_text()
     )
-    merged = merge_edits(str(out), num_shards=2)
-    assert merged["shards"] == 2 and merged["edited"] == 2 and merged["failed"] == 2
+    merged = merge_edits(str(out), num_shards=2).summary
+    assert merged["details"]["shards"] == 2 and merged["done"] == 2 and merged["failed"] == 2
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 2
 
 
@@ -139,10 +148,101 @@ def test_failed_output_write_is_recorded_and_the_rest_goes_on(
     monkeypatch.setattr(stage, "write_local_video", flaky)
     config = replace(FAST, video_ids=("good",))
     out = tmp_path / "edit"
-    s = edit_videos(str(data), str(out), smoke_root, config, models=models)
-    assert s["items"] == 2 and s["edited"] == 1 and s["failed"] == 1
-    assert set(s["failed_by_reason"]) == {"writing outputs"}
+    s = edit_videos(str(data), str(out), smoke_root, config, models=models).summary
+    assert s["inputs"] == 2 and s["done"] == 1 and s["failed"] == 1
+    assert set(s["failures_by_reason"]) == {"writing outputs"}
     assert "disk full" in (out / "failures.jsonl").read_text()
     broken["good"] = False
-    again = edit_videos(str(data), str(out), smoke_root, config, models=models)
-    assert again["edited"] == 1 and again["failed"] == 0
+    again = edit_videos(str(data), str(out), smoke_root, config, models=models).summary
+    assert again["done"] == 1 and again["failed"] == 0 and again["skipped_done"] == 1
+
+
+def _adapter(folder: Path, content: bytes) -> Path:
+    from lanepaint.edit.models import LORA_FILE
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LORA_FILE).write_bytes(content)
+    return folder
+
+
+@pytest.mark.slow
+def test_lora_is_identified_by_its_content_not_its_path(smoke_root, models, data, tmp_path):
+    """The same adapter copied elsewhere skips; an adapter retrained in place redoes."""
+    from lanepaint.edit.models import fetch_lora
+    from lanepaint.stages.edit import plan_run
+
+    first = _adapter(tmp_path / "lora", b"adapter, first training")
+    copy = tmp_path / "elsewhere" / "lora"
+    shutil.copytree(first, copy)
+    config = replace(
+        FAST, instructions="lane single white solid", judge=False, video_ids=("short",)
+    )
+    out = tmp_path / "edit"
+    # Models stand-in that claims the adapter (the key and the records are what is tested).
+    with_first = replace(models, lora=fetch_lora(str(first)))
+    s = edit_videos(str(data), str(out), smoke_root, config, lora=str(first), models=with_first)
+    assert s.summary["done"] == 1 and s.summary["details"]["lora_sha256"]
+    record = json.loads((out / "short" / "single_white_solid" / "record.json").read_text())
+    assert record["lora_sha256"] == s.summary["details"]["lora_sha256"]
+    again = edit_videos(str(data), str(out), smoke_root, config, lora=str(copy))
+    assert again.skipped and again.summary["skipped_done"] == 1
+    assert plan_run(str(data), str(out), smoke_root, config, "").todo  # no LoRA: redone
+    _adapter(first, b"adapter, retrained")
+    assert len(plan_run(str(data), str(out), smoke_root, config, str(first)).todo) == 1
+    with pytest.raises(ValueError, match="another LoRA"):  # models must hold the run's LoRA
+        edit_videos(str(data), str(out), smoke_root, config, lora=str(first), models=with_first)
+    with pytest.raises(FileNotFoundError):
+        plan_run(str(data), str(out), smoke_root, config, str(tmp_path / "missing"))
+
+
+def test_first_frame_settings_mirror_the_painter_config():
+    """Flat first-frame settings: one declaration (FirstFrameConfig), one flag each."""
+    from lanepaint.edit.first_frame import FirstFrameConfig
+    from lanepaint.kit.settings import default_of, help_of
+    from lanepaint.stages.edit import FIRST_FRAME_FIELDS
+
+    for name, ff_name in FIRST_FRAME_FIELDS.items():
+        assert default_of(EditConfig, name) == default_of(FirstFrameConfig, ff_name)
+        assert help_of(EditConfig, name) == help_of(FirstFrameConfig, ff_name)
+    ff = EditConfig(first_frame_size=32, max_attempts=2, lora_scale=0.5, seed=7).first_frame
+    assert (ff.size, ff.max_attempts, ff.lora_scale, ff.seed) == (32, 2, 0.5, 7)
+    assert EditConfig().max_frames == 0  # 0 = every frame
+    for bad in (dict(max_attempts=0), dict(max_frames=-1), dict(instructions="lane triple")):
+        with pytest.raises(ValueError):
+            EditConfig(**bad)
+
+
+def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
+    from lanepaint.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["edit", "--help"])
+    text = capsys.readouterr().out
+    for flag in (
+        "--instruction",
+        "--no-judge",
+        "--first-frame-size",
+        "--first-frame-steps",
+        "--max-attempts",
+        "--lora-scale",
+        "--lora",
+        "--max-frames",
+        "--no-id-resample",
+        "--video-ids",
+        "--compile",
+        "--no-compile",
+        "--attention",
+    ):
+        assert flag in text, flag
+    io = [
+        "--data-dir",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-root",
+        str(tmp_path / "no-models"),
+    ]
+    assert main(["edit", *io, "--instruction", "lane triple white solid"]) == 2
+    assert main(["edit", *io, "--max-frames", "-1"]) == 2
+    assert main(["edit", *io, "--lora", str(tmp_path / "no-lora")]) == 2
+    assert "no pytorch_lora_weights.safetensors" in caplog.text

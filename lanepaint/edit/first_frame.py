@@ -18,6 +18,7 @@ from PIL import Image
 from lanepaint.data import masks as mask_ops
 from lanepaint.data.vocab import LaneAttributes, parse_caption
 from lanepaint.edit.instructions import Instruction
+from lanepaint.kit.settings import setting
 from lanepaint.vlm.parse import Verdict
 
 log = logging.getLogger(__name__)
@@ -25,16 +26,39 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FirstFrameConfig:
-    size: int = 1024  # long side of FluxFill's working resolution (rounded to 16)
-    steps: int = 50
-    guidance: float = 30.0
-    dilation: int = 16
-    feather: int = 8
-    max_attempts: int = 5
-    lora_scale: float = 1.0
-    seed: int = 42
-    judge_retries: int = 2
-    backoff_s: float = 1.0
+    """FluxFill and judge-loop settings (mirrored as ``first_frame_*`` settings of the edit
+    stage, which take default and help from here)."""
+
+    size: int = setting(
+        1024, help="long side of FluxFill's working resolution in pixels (rounded to 16)"
+    )
+    steps: int = setting(50, help="FluxFill denoising steps for the first frame")
+    guidance: float = setting(30.0, help="FluxFill guidance scale")
+    dilation: int = setting(
+        16,
+        help="growth of the road mask FluxFill repaints, in pixels (the edit stage gives it "
+        "at 480 rows and scales it with the frame height)",
+    )
+    feather: int = setting(
+        8, help="width of the feathered rim that blends the painted frame back, likewise"
+    )
+    max_attempts: int = setting(
+        5, help="FluxFill attempts per first frame; the judge's FAIL triggers the next"
+    )
+    lora_scale: float = setting(1.0, help="weight of the FluxFill LoRA (0 = as if none)")
+    seed: int = setting(42, help="seed of attempt 0; attempt k uses seed + k")
+    judge_retries: int = setting(2, help="retries of a judge call whose answer cannot be read")
+    backoff_s: float = setting(
+        1.0, help="first back-off before a judge retry, doubled per retry", output=False
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("size", "steps", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"first-frame {name} must be >= 1")
+        for name in ("dilation", "feather", "judge_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"first-frame {name} must be >= 0")
 
 
 @dataclass
@@ -137,16 +161,17 @@ def compile_flux(pipe, fuse_qkv: bool = True) -> None:
 
     Fused QKV projections (skipped when a LoRA is loaded, as the adapters sit on the
     separate projections; the separate ones become views of the fused weights, so no
-    memory is added) and regional ``torch.compile`` of each transformer block (identical
-    blocks share one graph; ~15 s once per process).
+    memory is added) and regional ``torch.compile`` of the transformer blocks
+    (:func:`lanepaint.models.kernels.compile_regions`; ~15 s once per process).
     """
+    from lanepaint.models.kernels import compile_regions
+
     transformer = pipe.transformer
     has_lora = bool(getattr(pipe, "get_active_adapters", None) and pipe.get_active_adapters())
     if fuse_qkv and not has_lora:
         transformer.fuse_qkv_projections()
         _share_fused_weights(transformer)
-    for block in [*transformer.transformer_blocks, *transformer.single_transformer_blocks]:
-        block.compile()
+    compile_regions(transformer)
 
 
 class FirstFramePainter:

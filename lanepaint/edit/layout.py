@@ -8,6 +8,9 @@ OUT/<video_id>/<instruction_slug>/edited.mp4        the edited video
                                   record.json       settings, sources, timings (written last)
 OUT/summary.json, summary.md, failures.jsonl, manifest.jsonl
 ```
+
+An item is ``<video_id>/<instruction_slug>``; its record.json is the item's commit point in
+the stage kit's sense (:class:`EditLedger`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 
 from lanepaint.io import storage
+from lanepaint.kit import Ledger
 
 
 class EditLayout:
@@ -51,3 +55,27 @@ class EditLayout:
                 except (json.JSONDecodeError, FileNotFoundError):
                     continue
         return sorted(out, key=lambda r: (r["video_id"], r["instruction_slug"]))
+
+
+def item_id(video_id: str, slug: str) -> str:
+    return f"{video_id}/{slug}"
+
+
+class EditLedger(Ledger):
+    """The kit's item ledger on the edit layout: item ``<video_id>/<slug>``, its record the
+    item folder's record.json (where evaluate reads it), with the kit's resume rule."""
+
+    def __init__(self, root: str, settings_key: str):
+        super().__init__(root, settings_key)
+        self.layout = EditLayout(root)
+
+    def uri(self, item: str) -> str:
+        video_id, slug = item.split("/")
+        return self.layout.record(video_id, slug)
+
+    def records(self) -> dict[str, dict]:
+        if self._records is None:
+            self._records = {
+                item_id(r["video_id"], r["instruction_slug"]): r for r in self.layout.records()
+            }
+        return self._records

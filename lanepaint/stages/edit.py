@@ -11,213 +11,434 @@ Input is a VideoPainter layout (what segment writes). For each video and instruc
 
 Models are loaded once per run and placed by the placement plan; all first frames are
 painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: CogVideoX), so
-phase-1 models can be released when memory requires it. A rerun skips every video whose
-record exists with the same settings and model versions; a video that fails (bad mask,
-out of memory, ...) is recorded in failures.jsonl and the batch goes on.
+phase-1 models can be released when memory requires it. A rerun skips every item whose
+record carries the same settings key (output settings, model set and the LoRA's content
+hash); an item that fails (bad mask, out of memory, ...) is recorded in failures.jsonl and
+the batch goes on.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import io
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
-from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter, compile_flux
+from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter, FirstFrameResult
 from lanepaint.edit.instructions import Instruction, parse_instructions
-from lanepaint.edit.layout import EditLayout
+from lanepaint.edit.layout import EditLayout, EditLedger, item_id
+from lanepaint.edit.models import LoraAdapter, Models, fetch_lora, load_models, model_size
 from lanepaint.io import reports, storage
 from lanepaint.io.images import write_png
+from lanepaint.kit import (
+    StageReport,
+    StageResult,
+    WriteBehind,
+    from_args,
+    output_settings,
+    setting,
+    settings_key,
+)
+from lanepaint.kit.cli import register_stage
 from lanepaint.models.kernels import BACKENDS, sdpa_context
+
+__all__ = ["EditConfig", "edit_videos", "load_models", "merge_edits"]
 
 log = logging.getLogger(__name__)
 
-ID_LORA_FILE = "VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
+STAGE = "edit"
 MAX_MASK_COVERAGE = 0.98
+REFERENCE_ROWS = 480  # pixel sizes (mask dilation, feathering) are given for 480-row frames
+
+# EditConfig setting -> the FirstFrameConfig field it mirrors.
+FIRST_FRAME_FIELDS = {
+    "first_frame_size": "size",
+    "first_frame_steps": "steps",
+    "first_frame_guidance": "guidance",
+    "first_frame_dilation": "dilation",
+    "first_frame_feather": "feather",
+    "max_attempts": "max_attempts",
+    "lora_scale": "lora_scale",
+    "judge_retries": "judge_retries",
+    "judge_backoff_s": "backoff_s",
+}
+
+
+def _first_frame(name: str):
+    """A setting mirroring ``FirstFrameConfig.<name>``: default, help and meaning are
+    declared there once."""
+    f = next(f for f in fields(FirstFrameConfig) if f.name == name)
+    return setting(f.default, help=f.metadata["help"], output=f.metadata["output"])
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 @dataclass(frozen=True)
 class EditConfig:
-    instructions: str = "lane single white solid"
-    first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)
-    judge: bool = True
-    judge_max_new_tokens: int = 128
-    judge_visual_tokens: int = 990
-    vlm_size: str = "7B"
-    lora: str | None = None
-    steps: int = 50
-    guidance: float = 6.0
-    conditioning_scale: float = 1.0
-    mask_dilation: int = 16  # pixels at 480 rows; scaled with the model's frame height
-    overlap: int = 5
-    id_resample: bool = True
-    prev_clip_weight: float = 1.0
-    max_frames: int | None = None
-    seed: int = 42
-    compile: bool = False
-    attention: str = "auto"  # SDPA kernels (lanepaint.models.kernels); speed only
-    video_ids: tuple[str, ...] = ()
-    num_shards: int = 1
-    shard_index: int = 0
+    """Every setting of the edit stage, declared once (CLI flags, component help and the
+    settings key follow from here).
 
-    def settings_hash(self, model_metadata: dict) -> str:
-        """Output-relevant settings + model identity: a rerun with equal hash is a no-op."""
-        d = asdict(self)
-        for key in (
-            "video_ids",
-            "num_shards",
-            "shard_index",
-            "compile",
-            "attention",
-            "instructions",
-        ):
-            d.pop(key)
-        d["models"] = model_metadata
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    The first frame's settings are flat fields (``first_frame_size``, ``first_frame_steps``,
+    ``first_frame_guidance``, ``first_frame_dilation``, ``first_frame_feather``,
+    ``max_attempts``, ``lora_scale``, ``judge_retries``, ``judge_backoff_s``), each mirroring
+    a field of :class:`~lanepaint.edit.first_frame.FirstFrameConfig` whose default and help
+    it reuses; :attr:`first_frame` builds the painter's config from them (its seed is
+    :attr:`seed`). Flat, so that each is one flag and one component parameter. The LoRA is
+    an input, like the model root (``--lora``), keyed by its content hash.
+    """
+
+    instructions: str = setting(
+        "lane single white solid",
+        flag="--instruction",
+        help="edit instruction(s), e.g. 'lane single white solid'; several joined by '||'. "
+        "Selects items (each item is keyed by its instruction)",
+        output=False,
+    )
+    judge: bool = setting(
+        True, help="judge each first frame with the VLM and retry on FAIL (off: one attempt)"
+    )
+    vlm_size: str = setting("7B", choices=("7B", "72B"), help="Qwen2.5-VL size of the judge")
+    judge_max_new_tokens: int = setting(128, help="most tokens of a judge answer")
+    judge_visual_tokens: int = setting(990, help="visual tokens of the judge's 3-panel image")
+    first_frame_size: int = _first_frame("size")
+    first_frame_steps: int = _first_frame("steps")
+    first_frame_guidance: float = _first_frame("guidance")
+    first_frame_dilation: int = _first_frame("dilation")
+    first_frame_feather: int = _first_frame("feather")
+    max_attempts: int = _first_frame("max_attempts")
+    lora_scale: float = _first_frame("lora_scale")
+    judge_retries: int = _first_frame("judge_retries")
+    judge_backoff_s: float = _first_frame("backoff_s")
+    steps: int = setting(50, help="propagation denoising steps (CogVideoX + branch)")
+    guidance: float = setting(6.0, help="propagation guidance scale (dynamic CFG)")
+    conditioning_scale: float = setting(1.0, help="strength of the VideoPainter branch")
+    mask_dilation: int = setting(
+        16, help="dilation of the propagation masks, pixels at 480 rows (scaled to the model)"
+    )
+    overlap: int = setting(5, help="frames shared by consecutive propagation windows")
+    id_resample: bool = setting(True, help="target-region ID resampling between windows")
+    prev_clip_weight: float = setting(
+        1.0, help="weight of the previous window's tokens in ID resampling (0 = off)"
+    )
+    max_frames: int = setting(0, help="edit the first N frames of each video (0 = all)")
+    seed: int = setting(
+        42, help="seed of the propagation and of first-frame attempt 0 (attempt k: seed + k)"
+    )
+    compile: bool = setting(
+        True,
+        output=False,
+        help="regional torch.compile of the FluxFill and CogVideoX blocks; acts on CUDA only "
+        "(elsewhere a no-op): ~35 s once per run, then 1.35x (first frame) and 1.30x "
+        "(propagation) per video, measured in docs/performance.md",
+    )
+    attention: str = setting(
+        "auto",
+        choices=BACKENDS,
+        output=False,
+        help="SDPA kernels; auto = cuDNN first on Hopper (measured fastest, docs/performance.md)",
+    )
+    video_ids: tuple[str, ...] = setting(
+        (), parse=_ids, output=False, help="edit only these videos, comma-separated (empty = all)"
+    )
+    num_shards: int = setting(1, output=False, help="split the videos into this many shards")
+    shard_index: int = setting(0, output=False, help="the shard this run edits (0-based)")
+
+    def __post_init__(self) -> None:
+        parse_instructions(self.instructions)  # ValueError with the reason
+        object.__setattr__(self, "video_ids", tuple(self.video_ids))
+        self.first_frame  # noqa: B018 - FirstFrameConfig validates its fields
+        if self.vlm_size not in ("7B", "72B"):
+            raise ValueError(f"vlm size must be 7B or 72B, not {self.vlm_size!r}")
+        if self.attention not in BACKENDS:
+            raise ValueError(f"attention must be one of {BACKENDS}, not {self.attention!r}")
+        for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        for name in ("mask_dilation", "overlap", "max_frames"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard index {self.shard_index} not in [0, {self.num_shards})")
+
+    @property
+    def first_frame(self) -> FirstFrameConfig:
+        """The first-frame painter's settings (pixel sizes still at 480 rows)."""
+        values = {ff: getattr(self, name) for name, ff in FIRST_FRAME_FIELDS.items()}
+        return FirstFrameConfig(seed=self.seed, **values)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One (video, instruction): the unit the stage records, skips and fails."""
+
+    record: VideoRecord
+    instruction: Instruction
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.record.video_id, self.instruction.slug
+
+    @property
+    def id(self) -> str:
+        return item_id(*self.key)
 
 
 @dataclass
-class Models:
-    """Everything a run loads once."""
+class EditRun:
+    """One run: what to do, where, under which settings key, and its report."""
 
-    root: object
-    flux: object
-    judge: object | None
-    painter: object
-    plan: object
-    metadata: dict
-    vlm: str = "qwen_vl_7b"
-    # Loaded by the stage run itself: nothing else will use phase one's models again, so
-    # they are dropped rather than copied back to the CPU (~40 s for FluxFill + the VLM).
-    owned: bool = False
-
-    def release_phase_one(self) -> None:
-        """Free what the plan says must not stay beside CogVideoX (each model by its flag)."""
-        from lanepaint.models.placement import release
-
-        names = [("flux_fill", self.flux)]
-        if self.judge is not None:
-            names.append((self.vlm, self.judge.generator.model))
-        doomed = [m for n, m in names if self.plan[n].release_between_phases]
-        if doomed:
-            release(*doomed, keep=not self.owned)
+    config: EditConfig
+    source: VideoPainterLayout
+    out: EditLayout
+    ledger: EditLedger
+    report: StageReport
+    todo: list[Item]
+    identity: dict  # model set and LoRA, carried by every record
+    lora: LoraAdapter | None
+    device: str = "cpu"  # where the SDPA kernel choice applies
+    size: tuple[int, int] = (0, 0)  # the video model's frame size, once models are loaded
+    first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)  # at that size
 
 
-def _dtype(device: str):
-    import torch
+def edit_videos(
+    data_dir: str,
+    output_dir: str,
+    model_root: str,
+    config: EditConfig | None = None,
+    *,
+    lora: str = "",
+    models: Models | None = None,
+    summary_dir: str | None = None,
+) -> StageResult:
+    """Run the edit stage (see the module doc). The summary goes to ``summary_dir`` (default:
+    the output; parallel shards each pass their own and :func:`merge_edits` combines them).
+    ``models`` (from :func:`load_models`, with the same ``lora``) skips loading."""
+    run = plan_run(data_dir, output_dir, model_root, config or EditConfig(), lora)
+    if run.todo:
+        models = prepare_models(run, model_root, models)
+        firsts = paint_first_frames(run, models)
+        models.release_phase_one()
+        propagate(run, models, firsts)
+    summary = run.report.write(summary_dir or output_dir)
+    if summary_dir is None:
+        write_manifest(output_dir)
+    return StageResult(output_dir, summary)
 
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
-
-def load_models(model_root: str, config: EditConfig) -> Models:
-    """FluxFill (+LoRA), the judge and CogVideoX+branch, placed by the plan."""
-    import torch
-    from diffusers import CogVideoXDPMScheduler
-
-    from lanepaint.models import loaders, placement
+def plan_run(
+    data_dir: str, output_dir: str, model_root: str, config: EditConfig, lora: str
+) -> EditRun:
+    """The items of this shard, which of them are done under the current settings key, and
+    the identity records carry; nothing heavy is loaded (user errors surface here)."""
+    from lanepaint.models.device import resolve_device
     from lanepaint.models.root import as_model_root
-    from lanepaint.videopainter.pipeline import VideoPainterPipeline
-    from lanepaint.vlm.judge import Judge
-    from lanepaint.vlm.qwen import VLMGenerator
 
-    root = as_model_root(model_root)
-    vlm = f"qwen_vl_{config.vlm_size.lower()}"
-    phases = (
-        (("flux_fill", vlm), ("cogvideox_i2v",))
-        if config.judge
-        else (("flux_fill",), ("cogvideox_i2v",))
+    instructions = parse_instructions(config.instructions)
+    source = VideoPainterLayout(data_dir)
+    adapter = fetch_lora(lora) if lora else None
+    model_set = as_model_root(model_root).metadata()
+    sha = adapter.sha256 if adapter else None
+    report = StageReport(STAGE, output_dir)
+    report.set_models(model_set)
+    report.settings = output_settings(config)
+    report.settings_key = settings_key(config, models=model_set, lora_sha256=sha)
+    ledger = EditLedger(output_dir, report.settings_key)
+    videos = select_videos(source.read_meta(), config)
+    items = []
+    for record in videos:
+        problem = unsafe_record(record)
+        for inst in instructions:
+            if problem:
+                report.fail(Item(record, inst).id, f"bad meta.csv row: {problem}")
+            else:
+                items.append(Item(record, inst))
+    todo, done = ledger.split(items, key=lambda it: it.id)
+    report.inputs, report.skipped_done = len(videos) * len(instructions), len(done)
+    report.details = {
+        "data_dir": data_dir,
+        "videos": len(videos),
+        "instructions": [i.text for i in instructions],
+        "lora": adapter.uri if adapter else None,
+        "lora_sha256": sha,
+        "placement": None,
+    }
+    log.info(
+        "%d videos x %d instructions; %d done, %d to do",
+        len(videos),
+        len(instructions),
+        len(done),
+        len(todo),
     )
-    plan = placement.plan_placement(placement.visible_gpus(), phases)
-    log.info("placement plan:\n%s", plan.describe())
+    identity = {**model_set, "lora": report.details["lora"], "lora_sha256": sha}
+    run = EditRun(config, source, EditLayout(output_dir), ledger, report, todo, identity, adapter)
+    run.device = resolve_device("auto")
+    return run
 
-    flux_dev = plan["flux_fill"].device
-    flux = loaders.load_flux_fill(root, _dtype(flux_dev), "cpu")
-    if config.lora:
-        flux.load_lora_weights(str(local_lora_dir(config.lora)), adapter_name="lanepaint")
-    placement.apply_placement(flux, plan["flux_fill"])
-    if config.compile and str(flux_dev).startswith("cuda"):
-        if plan["flux_fill"].offload == "none":
-            compile_flux(flux)
-        else:  # offload hooks move weights per call: nothing to fuse or compile in place
-            log.info("FluxFill is offloaded (%s): not compiled", plan["flux_fill"].offload)
 
-    judge = None
-    if config.judge:
-        where = plan[vlm]
-        offloaded = where.offload != "none"
-        model, processor = loaders.load_qwen_vl(
-            root, config.vlm_size, _dtype(where.device), "cpu" if offloaded else where.device
-        )
-        if offloaded:
-            placement.apply_placement(model, where)
-        judge = Judge(
-            VLMGenerator(model, processor, static_cache=True),
-            config.judge_max_new_tokens,
-            config.judge_visual_tokens,
-        )
-
-    cog_dev = plan["cogvideox_i2v"].device
-    dtype = _dtype(cog_dev)
-    pipe = loaders.load_cogvideox_i2v(root, dtype, "cpu")
-    pipe.scheduler = CogVideoXDPMScheduler.from_config(
-        pipe.scheduler.config, timestep_spacing="trailing"
+def prepare_models(run: EditRun, model_root: str, models: Models | None) -> Models:
+    """Load the models unless given (then they must hold the run's LoRA); the first-frame
+    settings at the video model's frame size."""
+    if models is None:
+        with run.report.phase("load_models"):
+            models = load_models(model_root, run.config, run.lora)
+            models.owned = True
+    elif _sha(models.lora) != _sha(run.lora):
+        raise ValueError("the models given were loaded with another LoRA than this run's")
+    run.size = model_size(models.painter)
+    scale = run.size[0] / REFERENCE_ROWS
+    ff = run.config.first_frame
+    run.first_frame = replace(
+        ff, dilation=round(ff.dilation * scale), feather=round(ff.feather * scale)
     )
-    branch = loaders.load_videopainter_branch(root, dtype, "cpu")
-    painter = VideoPainterPipeline(pipe, branch)
-    if (root / ID_LORA_FILE).is_file():
-        painter.load_id_lora(root / ID_LORA_FILE)
-    painter.to(cog_dev if plan["cogvideox_i2v"].offload == "none" else "cpu")
-    if config.compile and str(cog_dev).startswith("cuda"):
-        painter.compile_blocks()
-    metadata = {**root.metadata(), "lora": config.lora, "torch": torch.__version__}
-    return Models(root, flux, judge, painter, plan, metadata, vlm)
+    run.report.details["placement"] = models.plan.describe().splitlines()
+    return models
 
 
-def local_lora_dir(uri: str):
-    """A train-lora output folder (local or gs://, fetched once) holding the LoRA file."""
-    from pathlib import Path
+def _sha(adapter: LoraAdapter | None) -> str | None:
+    return adapter.sha256 if adapter else None
 
-    from lanepaint.models.root import default_cache_root
 
-    folder = (
-        Path(storage.cache_dir(uri, default_cache_root() / "loras"))
-        if storage.is_gcs(uri)
-        else Path(uri)
+def paint_first_frames(run: EditRun, models: Models) -> dict[str, tuple[FirstFrameResult, float]]:
+    """Phase 1, FluxFill + judge for every item: item id -> (result, seconds). An item's
+    old record is withdrawn first (it must not vouch for the files rewritten here); its
+    attempts and verdicts are written as soon as it is painted."""
+    painter = FirstFramePainter(models.flux, models.judge, run.first_frame)
+    firsts: dict[str, tuple[FirstFrameResult, float]] = {}
+    frame0: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # frame 0 and its mask per video
+    with run.report.phase("first_frames"):
+        for item in tqdm(run.todo, desc="first frames", unit="item"):
+            t0 = time.perf_counter()
+            run.ledger.withdraw(item.id)
+            try:
+                video_id = item.record.video_id
+                if video_id not in frame0:
+                    frames, masks = load_resized(run, item.record)
+                    frame0[video_id] = (frames[0], masks[0])
+                with sdpa_context(run.config.attention, run.device):  # single use: one per call
+                    result = painter.run(*frame0[video_id], item.instruction)
+                write_first_frame(run.out, item, result)
+                firsts[item.id] = (result, time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
+                _fail(run.report, item, "first frame", exc)
+    return firsts
+
+
+def write_first_frame(out: EditLayout, item: Item, result: FirstFrameResult) -> None:
+    """Every attempt, the best one, and the judge's verdicts."""
+    for attempt in result.attempts:
+        write_png(out.attempt(*item.key, attempt.index), attempt.image)
+    write_png(out.attempt(*item.key, "best.png"), result.best.image)
+    judge_doc = {"instruction": item.instruction.text, **result.as_dict()}
+    storage.write_text(out.judge(*item.key), json.dumps(judge_doc, indent=2) + "\n")
+
+
+def propagate(
+    run: EditRun, models: Models, firsts: dict[str, tuple[FirstFrameResult, float]]
+) -> None:
+    """Phase 2, CogVideoX + branch from each edited first frame. An item's outputs and
+    record are written on a thread while the GPU propagates the next item (two items'
+    frames in memory at most); a failed write loses only that item."""
+    cfg = run.config
+    scale = run.size[0] / REFERENCE_ROWS
+    options = {
+        "num_inference_steps": cfg.steps,
+        "guidance_scale": cfg.guidance,
+        "conditioning_scale": cfg.conditioning_scale,
+        "mask_dilation": round(cfg.mask_dilation * scale),
+        "overlap": cfg.overlap,
+        "id_resample": cfg.id_resample,
+        "prev_clip_weight": cfg.prev_clip_weight,
+        "seed": cfg.seed,
+    }
+    writer = WriteBehind(
+        on_done=lambda item, _: _count_done(run.report),
+        on_error=lambda item, exc: _fail(run.report, item, "writing outputs", exc),
+        name="edit-writer",
     )
-    if not (folder / "pytorch_lora_weights.safetensors").is_file():
-        raise FileNotFoundError(f"no pytorch_lora_weights.safetensors in LoRA folder {uri}")
-    return folder
+    with run.report.phase("propagate"), writer:
+        for item in tqdm([i for i in run.todo if i.id in firsts], desc="propagate", unit="item"):
+            first, t0 = firsts[item.id], time.perf_counter()
+            try:
+                # Decoded again rather than held: a shard's videos need not fit in memory.
+                frames, masks = load_resized(run, item.record)
+                with sdpa_context(cfg.attention, run.device):  # single use: one per call
+                    result = models.painter(
+                        frames, masks, item.instruction.prompt_2, first[0].best.image, **options
+                    )
+                t_prop = time.perf_counter() - t0
+            except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
+                from lanepaint.models.device import free_gpu_memory
+
+                free_gpu_memory()
+                _fail(run.report, item, "propagation", exc)
+                continue
+            writer.submit(item, write_item, run, item, frames, masks, result, first, t0, t_prop)
 
 
-def model_size(painter) -> tuple[int, int]:
-    """(H, W) the video model works at (480x720 for CogVideoX-5B-I2V)."""
-    cfg = painter.pipe.transformer.config
-    factor = painter.pipe.vae_scale_factor_spatial
-    return cfg.sample_height * factor, cfg.sample_width * factor
+def _count_done(report: StageReport) -> None:
+    report.done += 1
 
 
-def resize_video(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]):
-    """Frames (bicubic) and masks (nearest) at the model's size."""
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames, (masks > 0).astype(np.uint8)
-    out_f = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
-    out_m = np.stack(
-        [
-            np.asarray(Image.fromarray((m > 0).astype(np.uint8)).resize((w, h), Image.NEAREST))
-            for m in masks
-        ]
-    )
-    return out_f, out_m
+def write_item(run: EditRun, item: Item, frames, masks, result, first, t0, t_prop) -> dict:
+    """An item's videos, its source at the model's size and the repainted masks; its record
+    last (the item's commit point)."""
+    from lanepaint.io.video import write_video
+
+    ff, ff_seconds = first
+    out, key, fps = run.out, item.key, item.record.fps
+    t1 = time.perf_counter()
+    write_local_video(out.edited(*key), result.frames, fps, write_video)
+    side = np.concatenate([frames, result.frames], axis=2)
+    write_local_video(out.side_by_side(*key), side, fps, write_video)
+    t_enc = time.perf_counter() - t1
+    record = {
+        "video_id": item.record.video_id,
+        "instruction": item.instruction.text,
+        "instruction_slug": item.instruction.slug,
+        "attributes": item.instruction.attributes.as_dict(),
+        **run.identity,
+        "source_video": _resized_source(out, key, frames, item.record, run.source, write_video),
+        # The region actually repainted (dilated): evaluate measures background outside it.
+        "mask_uri": _write_masks(
+            out.item(*key, "repainted_masks.npz"),
+            repainted_masks(result.masks, masks[0], run.first_frame),
+        ),
+        "item_dir": out.item(*key),
+        "edited": out.edited(*key),
+        "side_by_side": out.side_by_side(*key),
+        "judge": out.judge(*key),
+        "first_frame": ff.as_dict(),
+        "frames": int(len(result.frames)),
+        "fps": fps,
+        "size": list(result.frames.shape[1:3]),
+        "windows": list(result.window_starts),
+        "timings_s": {
+            "first_frame": round(ff_seconds, 3),
+            "propagate": round(t_prop, 3),
+            **{f"propagate_{k}": round(v, 3) for k, v in result.timings.items()},
+            "encode": round(t_enc, 3),
+            "total": round(ff_seconds + time.perf_counter() - t0, 3),
+        },
+    }
+    return run.ledger.commit(item.id, record)
+
+
+def select_videos(records: list[VideoRecord], config: EditConfig) -> list[VideoRecord]:
+    """This shard's videos (of ``video_ids`` when given), in video-id order."""
+    from lanepaint.data.sources import shard
+
+    if config.video_ids:
+        wanted = set(config.video_ids)
+        records = [r for r in records if r.video_id in wanted]
+    return shard(sorted(records, key=lambda r: r.video_id), config.num_shards)[config.shard_index]
 
 
 def unsafe_record(record: VideoRecord) -> str | None:
@@ -236,12 +457,18 @@ def unsafe_record(record: VideoRecord) -> str | None:
     return None
 
 
-def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int | None):
-    """Frames and masks of one video, checked: a mask per frame, not empty, not everything."""
+def load_resized(run: EditRun, record: VideoRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and masks of one video, checked, at the video model's size."""
+    return resize_video(*load_item(run.source, record, run.config.max_frames), run.size)
+
+
+def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int = 0):
+    """Frames and masks of one video (the first ``max_frames``; 0 = all), checked: a mask
+    per frame, not empty, not everything."""
     from lanepaint.io.video import read_frames
 
     with storage.local_path(layout.video_for(record)) as path:
-        frames = read_frames(path, max_frames=max_frames)
+        frames = read_frames(path, max_frames=max_frames or None)
     masks = layout.read_masks(record.mask_id)
     if max_frames:
         masks = masks[:max_frames]
@@ -263,222 +490,19 @@ def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int |
     return frames, masks
 
 
-def _select(records: list[VideoRecord], config: EditConfig) -> list[VideoRecord]:
-    from lanepaint.data.sources import shard
-
-    if config.video_ids:
-        wanted = set(config.video_ids)
-        records = [r for r in records if r.video_id in wanted]
-    return shard(sorted(records, key=lambda r: r.video_id), config.num_shards)[config.shard_index]
-
-
-def edit_videos(
-    data_dir: str,
-    output_dir: str,
-    model_root: str,
-    config: EditConfig | None = None,
-    models: Models | None = None,
-    summary_dir: str | None = None,
-) -> dict:
-    """Run the edit stage; returns the summary, written to ``summary_dir`` (default: the
-    output dir; parallel shards each pass their own and ``merge_edits`` combines them)."""
-    import torch
-
-    config = config or EditConfig()
-    started = time.perf_counter()
-    instructions = parse_instructions(config.instructions)
-    vp = VideoPainterLayout(data_dir)
-    out = EditLayout(output_dir)
-    failures = reports.Failures()
-    records = []
-    for rec in _select(vp.read_meta(), config):
-        problem = unsafe_record(rec)
-        if problem:
-            failures.add(rec.video_id, f"bad meta.csv row: {problem}")
-        else:
-            records.append(rec)
-    timings = reports.Timings()
-
-    from lanepaint.models.root import as_model_root
-
-    root = as_model_root(model_root)
-    meta = {**root.metadata(), "lora": config.lora}
-    settings = config.settings_hash(meta)
-    done = {
-        (r["video_id"], r["instruction_slug"])
-        for r in out.records()
-        if r.get("settings") == settings and r.get("status") == "ok"
-    }
-    todo = [(r, i) for r in records for i in instructions if (r.video_id, i.slug) not in done]
-    log.info(
-        "%d videos x %d instructions; %d done, %d to do",
-        len(records),
-        len(instructions),
-        len(records) * len(instructions) - len(todo),
-        len(todo),
+def resize_video(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]):
+    """Frames (bicubic) and masks (nearest) at the model's size."""
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames, (masks > 0).astype(np.uint8)
+    out_f = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
+    out_m = np.stack(
+        [
+            np.asarray(Image.fromarray((m > 0).astype(np.uint8)).resize((w, h), Image.NEAREST))
+            for m in masks
+        ]
     )
-    if todo and models is None:
-        with timings.phase("load_models"):
-            models = load_models(model_root, config)
-            models.owned = True
-    gpu = "cuda" if torch.cuda.is_available() else "cpu"
-
-    # Phase 1: first frames (FluxFill + judge) for every item.
-    first: dict[tuple[str, str], dict] = {}
-    firsts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # frame 0 and its mask per video
-    painter = None
-    if todo:
-        size = model_size(models.painter)
-        scale = size[0] / 480  # dilation and feathering are given for 480-row frames
-        ff_config = replace(
-            config.first_frame,
-            dilation=round(config.first_frame.dilation * scale),
-            feather=round(config.first_frame.feather * scale),
-        )
-        painter = FirstFramePainter(models.flux, models.judge, ff_config)
-    for record, inst in tqdm(todo, desc="first frames", unit="item"):
-        key = (record.video_id, inst.slug)
-        t0 = time.perf_counter()
-        # An older record (other settings) must not vouch for the files rewritten below.
-        storage.delete(out.record(*key))
-        try:
-            if record.video_id not in firsts:
-                frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
-                firsts[record.video_id] = (frames[0], masks[0])
-            frame0, mask0 = firsts[record.video_id]
-            with sdpa_context(config.attention, gpu):  # single use: one per call
-                result = painter.run(frame0, mask0, inst)
-            for attempt in result.attempts:
-                write_png(out.attempt(*key, attempt.index), attempt.image)
-            write_png(out.attempt(*key, "best.png"), result.best.image)
-            judge_doc = {"instruction": inst.text, **result.as_dict()}
-            storage.write_text(out.judge(*key), json.dumps(judge_doc, indent=2) + "\n")
-            first[key] = {"result": result, "seconds": time.perf_counter() - t0}
-        except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
-            _fail(failures, record, inst, "first frame", exc)
-    if models is not None and todo:
-        models.release_phase_one()
-
-    # Phase 2: propagation. Each item's videos, masks and record are written on a thread
-    # while the GPU propagates the next item (so two items' frames are in memory at most).
-    from lanepaint.io.video import write_video
-
-    def finish(record, inst, key, frames, masks, result, t0: float, t_prop: float) -> None:
-        ff = first[key]["result"]
-        t1 = time.perf_counter()
-        write_local_video(out.edited(*key), result.frames, record.fps, write_video)
-        side = np.concatenate([frames, result.frames], axis=2)
-        write_local_video(out.side_by_side(*key), side, record.fps, write_video)
-        t_enc = time.perf_counter() - t1
-        rec = {
-            "video_id": record.video_id,
-            "instruction": inst.text,
-            "instruction_slug": inst.slug,
-            "attributes": inst.attributes.as_dict(),
-            "status": "ok",
-            "settings": settings,
-            **meta,
-            "source_video": _resized_source(out, key, frames, record, vp, write_video),
-            # The region actually repainted (dilated): evaluate measures background outside it.
-            "mask_uri": _write_masks(
-                out.item(*key, "repainted_masks.npz"),
-                repainted_masks(result.masks, masks[0], ff_config),
-            ),
-            "item_dir": out.item(*key),
-            "edited": out.edited(*key),
-            "side_by_side": out.side_by_side(*key),
-            "judge": out.judge(*key),
-            "first_frame": ff.as_dict(),
-            "frames": int(len(result.frames)),
-            "fps": record.fps,
-            "size": list(result.frames.shape[1:3]),
-            "windows": list(result.window_starts),
-            "timings_s": {
-                "first_frame": round(first[key]["seconds"], 3),
-                "propagate": round(t_prop, 3),
-                **{f"propagate_{k}": round(v, 3) for k, v in result.timings.items()},
-                "encode": round(t_enc, 3),
-                "total": round(first[key]["seconds"] + time.perf_counter() - t0, 3),
-            },
-            "finished_at": reports.now_iso(),
-        }
-        storage.write_text(out.record(*key), json.dumps(rec, indent=2) + "\n")
-
-    def collect(pending) -> int:
-        """Wait for an item's writes; a failure is recorded like any other."""
-        if pending is None:
-            return 0
-        future, record, inst = pending
-        try:
-            future.result()
-            return 1
-        except Exception as exc:  # noqa: BLE001
-            _fail(failures, record, inst, "writing outputs", exc)
-            return 0
-
-    written = 0
-    pending = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-writer") as writer:
-        for record, inst in tqdm(
-            [t for t in todo if (t[0].video_id, t[1].slug) in first],
-            desc="propagate",
-            unit="item",
-        ):
-            key = (record.video_id, inst.slug)
-            ff = first[key]["result"]
-            t0 = time.perf_counter()
-            try:
-                # Decoded again rather than held: a shard's videos need not fit in memory.
-                frames, masks = resize_video(*load_item(vp, record, config.max_frames), size)
-                with sdpa_context(config.attention, gpu):  # single use: one per call
-                    result = models.painter(
-                        frames,
-                        masks,
-                        inst.prompt_2,
-                        ff.best.image,
-                        num_inference_steps=config.steps,
-                        guidance_scale=config.guidance,
-                        conditioning_scale=config.conditioning_scale,
-                        mask_dilation=round(config.mask_dilation * size[0] / 480),
-                        overlap=config.overlap,
-                        id_resample=config.id_resample,
-                        prev_clip_weight=config.prev_clip_weight,
-                        seed=config.seed,
-                    )
-                t_prop = time.perf_counter() - t0
-            except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
-                    torch.cuda.empty_cache()
-                _fail(failures, record, inst, "propagation", exc)
-                continue
-            written += collect(pending)
-            job = (record, inst, key, frames, masks, result, t0, t_prop)
-            pending = (writer.submit(finish, *job), record, inst)
-        written += collect(pending)
-
-    summary = {
-        "stage": "edit",
-        "data_dir": data_dir,
-        "output": output_dir,
-        **meta,
-        "settings": settings,
-        "videos": len(records),
-        "instructions": [i.text for i in instructions],
-        "items": len(records) * len(instructions),
-        "skipped_done": len(records) * len(instructions) - len(todo),
-        "edited": written,
-        "failed": len(failures),
-        "failed_by_reason": failures.by_reason(),
-        "placement": models.plan.describe() if models else None,
-        "timings_s": {**timings.as_dict(), "total": round(time.perf_counter() - started, 3)},
-        "finished_at": reports.now_iso(),
-    }
-    reports.write_reports(
-        summary_dir or output_dir, "edit", summary, failures, [root.model_set_label()]
-    )
-    if summary_dir is None:
-        write_manifest(output_dir)
-    return summary
+    return out_f, out_m
 
 
 def default_output_dir(data_dir: str) -> str:
@@ -489,7 +513,7 @@ def default_output_dir(data_dir: str) -> str:
 def write_manifest(output_dir: str) -> list[dict]:
     """manifest.jsonl: one line per finished (video, instruction), from the records."""
     records = EditLayout(output_dir).records()
-    keys = ("video_id", "instruction_slug", "status", "settings", "model_set", "edited")
+    keys = ("video_id", "instruction_slug", "status", "settings_key", "model_set", "edited")
     storage.write_text(
         storage.join(output_dir, "manifest.jsonl"),
         "".join(json.dumps({k: r.get(k) for k in keys}) + "\n" for r in records),
@@ -497,16 +521,16 @@ def write_manifest(output_dir: str) -> list[dict]:
     return records
 
 
-def merge_edits(output_dir: str, num_shards: int | None = None) -> dict:
+def merge_edits(output_dir: str, num_shards: int = 0) -> StageResult:
     """Combine the shards' summaries and failures and write the manifest (after a fan-out).
 
-    With ``num_shards`` only this run's shards count (an earlier run into the same folder
-    may have left more)."""
+    With ``num_shards`` (0 = every shard folder) only this run's shards count: an earlier
+    run into the same folder may have left more."""
     records = write_manifest(output_dir)
-    shard_root = storage.join(output_dir, "_shards")
-    summaries, failures = [], reports.Failures()
-    current = None if num_shards is None else {f"shard_{i:04d}" for i in range(num_shards)}
-    for uri in storage.list_files(shard_root):
+    report = StageReport(STAGE, output_dir)
+    current = {f"shard_{i:04d}" for i in range(num_shards)} if num_shards else None
+    summaries = []
+    for uri in storage.list_files(storage.join(output_dir, "_shards")):
         if current is not None and uri.rsplit("/", 2)[-2] not in current:
             continue
         if uri.endswith("/" + reports.SUMMARY_JSON):
@@ -515,22 +539,17 @@ def merge_edits(output_dir: str, num_shards: int | None = None) -> dict:
             for line in storage.read_text(uri).splitlines():
                 if line.strip():
                     rec = json.loads(line)
-                    failures.add(rec.pop("item"), rec.pop("reason"), **rec)
-    labels = sorted({s.get("model_set_label", "") for s in summaries} - {""})
-    summary = {
-        "stage": "edit",
-        "output": output_dir,
-        "shards": len(summaries),
-        "items": sum(s["items"] for s in summaries),
-        "edited": sum(s["edited"] for s in summaries),
-        "skipped_done": sum(s["skipped_done"] for s in summaries),
-        "failed": len(failures),
-        "records": len(records),
-        "model_set_label": "; ".join(labels),
-        "finished_at": reports.now_iso(),
-    }
-    reports.write_reports(output_dir, "edit", summary, failures, labels)
-    return summary
+                    report.fail(rec.pop("item"), rec.pop("reason"), **rec)
+    for key in ("inputs", "done", "skipped_done"):
+        setattr(report, key, sum(s[key] for s in summaries))
+    if summaries:
+        report.settings_key = summaries[0]["settings_key"]
+        report.settings = summaries[0]["settings"]
+        report.model_set = "; ".join(sorted({s["model_set"] or "" for s in summaries} - {""}))
+        labels = {s["model_set_label"] or "" for s in summaries} - {""}
+        report.model_set_label = "; ".join(sorted(labels)) or None
+    report.details = {"shards": len(summaries), "records": len(records)}
+    return StageResult(output_dir, report.write())
 
 
 def write_local_video(uri: str, frames: np.ndarray, fps: float, write_video) -> None:
@@ -576,96 +595,44 @@ def _write_masks(uri: str, masks: np.ndarray) -> str:
     return uri
 
 
-def _fail(
-    failures: reports.Failures, record: VideoRecord, inst: Instruction, phase: str, exc: Exception
-) -> None:
-    log.warning("%s / %s: %s failed: %s", record.video_id, inst.slug, phase, exc)
-    failures.add(f"{record.video_id}/{inst.slug}", f"{phase}: {type(exc).__name__}: {exc}")
+def _fail(report: StageReport, item: Item, phase: str, exc: Exception) -> None:
+    log.warning("%s: %s failed: %s", item.id, phase, exc)
+    report.fail(item.id, f"{phase}: {type(exc).__name__}: {exc}")
+
+
+# --- CLI ------------------------------------------------------------------------------
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "edit",
-        help="repaint lane markings: FluxFill first frame + judge, VideoPainter propagation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    register_stage(
+        subparsers,
+        STAGE,
+        "repaint lane markings: FluxFill first frame + judge, VideoPainter propagation",
+        __doc__,
+        EditConfig,
+        _add_io,
+        _run,
     )
+
+
+def _add_io(parser) -> None:
     parser.add_argument("--data-dir", required=True, help="VideoPainter layout (from segment)")
+    parser.add_argument("--output-dir", required=True, help="where the edits go")
+    parser.add_argument("--model-root", required=True, help="model root (path or gs://)")
     parser.add_argument(
-        "--instruction",
-        required=True,
-        help="e.g. 'lane single white solid'; several joined by '||'",
-    )
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--model-root", required=True)
-    parser.add_argument("--lora", default=None, help="FluxFill LoRA folder (train-lora output)")
-    parser.add_argument("--lora-scale", type=float, default=1.0)
-    parser.add_argument("--no-judge", action="store_true", help="one attempt, no VLM")
-    parser.add_argument("--vlm-size", default="7B", choices=("7B", "72B"))
-    parser.add_argument("--max-attempts", type=int, default=5)
-    parser.add_argument("--first-frame-size", type=int, default=1024)
-    parser.add_argument("--first-frame-steps", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=50, help="propagation steps")
-    parser.add_argument("--guidance", type=float, default=6.0)
-    parser.add_argument("--conditioning-scale", type=float, default=1.0)
-    parser.add_argument("--mask-dilation", type=int, default=16)
-    parser.add_argument("--overlap", type=int, default=5)
-    parser.add_argument("--no-id-resample", action="store_true")
-    parser.add_argument("--max-frames", type=int, default=None)
-    parser.add_argument("--video-ids", nargs="*", default=())
-    parser.add_argument("--num-shards", type=int, default=1)
-    parser.add_argument("--shard-index", type=int, default=0)
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the FluxFill and CogVideoX blocks (CUDA; ~40 s once per run)",
-    )
-    parser.add_argument(
-        "--attention",
-        default="auto",
-        choices=BACKENDS,
-        help="SDPA kernels; auto = cuDNN first on Hopper (measured fastest, docs/performance.md)",
-    )
-    parser.add_argument("--seed", type=int, default=42)
-    parser.set_defaults(func=_run)
-
-
-def config_from_args(args: argparse.Namespace) -> EditConfig:
-    ff = replace(
-        FirstFrameConfig(),
-        size=args.first_frame_size,
-        steps=args.first_frame_steps,
-        max_attempts=args.max_attempts,
-        lora_scale=args.lora_scale,
-        seed=args.seed,
-    )
-    return EditConfig(
-        instructions=args.instruction,
-        first_frame=ff,
-        judge=not args.no_judge,
-        vlm_size=args.vlm_size,
-        lora=args.lora,
-        steps=args.steps,
-        guidance=args.guidance,
-        conditioning_scale=args.conditioning_scale,
-        mask_dilation=args.mask_dilation,
-        overlap=args.overlap,
-        id_resample=not args.no_id_resample,
-        max_frames=args.max_frames,
-        seed=args.seed,
-        compile=args.compile,
-        attention=args.attention,
-        video_ids=tuple(args.video_ids),
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
+        "--lora",
+        default="",
+        help="FluxFill LoRA folder (train-lora output, path or gs://); a rerun is keyed by "
+        "the adapter file's SHA-256, not its path",
     )
 
 
-def _run(args: argparse.Namespace) -> int:
-    summary = edit_videos(args.data_dir, args.output_dir, args.model_root, config_from_args(args))
+def _run(args) -> int:
+    config = from_args(EditConfig, args)
+    result = edit_videos(args.data_dir, args.output_dir, args.model_root, config, lora=args.lora)
+    s = result.summary
     print(
-        f"edited {summary['edited']} of {summary['items']} (video, instruction) items "
-        f"({summary['skipped_done']} already done, {summary['failed']} failed) -> "
-        f"{args.output_dir}"
+        f"edited {s['done']} of {s['inputs']} (video, instruction) items "
+        f"({s['skipped_done']} already done, {s['failed']} failed) -> {args.output_dir}"
     )
-    return 0 if summary["failed"] == 0 else 1
+    return 0 if s["failed"] == 0 else 1

@@ -23,9 +23,9 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from lanepaint.videopainter.branch import VideoPainterBranch
 from lanepaint.videopainter.id_resample import IDResampler
 from lanepaint.videopainter.injection import BranchInjector, token_mask_from_latent_mask
 from lanepaint.videopainter.windows import (
+    WindowPlan,
     dilate_masks,
     latent_mask_from_masks,
     pad_frames,
@@ -55,6 +56,69 @@ class PropagationResult:
     window_starts: tuple[int, ...]  # first frame of each window
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode/denoise/decode/total
     id_tokens: list[int] = field(default_factory=list)  # tokens kept per window for ID resampling
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The keyword options of one :meth:`VideoPainterPipeline.__call__` (documented there)
+    that its steps read."""
+
+    negative_prompt: str
+    num_inference_steps: int
+    guidance_scale: float
+    use_dynamic_cfg: bool
+    conditioning_scale: float
+    use_branch: bool
+    mask_add: bool
+    mask_dilation: int
+    window: int | None
+    overlap: int
+    keep_first_frame: bool
+    replace_known: bool
+    paste_back: bool
+    id_resample: bool
+    prev_clip_weight: float
+    id_source: str
+    callback: Callable[[int, int], None] | None
+
+    @classmethod
+    def of(cls, arguments: dict[str, Any]) -> _Options:
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+
+
+@dataclass
+class _Run:
+    """What one call prepares once and every window reads."""
+
+    plan: WindowPlan
+    frames: torch.Tensor  # [T, H, W, 3] uint8, frame 0 replaced by the edited one
+    video: torch.Tensor  # the frames padded to the plan
+    repaint: torch.Tensor  # [T', H, W] bool (dilated; frame 0 cleared if kept), padded
+    prompt_embeds: torch.Tensor  # [negative; positive] with CFG
+    rotary: tuple[torch.Tensor, torch.Tensor] | None
+    ofs: torch.Tensor | None
+    timesteps: torch.Tensor
+    steps: list[int]  # the timesteps as Python ints
+    guidance: list[float]  # per step
+    use_cfg: bool
+    injector: BranchInjector | None = None
+    resampler: IDResampler | None = None
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+    )
+
+
+@dataclass
+class _Window:
+    """One window's initial noise and conditioning."""
+
+    latents: torch.Tensor  # initial noise [1, F, C, h, w]
+    gt_latents: torch.Tensor  # ground-truth video latents
+    gt_noise: torch.Tensor  # noise that takes the ground truth to each timestep
+    image_latents: torch.Tensor  # image conditioning (CFG-doubled)
+    branch_cond: torch.Tensor  # masked-video latents | latent mask (CFG-doubled)
+    generate: torch.Tensor  # latent mask as bool: True = sampled, False = known
+    masked_tokens: torch.Tensor  # [1, N] bool token mask for the branch injection
 
 
 def _dynamic_guidance(guidance_scale: float, timestep: int, num_steps: int) -> float:
@@ -136,16 +200,15 @@ class VideoPainterPipeline:
         return self
 
     def compile_blocks(self, **compile_kwargs: object) -> None:
-        """Regional ``torch.compile``: each repeated block (backbone and branch) compiled alone.
-
-        Identical blocks share one compiled graph, so compile time stays that of one block;
-        hooks installed later run inside the compiled call.
+        """Regional ``torch.compile`` of the backbone's and the branch's repeated blocks
+        (:func:`lanepaint.models.kernels.compile_regions`): identical blocks share one
+        compiled graph, so compile time stays that of one block; hooks installed later run
+        inside the compiled call.
         """
-        blocks = list(self.pipe.transformer.transformer_blocks)
-        if self.branch is not None:
-            blocks += list(self.branch.transformer_blocks)
-        for block in blocks:
-            block.compile(**compile_kwargs)
+        from lanepaint.models.kernels import compile_regions
+
+        models = [self.pipe.transformer] + ([self.branch] if self.branch is not None else [])
+        compile_regions(*models, **compile_kwargs)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -228,12 +291,34 @@ class VideoPainterPipeline:
             generator, seed: randomness (a CPU generator is made from ``seed`` if given).
             callback: called as ``callback(window_index, step_index)`` after every step.
         """
-        pipe, transformer = self.pipe, self.pipe.transformer
-        config = transformer.config
-        device, dtype = self.device, transformer.dtype
-        t_start = self._sync(device)
-        timings = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+        opts = _Options.of(locals())
+        t_start = self._sync(self.device)
+        frames, mask_tensor = self.check_inputs(video, masks, first_frame)
+        if generator is None and seed is not None:
+            generator = torch.Generator("cpu").manual_seed(seed)
+        run = self.prepare(frames, mask_tensor, prompt, opts)
+        run.timings["encode"] += self._sync(self.device) - t_start
+        total, counts, id_tokens = self.denoise(run, opts, generator)
+        out_frames, repaint, averaged = self.decode(run, total, counts, opts.paste_back)
+        run.timings["total"] = time.perf_counter() - t_start
+        return PropagationResult(
+            frames=out_frames,
+            masks=repaint,
+            latents=averaged,
+            window_starts=run.plan.starts,
+            timings=run.timings,
+            id_tokens=id_tokens,
+        )
 
+    def check_inputs(
+        self,
+        video: np.ndarray | torch.Tensor,
+        masks: np.ndarray | torch.Tensor,
+        first_frame: np.ndarray | torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The video as uint8 ``[T, H, W, 3]`` with frame 0 replaced by ``first_frame``, and
+        the masks; ValueError for anything the transformer cannot run."""
+        config = self.pipe.transformer.config
         frames_u8 = _to_uint8_frames(video, "video")
         num_frames, height, width, _ = frames_u8.shape
         mask_tensor = torch.as_tensor(np.asarray(masks))
@@ -241,7 +326,7 @@ class VideoPainterPipeline:
             raise ValueError(
                 f"masks {tuple(mask_tensor.shape)} do not match video {tuple(frames_u8.shape)}"
             )
-        scale = pipe.vae_scale_factor_spatial
+        scale = self.pipe.vae_scale_factor_spatial
         patch = config.patch_size
         if height % (scale * patch) or width % (scale * patch):
             raise ValueError(f"height and width must be multiples of {scale * patch}")
@@ -258,23 +343,29 @@ class VideoPainterPipeline:
                 raise ValueError("first_frame size differs from the video")
             frames_u8 = frames_u8.clone()
             frames_u8[0] = edited[0]
-        if generator is None and seed is not None:
-            generator = torch.Generator("cpu").manual_seed(seed)
+        return frames_u8, mask_tensor
 
+    def prepare(
+        self, frames: torch.Tensor, masks: torch.Tensor, prompt: str, opts: _Options
+    ) -> _Run:
+        """What every window shares: the window plan, the (dilated) repaint masks, the prompt
+        and rotary embeddings, and the sampling schedule."""
+        pipe, config = self.pipe, self.pipe.transformer.config
+        device, dtype = self.device, self.pipe.transformer.dtype
+        num_frames, height, width, _ = frames.shape
         plan = plan_windows(
-            num_frames, window or config.sample_frames, overlap, pipe.vae_scale_factor_temporal
+            num_frames,
+            opts.window or config.sample_frames,
+            opts.overlap,
+            pipe.vae_scale_factor_temporal,
         )
-        repaint = dilate_masks(mask_tensor.to(device), mask_dilation).cpu()
-        if keep_first_frame:
+        repaint = dilate_masks(masks.to(device), opts.mask_dilation).cpu()
+        if opts.keep_first_frame:
             repaint[0] = False
-        video_padded = pad_frames(frames_u8, plan.padded_frames)
-        repaint_padded = pad_frames(repaint, plan.padded_frames)
-        latent_window = plan.latent_window
-
-        use_cfg = guidance_scale > 1.0
+        use_cfg = opts.guidance_scale > 1.0
         prompt_embeds, negative_embeds = pipe.encode_prompt(
             prompt=prompt,
-            negative_prompt=negative_prompt,
+            negative_prompt=opts.negative_prompt,
             do_classifier_free_guidance=use_cfg,
             num_videos_per_prompt=1,
             max_sequence_length=config.max_text_seq_length,
@@ -284,170 +375,222 @@ class VideoPainterPipeline:
         if use_cfg:
             prompt_embeds = torch.cat([negative_embeds, prompt_embeds], dim=0)
         rotary = (
-            pipe._prepare_rotary_positional_embeddings(height, width, latent_window, device)
+            pipe._prepare_rotary_positional_embeddings(height, width, plan.latent_window, device)
             if config.use_rotary_positional_embeddings
             else None
         )
         ofs = prompt_embeds.new_full((1,), 2.0) if config.get("ofs_embed_dim") is not None else None
-
         scheduler = pipe.scheduler
-        scheduler.set_timesteps(num_inference_steps, device=device)
+        scheduler.set_timesteps(opts.num_inference_steps, device=device)
         # add_noise moves this table to the device on first use; doing it up front keeps the
         # step's scalar math on one device, so a first call gives the same result as later ones.
         scheduler.alphas_cumprod = scheduler.alphas_cumprod.to(device)
-        timesteps = scheduler.timesteps
-        steps = timesteps.tolist()  # one host copy; the loop below indexes Python ints
+        steps = scheduler.timesteps.tolist()  # one host copy; the loop indexes Python ints
         guidance = [
-            _dynamic_guidance(guidance_scale, t, num_inference_steps)
-            if use_dynamic_cfg
-            else guidance_scale
+            _dynamic_guidance(opts.guidance_scale, t, opts.num_inference_steps)
+            if opts.use_dynamic_cfg
+            else opts.guidance_scale
             for t in steps
         ]
-        timings["encode"] += self._sync(device) - t_start
+        return _Run(
+            plan=plan,
+            frames=frames,
+            video=pad_frames(frames, plan.padded_frames),
+            repaint=pad_frames(repaint, plan.padded_frames),
+            prompt_embeds=prompt_embeds,
+            rotary=rotary,
+            ofs=ofs,
+            timesteps=scheduler.timesteps,
+            steps=steps,
+            guidance=guidance,
+            use_cfg=use_cfg,
+        )
 
-        branch_on = use_branch and self.branch is not None
-        num_windows = len(plan.starts)
-        blocks = transformer.transformer_blocks
-        injector = (
-            BranchInjector(blocks, len(self.branch.transformer_blocks), mask_add)
-            if branch_on
-            else None
-        )
-        resampler = (
-            IDResampler(blocks, prev_clip_weight, id_source)
-            if id_resample and prev_clip_weight > 0 and num_windows > 1
-            else None
-        )
-        channels = config.out_channels
-        latent_h, latent_w = height // scale, width // scale
-        total = torch.zeros(
-            (1, plan.latent_frames, channels, latent_h, latent_w),
-            device=device,
-            dtype=torch.float32,
-        )
-        counts = torch.zeros(plan.latent_frames, device=device, dtype=torch.float32)
+    def denoise(
+        self, run: _Run, opts: _Options, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Every window in turn, with the branch-injection and ID-resampling hooks installed.
+
+        Returns the windows' latents summed on the global latent grid, how many windows
+        cover each latent frame, and the tokens kept per window for ID resampling."""
+        device, config = self.device, self.pipe.transformer.config
+        num_windows = len(run.plan.starts)
+        blocks = self.pipe.transformer.transformer_blocks
+        if opts.use_branch and self.branch is not None:
+            run.injector = BranchInjector(
+                blocks, len(self.branch.transformer_blocks), opts.mask_add
+            )
+        if opts.id_resample and opts.prev_clip_weight > 0 and num_windows > 1:
+            run.resampler = IDResampler(blocks, opts.prev_clip_weight, opts.id_source)
+        scale = self.pipe.vae_scale_factor_spatial
+        latent_h, latent_w = run.frames.shape[1] // scale, run.frames.shape[2] // scale
+        grid = (1, run.plan.latent_frames, config.out_channels, latent_h, latent_w)
+        total = torch.zeros(grid, device=device, dtype=torch.float32)
+        counts = torch.zeros(run.plan.latent_frames, device=device, dtype=torch.float32)
         id_tokens: list[int] = []
         previous: torch.Tensor | None = None
-
         with ExitStack() as stack:
-            if injector is not None:
-                stack.enter_context(injector)
-            if resampler is not None:
-                stack.enter_context(resampler)
-            for k, start in enumerate(plan.starts):
+            for hook in (run.injector, run.resampler):
+                if hook is not None:
+                    stack.enter_context(hook)
+            for k in range(num_windows):
                 t0 = self._sync(device)
-                frames = video_padded[start : start + plan.window].to(device)
-                known_px = ~repaint_padded[start : start + plan.window].to(device)
-                pixels = frames.permute(3, 0, 1, 2)[None].to(dtype) / 127.5 - 1.0
-                # Ground truth and masked video in one VAE batch.
-                both = torch.cat([pixels, pixels * known_px.to(dtype)])
-                gt_latents, masked_latents = self._encode_video(both, generator).chunk(2)
-                latent_mask = latent_mask_from_masks(~known_px, latent_window, scale).to(dtype)
-                if previous is None:
-                    image_latent = self._encode_video(pixels[:, :, :1], generator, image=True)
-                else:
-                    j0 = plan.latent_stride
-                    image_latent = previous[:, j0 : j0 + 1]
-                    if keep_first_frame:
-                        gt_latents[:, :1] = image_latent
-                        masked_latents[:, :1] = image_latent
-                        latent_mask[:, :1] = 0
-                shape = (1, latent_window, channels, latent_h, latent_w)
-                latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-                latents = latents * scheduler.init_noise_sigma
-                gt_noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-                image_latents = torch.cat(
-                    [image_latent, image_latent.new_zeros((1, latent_window - 1, *shape[2:]))],
-                    dim=1,
-                )
-                branch_cond = torch.cat([masked_latents, latent_mask], dim=2)
-                if use_cfg:
-                    image_latents = torch.cat([image_latents] * 2)
-                    branch_cond = torch.cat([branch_cond] * 2)
-                generate = latent_mask.bool()
-                masked_tokens = token_mask_from_latent_mask(latent_mask, patch)
-                if injector is not None:
-                    injector.masked_tokens = masked_tokens
-                capture_index = None
-                if resampler is not None and k + 1 < num_windows:
-                    capture_index = masked_tokens[0].nonzero().squeeze(1)
-                    id_tokens.append(int(capture_index.numel()))
+                win = self.prepare_window(run, k, previous, generator, opts.keep_first_frame)
+                if run.injector is not None:
+                    run.injector.masked_tokens = win.masked_tokens
+                capture = None
+                if run.resampler is not None and k + 1 < num_windows:
+                    capture = win.masked_tokens[0].nonzero().squeeze(1)
+                    id_tokens.append(int(capture.numel()))
                 t1 = self._sync(device)
-                timings["encode"] += t1 - t0
-
-                old_pred = None
-                last = len(steps) - 1
-                for i, t in enumerate(timesteps):
-                    model_in = torch.cat([latents] * 2) if use_cfg else latents
-                    model_in = scheduler.scale_model_input(model_in, t)
-                    t_batch = t.expand(model_in.shape[0])
-                    if injector is not None:
-                        injector.samples = self.branch(
-                            torch.cat([model_in, branch_cond], dim=2),
-                            prompt_embeds,
-                            t_batch,
-                            image_rotary_emb=rotary,
-                            conditioning_scale=conditioning_scale,
-                        )
-                    capturing = capture_index is not None and i == last
-                    with resampler.capture(capture_index) if capturing else nullcontext():
-                        noise_pred = transformer(
-                            hidden_states=torch.cat([model_in, image_latents], dim=2),
-                            encoder_hidden_states=prompt_embeds,
-                            timestep=t_batch,
-                            ofs=ofs,
-                            image_rotary_emb=rotary,
-                            return_dict=False,
-                        )[0].float()
-                    if use_cfg:
-                        uncond, cond = noise_pred.chunk(2)
-                        noise_pred = uncond + guidance[i] * (cond - uncond)
-                    latents, old_pred = scheduler.step(
-                        noise_pred,
-                        old_pred,
-                        steps[i],
-                        steps[i - 1] if i > 0 else None,
-                        latents,
-                        generator=generator,
-                        return_dict=False,
-                    )
-                    latents = latents.to(dtype)
-                    if replace_known:
-                        known = (
-                            scheduler.add_noise(gt_latents, gt_noise, timesteps[i + 1 : i + 2])
-                            if i < last
-                            else gt_latents
-                        )
-                        latents = torch.where(generate, latents, known)
-                    if callback is not None:
-                        callback(k, i)
-                if injector is not None:
-                    injector.samples = None
-                if resampler is not None:
-                    resampler.next_window()
-                g0 = plan.latent_start(k)
-                total[:, g0 : g0 + latent_window] += latents.float()
-                counts[g0 : g0 + latent_window] += 1
+                run.timings["encode"] += t1 - t0
+                latents = self.denoise_window(run, win, opts, generator, capture, k)
+                if run.injector is not None:
+                    run.injector.samples = None
+                if run.resampler is not None:
+                    run.resampler.next_window()
+                g0 = run.plan.latent_start(k)
+                total[:, g0 : g0 + run.plan.latent_window] += latents.float()
+                counts[g0 : g0 + run.plan.latent_window] += 1
                 previous = latents
-                timings["denoise"] += self._sync(device) - t1
+                run.timings["denoise"] += self._sync(device) - t1
+        return total, counts, id_tokens
 
+    def prepare_window(
+        self,
+        run: _Run,
+        k: int,
+        previous: torch.Tensor | None,
+        generator: torch.Generator | None,
+        keep_first_frame: bool,
+    ) -> _Window:
+        """Window ``k``'s conditioning and initial noise: ground-truth and masked-video
+        latents (one VAE batch), the latent mask, and the image latent (window 0: the edited
+        frame encoded alone; later windows: the previous window's latent at the overlap
+        start, also taken as known when ``keep_first_frame``)."""
+        device, dtype = self.device, self.pipe.transformer.dtype
+        plan, start, latent_window = run.plan, run.plan.starts[k], run.plan.latent_window
+        scale = self.pipe.vae_scale_factor_spatial
+        frames = run.video[start : start + plan.window].to(device)
+        known_px = ~run.repaint[start : start + plan.window].to(device)
+        pixels = frames.permute(3, 0, 1, 2)[None].to(dtype) / 127.5 - 1.0
+        # Ground truth and masked video in one VAE batch.
+        both = torch.cat([pixels, pixels * known_px.to(dtype)])
+        gt_latents, masked_latents = self._encode_video(both, generator).chunk(2)
+        latent_mask = latent_mask_from_masks(~known_px, latent_window, scale).to(dtype)
+        if previous is None:
+            image_latent = self._encode_video(pixels[:, :, :1], generator, image=True)
+        else:
+            j0 = plan.latent_stride
+            image_latent = previous[:, j0 : j0 + 1]
+            if keep_first_frame:
+                gt_latents[:, :1] = image_latent
+                masked_latents[:, :1] = image_latent
+                latent_mask[:, :1] = 0
+        channels = self.pipe.transformer.config.out_channels
+        shape = (1, latent_window, channels, frames.shape[1] // scale, frames.shape[2] // scale)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        latents = latents * self.pipe.scheduler.init_noise_sigma
+        gt_noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        image_latents = torch.cat(
+            [image_latent, image_latent.new_zeros((1, latent_window - 1, *shape[2:]))], dim=1
+        )
+        branch_cond = torch.cat([masked_latents, latent_mask], dim=2)
+        if run.use_cfg:
+            image_latents = torch.cat([image_latents] * 2)
+            branch_cond = torch.cat([branch_cond] * 2)
+        return _Window(
+            latents=latents,
+            gt_latents=gt_latents,
+            gt_noise=gt_noise,
+            image_latents=image_latents,
+            branch_cond=branch_cond,
+            generate=latent_mask.bool(),
+            masked_tokens=token_mask_from_latent_mask(
+                latent_mask, self.pipe.transformer.config.patch_size
+            ),
+        )
+
+    def denoise_window(
+        self,
+        run: _Run,
+        win: _Window,
+        opts: _Options,
+        generator: torch.Generator | None,
+        capture: torch.Tensor | None,
+        k: int,
+    ) -> torch.Tensor:
+        """The sampling loop of one window: branch features into the backbone's blocks, CFG,
+        the scheduler step, then the known latents replaced by the ground truth noised to
+        the next timestep (clean after the last step). ``capture``: the tokens whose keys
+        and values ID resampling keeps from the last step."""
+        transformer, scheduler = self.pipe.transformer, self.pipe.scheduler
+        dtype = transformer.dtype
+        latents, old_pred = win.latents, None
+        last = len(run.steps) - 1
+        for i, t in enumerate(run.timesteps):
+            model_in = torch.cat([latents] * 2) if run.use_cfg else latents
+            model_in = scheduler.scale_model_input(model_in, t)
+            t_batch = t.expand(model_in.shape[0])
+            if run.injector is not None:
+                run.injector.samples = self.branch(
+                    torch.cat([model_in, win.branch_cond], dim=2),
+                    run.prompt_embeds,
+                    t_batch,
+                    image_rotary_emb=run.rotary,
+                    conditioning_scale=opts.conditioning_scale,
+                )
+            capturing = capture is not None and i == last
+            with run.resampler.capture(capture) if capturing else nullcontext():
+                noise_pred = transformer(
+                    hidden_states=torch.cat([model_in, win.image_latents], dim=2),
+                    encoder_hidden_states=run.prompt_embeds,
+                    timestep=t_batch,
+                    ofs=run.ofs,
+                    image_rotary_emb=run.rotary,
+                    return_dict=False,
+                )[0].float()
+            if run.use_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + run.guidance[i] * (cond - uncond)
+            latents, old_pred = scheduler.step(
+                noise_pred,
+                old_pred,
+                run.steps[i],
+                run.steps[i - 1] if i > 0 else None,
+                latents,
+                generator=generator,
+                return_dict=False,
+            )
+            latents = latents.to(dtype)
+            if opts.replace_known:
+                known = (
+                    scheduler.add_noise(win.gt_latents, win.gt_noise, run.timesteps[i + 1 : i + 2])
+                    if i < last
+                    else win.gt_latents
+                )
+                latents = torch.where(win.generate, latents, known)
+            if opts.callback is not None:
+                opts.callback(k, i)
+        return latents
+
+    def decode(
+        self, run: _Run, total: torch.Tensor, counts: torch.Tensor, paste_back: bool
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """The windows' latents averaged and decoded; outside the repaint mask the input
+        pixels are pasted back, so the background is bit-exact. Returns the frames, the
+        repaint masks and the averaged latents (CPU)."""
+        pipe, device = self.pipe, self.device
         t2 = self._sync(device)
         averaged = total / counts.view(1, -1, 1, 1, 1)
         decoded = pipe.decode_latents(averaged.to(pipe.vae.dtype))  # [1, 3, T', H, W]
         generated = ((decoded[0].float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+        num_frames = run.frames.shape[0]
         generated = generated.permute(1, 2, 3, 0)[:num_frames]
-        repaint = repaint_padded[:num_frames]
+        repaint = run.repaint[:num_frames]
         if paste_back:
-            original = frames_u8.to(device)
+            original = run.frames.to(device)
             generated = torch.where(repaint.to(device)[..., None], generated, original)
         out_frames = generated.cpu().numpy()
-        timings["decode"] = self._sync(device) - t2
-        timings["total"] = time.perf_counter() - t_start
-        return PropagationResult(
-            frames=out_frames,
-            masks=repaint.numpy(),
-            latents=averaged.cpu(),
-            window_starts=plan.starts,
-            timings=timings,
-            id_tokens=id_tokens,
-        )
+        run.timings["decode"] = self._sync(device) - t2
+        return out_frames, repaint.numpy(), averaged.cpu()
