@@ -38,9 +38,7 @@ def add_dataset_build(
     return plan, merged
 
 
-def add_edit(
-    layout, output_dir, model_root, instruction, num_shards, lora=None, **edit_params
-) -> dsl.PipelineTask:
+def add_edit(layout, output_dir, model_root, num_shards, lora=None, **edit_params):
     """Videos split into shards, one GPU task per shard in parallel, then a merge.
     Returns the merge task (output ``edits``: pointer to the edit outputs)."""
     shards = shard_indices(num_shards=num_shards)
@@ -51,7 +49,6 @@ def add_edit(
             layout=layout,
             output_dir=output_dir,
             model_root=model_root,
-            instruction=instruction,
             shard_index=index,
             num_shards=num_shards,
             **extra,
@@ -65,7 +62,7 @@ def add_edit(
     return merged
 
 
-def add_evaluate(edits, output_dir, max_frames=49) -> dsl.PipelineTask:
-    task = evaluate(edits=edits, output_dir=output_dir, max_frames=max_frames)
+def add_evaluate(edits, output_dir, **evaluate_params) -> dsl.PipelineTask:
+    task = evaluate(edits=edits, output_dir=output_dir, **evaluate_params)
     configure(task, "evaluate")
     return task

@@ -64,4 +64,4 @@ def test_edit_pipeline_runs_locally(tmp_path):
     assert record["frames"] == 2 and record["model_set"] == "smoke"
     assert (edits / "_evaluation" / "report.html").exists()
     merged = json.loads((edits / "summary.json").read_text())
-    assert merged["shards"] == 2 and merged["edited"] == 1
+    assert merged["details"]["shards"] == 2 and merged["done"] == 1
