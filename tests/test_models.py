@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from lanepaint.cli import main as cli_main
+from lanepaint.models.architectures import FULL, SMOKE, arch_config
 from lanepaint.models.check import check_model
 from lanepaint.models.loaders import (
     load_cogvideox_i2v,
@@ -212,6 +213,20 @@ def test_seed_changes_weights() -> None:
     a = tiny_flux_fill(seed=0).transformer.state_dict()
     b = tiny_flux_fill(seed=1).transformer.state_dict()
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_smoke_configs_are_the_full_ones_with_overrides() -> None:
+    """Each architecture is written once: the smoke set only overrides values the full one has."""
+    for name, overrides in SMOKE.items():
+        assert set(overrides) <= set(FULL[name]), name
+        smoke = arch_config(name, smoke=True)
+        assert set(smoke) == set(FULL[name])
+        kept = {k: v for k, v in FULL[name].items() if k not in overrides}
+        assert kept.items() <= smoke.items(), name
+    rope = arch_config("qwen_vl_text", smoke=True)["rope_parameters"]
+    assert rope == {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 1e6}
+    arch_config("qwen_vl_text")["rope_parameters"]["mrope_section"].append(0)
+    assert FULL["qwen_vl_text"]["rope_parameters"]["mrope_section"] == [16, 24, 24]
 
 
 def test_smoke_tokenizers_fit_their_models() -> None:

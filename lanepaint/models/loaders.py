@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lanepaint.models.architectures import SAM2_CONFIG
 from lanepaint.models.files import check_weights_dir, read_json, require_dir, require_file
 from lanepaint.models.root import (
     COGVIDEOX_I2V_DIR,
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 RootLike = ModelRoot | str | os.PathLike[str]
 Device = str | torch.device
 
-SAM2_DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 # A sidecar may only pick a config shipped with sam2 and set the image size: hydra overrides
 # can instantiate any `_target_`, which would be code execution from the model root.
 _SAM2_CONFIG_RE = re.compile(r"configs/sam2(\.1)?/sam2(\.1)?_hiera_(t|s|b\+|l)\.yaml")
@@ -104,10 +104,22 @@ def _load_tokenizer(model: str, folder: Path, cls: type) -> Any:
     return _load_files(model, folder, cls, "tokenizer_config.json")
 
 
-def _pipeline_folder(model: str, folder: Path) -> Path:
+def _load_pipeline(
+    model: str, folder: Path, pipeline: type, parts: dict[str, type], dtype: torch.dtype
+) -> Any:
+    """A diffusers pipeline from its folder, part by part in the order of ``parts``: the
+    scheduler and tokenizers as files, every other part as weights."""
     require_dir(model, folder)
     read_json(model, folder / "model_index.json")
-    return folder
+    loaded = {}
+    for part, cls in parts.items():
+        if part == "scheduler":
+            loaded[part] = _load_files(model, folder / part, cls, "scheduler_config.json")
+        elif part.startswith("tokenizer"):
+            loaded[part] = _load_tokenizer(model, folder / part, cls)
+        else:
+            loaded[part] = _load_weights(model, folder / part, cls, dtype)
+    return pipeline(**loaded)
 
 
 def load_flux_fill(
@@ -122,20 +134,17 @@ def load_flux_fill(
     )
     from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
-    name = "flux_fill"
-    folder = _pipeline_folder(name, as_model_root(root) / FLUX_FILL_DIR)
-    pipe = FluxFillPipeline(
-        scheduler=_load_files(
-            name, folder / "scheduler", FlowMatchEulerDiscreteScheduler, "scheduler_config.json"
-        ),
-        tokenizer=_load_tokenizer(name, folder / "tokenizer", CLIPTokenizer),
-        tokenizer_2=_load_tokenizer(name, folder / "tokenizer_2", T5TokenizerFast),
-        text_encoder=_load_weights(name, folder / "text_encoder", CLIPTextModel, dtype),
-        text_encoder_2=_load_weights(name, folder / "text_encoder_2", T5EncoderModel, dtype),
-        vae=_load_weights(name, folder / "vae", AutoencoderKL, dtype),
-        transformer=_load_weights(name, folder / "transformer", FluxTransformer2DModel, dtype),
-    )
-    return pipe.to(device)
+    parts = {
+        "scheduler": FlowMatchEulerDiscreteScheduler,
+        "tokenizer": CLIPTokenizer,
+        "tokenizer_2": T5TokenizerFast,
+        "text_encoder": CLIPTextModel,
+        "text_encoder_2": T5EncoderModel,
+        "vae": AutoencoderKL,
+        "transformer": FluxTransformer2DModel,
+    }
+    folder = as_model_root(root) / FLUX_FILL_DIR
+    return _load_pipeline("flux_fill", folder, FluxFillPipeline, parts, dtype).to(device)
 
 
 def load_cogvideox_i2v(
@@ -150,18 +159,16 @@ def load_cogvideox_i2v(
     )
     from transformers import T5EncoderModel, T5Tokenizer
 
-    name = "cogvideox_i2v"
-    folder = _pipeline_folder(name, as_model_root(root) / COGVIDEOX_I2V_DIR)
-    pipe = CogVideoXImageToVideoPipeline(
-        tokenizer=_load_tokenizer(name, folder / "tokenizer", T5Tokenizer),
-        text_encoder=_load_weights(name, folder / "text_encoder", T5EncoderModel, dtype),
-        vae=_load_weights(name, folder / "vae", AutoencoderKLCogVideoX, dtype),
-        transformer=_load_weights(name, folder / "transformer", CogVideoXTransformer3DModel, dtype),
-        scheduler=_load_files(
-            name, folder / "scheduler", CogVideoXDPMScheduler, "scheduler_config.json"
-        ),
-    )
-    return pipe.to(device)
+    parts = {
+        "tokenizer": T5Tokenizer,
+        "text_encoder": T5EncoderModel,
+        "vae": AutoencoderKLCogVideoX,
+        "transformer": CogVideoXTransformer3DModel,
+        "scheduler": CogVideoXDPMScheduler,
+    }
+    folder = as_model_root(root) / COGVIDEOX_I2V_DIR
+    pipeline = CogVideoXImageToVideoPipeline
+    return _load_pipeline("cogvideox_i2v", folder, pipeline, parts, dtype).to(device)
 
 
 def load_videopainter_branch(
@@ -224,9 +231,9 @@ def sam2_config(root: RootLike) -> tuple[str, list[str]]:
     """
     sidecar = as_model_root(root) / SAM2_SIDECAR
     if not sidecar.exists():
-        return SAM2_DEFAULT_CONFIG, []
+        return SAM2_CONFIG, []
     data = read_json("sam2", sidecar)
-    config = data.get("config", SAM2_DEFAULT_CONFIG)
+    config = data.get("config", SAM2_CONFIG)
     overrides = data.get("hydra_overrides", [])
     if not isinstance(config, str) or not _SAM2_CONFIG_RE.fullmatch(config):
         raise ModelError("sam2", sidecar, f"config {config!r} is not a sam2 hiera config")
