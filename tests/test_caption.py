@@ -1,6 +1,7 @@
 """Stage caption on the smoke VLM: batched generation, parsing, analyzer check, resume."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,20 @@ def test_caption_stage_on_smoke_vlm(smoke_root, images, tmp_path):
     assert again.skipped and again.summary["skipped_done"] == 4
     assert len(open(out).read().splitlines()) == 4
     assert json.loads((tmp_path / "captions.summary.json").read_text())["done"] == 0
+
+
+def test_rerun_keeps_earlier_failures_and_captions_each_image_once(smoke_root, images, tmp_path):
+    out = str(tmp_path / "c.jsonl")
+    config = CaptionConfig(batch_size=2, max_new_tokens=4, device="cpu", analyzer_check=False)
+    # a.png is named directly, through "./" and inside its folder (listed twice): once.
+    named = [str(images), str(images / "a.png"), str(images) + "/", f"{images}/./a.png"]
+    first = caption_images(named, out, smoke_root, config).summary
+    records = [json.loads(line) for line in open(out)]
+    assert first["inputs"] == 4 and len(records) == len({r["image"] for r in records}) == 4
+    again = caption_images([str(images)], out, smoke_root, config)
+    assert again.skipped and again.summary["details"]["earlier_failures"] == 1
+    failures = [json.loads(x) for x in open(tmp_path / "c.failures.jsonl")]
+    assert [(Path(f["item"]).name, f.get("earlier")) for f in failures] == [("broken.png", True)]
 
 
 def test_agreement_ignores_unknown():

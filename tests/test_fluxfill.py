@@ -110,7 +110,12 @@ def test_writer_publishes_whole_or_nothing(tmp_path: Path):
     make_dataset(str(target), n=3)
     rows, rejected = fluxfill.read_dataset(str(target))
     assert len(rows) == 3 and not rejected
-    assert sorted(p.name for p in target.iterdir()) == ["images", "masks", "train.csv"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        ".lanepaint.json",  # the marker: who made this folder (lanepaint.kit.guard)
+        "images",
+        "masks",
+        "train.csv",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name != "ds"], "temp folders left behind"
 
 

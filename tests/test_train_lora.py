@@ -248,6 +248,25 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(flux_root, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
+def test_rows_whose_files_lead_outside_the_dataset_are_rejected(flux_root, tmp_path):
+    """A symlinked file and a symlinked folder pointing outside the root (valid images
+    there): the text check of the CSV path cannot see them, resolving does."""
+    root = Path(make_train_dataset(str(tmp_path / "data"), n=4))
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    image = root / "images" / "frame_000.png"
+    (secret / "a.png").write_bytes(image.read_bytes())
+    image.unlink()
+    image.symlink_to(secret / "a.png")
+    (secret / "m.png").write_bytes((root / "masks" / "frame_001.png").read_bytes())
+    (root / "linked").symlink_to(secret)
+    csv = root / "train.csv"
+    csv.write_text(csv.read_text().replace("masks/frame_001.png", "linked/m.png"))
+    config = small_config(tmp_path, max_train_steps=1, checkpointing_steps=10)
+    s = train(str(root), flux_root, str(tmp_path / "out"), config).summary
+    assert s["details"]["used_rows"] == 2 and s["failures_by_reason"] == {"unsafe path": 2}
+
+
 def test_unreadable_rows_are_recorded_and_skipped(flux_root, tmp_path):
     root = Path(make_train_dataset(str(tmp_path / "data"), n=6))
     (root / "images" / "frame_000.png").write_bytes(b"not a png")

@@ -1,10 +1,12 @@
 """The FluxFill dataset: ``train.csv`` (image, mask, prompt, prompt_2) + ``images/`` + ``masks/``.
 
-Paths in the CSV are relative to the dataset root and may never leave it. Masks are
+Paths in the CSV are relative to the dataset root and may never leave it, neither as text
+(``..``, absolute) nor through a symlink (resolved before any file is read). Masks are
 single-channel images, 255 = repaint, 0 = keep. A dataset is published whole: it is built
 in a local staging folder and appears at its destination only when complete (atomic
 directory replace locally; on GCS the files first and ``train.csv`` last, so a reader
-never sees rows whose files are missing).
+never sees rows whose files are missing), with the marker ``.lanepaint.json`` naming the
+stage that made it; a folder without that stage's marker is never replaced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -27,6 +30,7 @@ from lanepaint.data.vocab import CaptionError, parse_caption
 from lanepaint.io import storage
 from lanepaint.io.atomic import atomic_path
 from lanepaint.io.images import encode_png
+from lanepaint.kit.guard import MARKER, claim_output, marker_text, read_marker
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +85,54 @@ def safe_relpath(path: str) -> str:
     return norm
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _fields(line: str) -> list[str]:
+    """One physical line as CSV fields (strict: a quote must close on the same line)."""
+    try:
+        return next(csv.reader([line], strict=True))
+    except StopIteration:
+        return []
+
+
 def parse_csv(text: str, source: str = CSV_NAME) -> tuple[list[FluxFillRow], list[Rejection]]:
     """Parse train.csv text into rows and per-row rejections.
 
+    Every physical line is accounted for: it is the header, blank, a row, or a rejection
+    with its line number. A row is one line (no field of ours holds a line break), so an
+    unclosed quote rejects its own line only and can never swallow the lines after it.
     Whole-file problems (empty, no header, missing required columns) raise
-    DatasetFormatError; a bad row only rejects that row. A UTF-8 BOM is accepted.
-    Unknown extra columns are ignored with a warning (they are never silently merged).
+    DatasetFormatError. A UTF-8 BOM is accepted. Unknown extra columns are ignored with a
+    warning (they are never silently merged).
     """
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DatasetFormatError(f"{source} is empty")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    lines = _LINE_BREAK.split(text)
+    index, width = _header(lines[0], source)
+    rows: list[FluxFillRow] = []
+    rejections: list[Rejection] = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue  # blank line
+        try:
+            values = _fields(line)
+        except csv.Error as exc:
+            first = line.split(",", 1)[0].strip()[:200]
+            rejections.append(Rejection(number, f"malformed CSV row: {exc}", first))
+            continue
+        if all(not v.strip() for v in values):
+            continue
+        row = _row(values, index, width, number)
+        (rows if isinstance(row, FluxFillRow) else rejections).append(row)
+    return rows, rejections
+
+
+def _header(line: str, source: str) -> tuple[dict[str, int], int]:
+    """(column -> position, number of columns) from the header line."""
     try:
-        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+        header = [h.strip().lstrip("\ufeff") for h in _fields(line)]
     except csv.Error as exc:
         raise DatasetFormatError(f"{source}: unreadable header: {exc}") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -105,48 +144,29 @@ def parse_csv(text: str, source: str = CSV_NAME) -> tuple[list[FluxFillRow], lis
     extra = [c for c in header if c not in COLUMNS]
     if extra:
         log.warning("%s: ignoring unknown column(s) %s", source, ", ".join(extra))
-    index = {name: header.index(name) for name in COLUMNS if name in header}
-    rows: list[FluxFillRow] = []
-    rejections: list[Rejection] = []
-    line = 1
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            line = reader.line_num
-            rejections.append(Rejection(line, f"malformed CSV row: {exc}"))
-            continue
-        line = reader.line_num
-        if not values or all(not v.strip() for v in values):
-            continue  # blank line
-        if len(values) != len(header):
-            rejections.append(
-                Rejection(
-                    line,
-                    f"wrong field count: row has {len(values)}, header has {len(header)}",
-                    values[0] if values else "",
-                )
-            )
-            continue
-        image = values[index["image"]].strip()
-        try:
-            row = FluxFillRow(
-                image=safe_relpath(image),
-                mask=safe_relpath(values[index["mask"]]),
-                prompt=values[index["prompt"]].strip(),
-                prompt_2=values[index["prompt_2"]].strip() if "prompt_2" in index else "",
-                line=line,
-            )
-        except UnsafePathError as exc:
-            rejections.append(Rejection(line, f"unsafe path: {exc}", image))
-            continue
-        if not row.prompt:
-            rejections.append(Rejection(line, "empty prompt", image))
-            continue
-        rows.append(row)
-    return rows, rejections
+    return {name: header.index(name) for name in COLUMNS if name in header}, len(header)
+
+
+def _row(values: list[str], index: dict[str, int], width: int, line: int):
+    """A FluxFillRow, or the Rejection that says why the line is not one."""
+    if len(values) != width:
+        return Rejection(
+            line, f"wrong field count: row has {len(values)}, header has {width}", values[0]
+        )
+    image = values[index["image"]].strip()
+    try:
+        row = FluxFillRow(
+            image=safe_relpath(image),
+            mask=safe_relpath(values[index["mask"]]),
+            prompt=values[index["prompt"]].strip(),
+            prompt_2=values[index["prompt_2"]].strip() if "prompt_2" in index else "",
+            line=line,
+        )
+    except UnsafePathError as exc:
+        return Rejection(line, f"unsafe path: {exc}", image)
+    if not row.prompt:
+        return Rejection(line, "empty prompt", image)
+    return row
 
 
 def format_csv(rows: Iterable[FluxFillRow]) -> str:
@@ -154,7 +174,8 @@ def format_csv(rows: Iterable[FluxFillRow]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in rows:
-        writer.writerow(row.as_csv())
+        # One row, one line: the reader rejects a line break inside a field.
+        writer.writerow([_LINE_BREAK.sub(" ", v) for v in row.as_csv()])
     return buf.getvalue()
 
 
@@ -170,15 +191,49 @@ def read_dataset(root: str) -> tuple[list[FluxFillRow], list[Rejection]]:
     return parse_csv(text, csv_uri)
 
 
-def check_row(local_root: Path, row: FluxFillRow) -> str | None:
-    """Why a row is unusable (None when fine): files, decoding, sizes, mask, caption."""
+def link_roots(local_root: Path) -> tuple[Path, ...]:
+    """Folders a dataset's files may lie in: the root itself, plus the source datasets a
+    ``--link-mode symlink`` filter linked into (named, relative to the root, in the
+    dataset's ``.lanepaint.json``)."""
+    roots = [local_root.resolve()]
+    marker = read_marker(str(local_root)) or {}
+    for rel in marker.get("links_into") or []:
+        if isinstance(rel, str) and rel:
+            roots.append((local_root / rel).resolve())
+    return tuple(roots)
+
+
+def resolve_inside(local_root: Path, rel: str, roots: tuple[Path, ...] | None = None) -> Path:
+    """``local_root/rel`` with every symlink resolved; UnsafePathError when that lands
+    outside the dataset (``roots``, default :func:`link_roots`). The text check of
+    :func:`safe_relpath` cannot see a symlinked file or folder."""
+    roots = roots if roots is not None else link_roots(local_root)
+    try:
+        path = (local_root / rel).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise UnsafePathError(f"{rel} cannot be resolved: {exc}") from None
+    if any(path == r or path.is_relative_to(r) for r in roots):
+        return path
+    raise UnsafePathError(f"{rel} leads outside the dataset root (a symlink to {path})")
+
+
+def check_row(
+    local_root: Path, row: FluxFillRow, roots: tuple[Path, ...] | None = None
+) -> str | None:
+    """Why a row is unusable (None when fine): files inside the dataset, decoding, sizes,
+    mask, caption. ``roots``: :func:`link_roots` of ``local_root``, computed once by a
+    caller that checks many rows."""
     try:
         parse_caption(row.prompt)
     except CaptionError as exc:
         return f"malformed caption: {exc}"
+    roots = roots if roots is not None else link_roots(local_root)
     sizes = []
     for kind, rel in (("image", row.image), ("mask", row.mask)):
-        path = local_root / rel
+        try:
+            path = resolve_inside(local_root, rel, roots)
+        except UnsafePathError as exc:
+            return f"unsafe path: {exc}"
         if not path.is_file():
             return f"missing {kind} file: {rel}"
         try:
@@ -200,15 +255,21 @@ class DatasetWriter:
     """Builds a FluxFill dataset in a local staging folder and publishes it whole.
 
     Use as a context manager: on a clean exit ``commit()`` runs, on an exception nothing
-    is published. Rows keep their relative paths, so files never collide.
+    is published. Rows keep their relative paths, so files never collide. The dataset
+    carries the marker ``.lanepaint.json`` naming ``stage``; an existing folder at ``root``
+    is replaced only when its marker names the same stage (never a folder someone else
+    made). ``marker`` adds fields to the marker (``links_into`` for symlinked datasets).
     """
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, stage: str = "dataset", marker: dict | None = None):
         self.root = root
+        self.stage = stage
+        self.marker = marker or {}
         self.rows: list[FluxFillRow] = []
         self._staging = Path(tempfile.mkdtemp(prefix="lanepaint-dataset-"))
         self._local_target = None if storage.is_gcs(root) else Path(root)
         self._committed = False
+        self.write_text(MARKER, marker_text(stage, **self.marker))
 
     @property
     def staging(self) -> Path:
@@ -241,8 +302,9 @@ class DatasetWriter:
         """Add a row whose files already exist under ``src_root`` (local)."""
         if link_mode not in LINK_MODES:
             raise ValueError(f"link mode must be one of {LINK_MODES}, got {link_mode!r}")
+        roots = link_roots(src_root)
         for rel in (row.image, row.mask):
-            src = (src_root / rel).resolve()
+            src = resolve_inside(src_root, rel, roots)
             dst = self._target(rel)
             if dst.exists() or dst.is_symlink():
                 continue  # a file shared by two rows (e.g. one mask for several images)
@@ -265,6 +327,7 @@ class DatasetWriter:
         """Write train.csv and publish the staging folder at ``root``. Returns root."""
         if self._committed:
             return self.root
+        claim_output(self.stage, self.root, write=False)  # never replace what is not ours
         csv_text = format_csv(self.rows)
         if self._local_target is not None:
             (self._staging / CSV_NAME).write_text(csv_text, encoding="utf-8")

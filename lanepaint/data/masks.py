@@ -9,6 +9,41 @@ import cv2
 import numpy as np
 
 
+class MaskFileError(ValueError):
+    """A mask file that is not what our writers write (uint8 ``arr_0`` in an .npz)."""
+
+
+def read_masks_npz(data: bytes, source: str, ndim: tuple[int, ...] = (3,)) -> np.ndarray:
+    """``arr_0`` of an .npz, never unpickled: an object array (which only a pickle can
+    hold) is refused with a clear error, as is a missing ``arr_0`` or a non-numeric one.
+    ``ndim``: the shapes accepted ([T,H,W] by default)."""
+    import io
+    import zipfile
+
+    if not data.startswith(b"PK"):
+        raise MaskFileError(f"{source}: not a readable .npz (not a zip archive)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if "arr_0" not in npz.files:
+                raise MaskFileError(f"{source}: no arr_0 array in the .npz (has {npz.files})")
+            masks = npz["arr_0"]
+    except MaskFileError:
+        raise
+    except ValueError as exc:  # "Object arrays cannot be loaded when allow_pickle=False"
+        raise MaskFileError(
+            f"{source}: holds pickled object arrays; refusing to load it (masks are "
+            f"uint8 arrays): {exc}"
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise MaskFileError(f"{source}: not a readable .npz: {exc}") from None
+    if masks.dtype.kind not in "biuf" or masks.ndim not in ndim:
+        raise MaskFileError(
+            f"{source}: arr_0 is {masks.dtype} with shape {masks.shape}; masks are "
+            f"numeric with {' or '.join(str(n) for n in ndim)} dimensions"
+        )
+    return masks
+
+
 def coverage(mask: np.ndarray) -> float:
     """Fraction of pixels marked for repainting."""
     return float((np.asarray(mask) > 0).mean()) if mask.size else 0.0

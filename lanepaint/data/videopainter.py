@@ -90,8 +90,11 @@ class VideoPainterLayout:
         return uri
 
     def read_masks(self, mask_id: str) -> np.ndarray:
-        with np.load(io.BytesIO(storage.read_bytes(self.masks(mask_id)))) as data:
-            return data["arr_0"]
+        """[T,H,W] masks; a file holding pickled objects is refused (MaskFileError)."""
+        from lanepaint.data.masks import read_masks_npz
+
+        uri = self.masks(mask_id)
+        return read_masks_npz(storage.read_bytes(uri), uri)
 
     def read_meta(self) -> list[VideoRecord]:
         if not storage.exists(self.meta):

@@ -382,6 +382,69 @@ def _delete_blobs(blobs: list[Blob], max_workers: int = 8) -> None:
         list(pool.map(one, blobs))
 
 
+# --------------------------------------------------------------------------- versioned objects
+
+
+def put_if_generation(uri: str, text: str, generation: int = 0) -> int | None:
+    """Write a gs object only if its generation is ``generation`` (0: only if absent).
+
+    Returns the new generation, or None when the object is not at that generation (someone
+    else wrote it). The condition makes a retried request safe. Used for lock objects.
+    """
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket_name, key = split_gcs(uri)
+    blob = _client().bucket(bucket_name).blob(key)
+    try:
+        blob.upload_from_string(
+            text.encode("utf-8"),
+            content_type="application/json",
+            if_generation_match=generation,
+            retry=_retry(),
+        )
+    except PreconditionFailed:
+        return None
+    except _not_found():
+        raise FileNotFoundError(f"bucket not found for {uri}") from None
+    return int(blob.generation)
+
+
+def read_versioned(uri: str) -> tuple[str, int, float] | None:
+    """(text, generation, seconds since it was last written) of a gs object; None if absent."""
+    import datetime as dt
+
+    bucket_name, key = split_gcs(uri)
+    try:
+        blob = _client().bucket(bucket_name).get_blob(key, retry=_retry())
+        if blob is None:
+            return None
+        text = blob.download_as_bytes(if_generation_match=blob.generation, retry=_retry())
+    except _not_found():
+        return None
+    except Exception as exc:  # PreconditionFailed: rewritten between the two calls
+        if type(exc).__name__ != "PreconditionFailed":
+            raise
+        return read_versioned(uri)
+    age = (dt.datetime.now(dt.UTC) - blob.updated).total_seconds()
+    return text.decode("utf-8", errors="replace"), int(blob.generation), age
+
+
+def delete_if_generation(uri: str, generation: int) -> bool:
+    """Delete a gs object only if it is still at ``generation``; False when it was not."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket_name, key = split_gcs(uri)
+    try:
+        _client().bucket(bucket_name).blob(key).delete(
+            if_generation_match=generation, retry=_retry()
+        )
+    except PreconditionFailed:
+        return False
+    except _not_found():
+        return True
+    return True
+
+
 # --------------------------------------------------------------------------- trees
 
 

@@ -7,8 +7,18 @@
 - :mod:`.report` — one ``summary.json`` / ``summary.md`` / ``failures.jsonl`` shape and one
   result type.
 - :mod:`.cli` — stage subcommands generated from the Config; user errors exit 2.
+- :mod:`.guard` / :mod:`.lock` — before a stage writes: the output apart from the inputs,
+  ours (a marker) or new, one writer at a time; a missing input is an error.
 """
 
+from lanepaint.kit.guard import (
+    OutputBusyError,
+    OutputError,
+    check_apart,
+    claim_output,
+    guard_output,
+    require_input,
+)
 from lanepaint.kit.ledger import Ledger
 from lanepaint.kit.report import SUMMARY_KEYS, StageReport, StageResult
 from lanepaint.kit.settings import (
@@ -26,14 +36,20 @@ from lanepaint.kit.writer import WriteBehind
 __all__ = [
     "SUMMARY_KEYS",
     "Ledger",
+    "OutputBusyError",
+    "OutputError",
     "StageReport",
     "StageResult",
     "WriteBehind",
     "add_arguments",
     "all_settings",
+    "check_apart",
+    "claim_output",
     "component_doc",
     "from_args",
+    "guard_output",
     "output_settings",
+    "require_input",
     "setting",
     "settings_key",
     "to_argv",

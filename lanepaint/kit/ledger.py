@@ -52,6 +52,12 @@ class Ledger:
                     log.warning("ignoring unreadable record %s (redone): %s", uri, exc)
         return self._records
 
+    def reload(self) -> dict[str, dict]:
+        """Every record on disk now, including those other runs committed since the first
+        read (what a manifest such as meta.csv must be built from)."""
+        self._records = None
+        return self.records()
+
     def is_done(self, item: str, check: Callable[[dict], bool] | None = None) -> bool:
         rec = self.records().get(item)
         if not rec or rec.get("settings_key") != self.key or rec.get("status", OK) != OK:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,12 +50,32 @@ class StageReport:
         self.model_set_label: str | None = None
         self.details: dict[str, Any] = {}
         self.notes: list[str] = []
+        self.earlier_failures: list[dict] = []
 
     def phase(self, name: str):
         return self.timings.phase(name)
 
     def fail(self, item: str, reason: str, **extra: Any) -> None:
         self.failures.add(item, reason, **extra)
+
+    def keep_earlier_failures(self, uri: str, still_failed: Callable[[str], bool]) -> int:
+        """Carry the failures of earlier runs at ``uri`` (a failures.jsonl) whose item
+        ``still_failed`` into this run's failures.jsonl, marked ``earlier``; a stage that
+        does not retry failed items must not forget them on a rerun. They are not counted
+        in this run's ``failed``. Returns how many were kept."""
+        if not storage.exists(uri):
+            return 0
+        seen = {r["item"] for r in self.failures.records}
+        for line in storage.read_text(uri).splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            item = rec.get("item") if isinstance(rec, dict) else None
+            if isinstance(item, str) and item not in seen and still_failed(item):
+                seen.add(item)
+                self.earlier_failures.append({**rec, "earlier": True})
+        return len(self.earlier_failures)
 
     def set_models(self, metadata: dict[str, Any]) -> None:
         self.model_set = metadata.get("model_set")
@@ -94,7 +115,10 @@ class StageReport:
             json.dumps(summary, indent=2, sort_keys=True) + "\n",
         )
         storage.write_text(storage.join(where, name(reports.SUMMARY_MD)), self.markdown(summary))
-        storage.write_text(storage.join(where, name(reports.FAILURES)), self.failures.to_jsonl())
+        earlier = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.earlier_failures)
+        storage.write_text(
+            storage.join(where, name(reports.FAILURES)), self.failures.to_jsonl() + earlier
+        )
         return summary
 
     def markdown(self, summary: dict[str, Any]) -> str:

@@ -366,8 +366,9 @@ def load_mask(path: str | Path) -> np.ndarray:
     """A road mask from a PNG (nonzero = road) or an .npz (``arr_0``, [H,W] or [T,H,W])."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
-        with np.load(path) as data:
-            return np.asarray(data["arr_0"])
+        from lanepaint.data.masks import read_masks_npz
+
+        return read_masks_npz(path.read_bytes(), str(path), ndim=(2, 3))
     from PIL import Image
 
     with Image.open(path) as im:

@@ -16,6 +16,7 @@ masks, auto-captions, the same layout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -36,12 +37,16 @@ from lanepaint.kit import (
     Ledger,
     StageReport,
     StageResult,
+    check_apart,
+    claim_output,
     from_args,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
 from lanepaint.kit.cli import register_stage
+from lanepaint.kit.lock import output_lock
 from lanepaint.models.device import DEVICE_HELP
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ SEGMENTERS = ("sam2", "classical")
 CAPTIONERS = ("vlm", "analyzer")
 MASK_MODES = ("road", "synthetic")
 VLM_SIZES = ("7B", "72B")
+MERGE_WAIT_S = 600.0
 
 Masker = Callable[[list[np.ndarray]], list[np.ndarray]]
 CaptionFn = Callable[[list[np.ndarray], list[np.ndarray]], list[dict]]
@@ -338,6 +344,27 @@ def build_part(
     part_name = part_name or kind.default_part
     part_uri = storage.join(output_dir, "parts", part_name)
     identity = model_identity(config, model_root)
+    claim_output(STAGE, output_dir)
+    # One writer per part; parts of one dataset are built in parallel (one task a shard).
+    with output_lock(STAGE, part_uri):
+        return _build_part(
+            kind, items, output_dir, config, model_root, part_name, identity, masker, captioner
+        )
+
+
+def _build_part(
+    kind: InputKind,
+    items: Sequence,
+    output_dir: str,
+    config: BuildConfig,
+    model_root: str | None,
+    part_name: str,
+    identity: dict,
+    masker: Masker | None,
+    captioner: CaptionFn | None,
+) -> StageResult:
+    """:func:`build_part` with the part locked."""
+    part_uri = storage.join(output_dir, "parts", part_name)
     report = StageReport(STAGE, part_uri)
     report.set_models(identity)
     report.settings, report.settings_key = output_settings(config), part_key(config, identity)
@@ -384,12 +411,38 @@ def run(
     shard_index: int | None = None,
     do_merge: bool = True,
 ) -> StageResult:
-    """CLI/component entry: discover, process one shard (or all), then merge."""
+    """CLI/component entry: discover, process one shard (or all), then merge.
+
+    One shard (``shard_index``) locks only its part: the shards of a dataset run in
+    parallel. The whole dataset in one process locks the dataset folder."""
     if (source is None) == (images is None):
         raise ValueError("give exactly one of --source (videos) or --images (image folder)")
-    if num_shards < 1 or not (shard_index is None or 0 <= shard_index < num_shards):
-        raise ValueError(f"shard index must be in [0, {num_shards}) with num shards >= 1")
+    if num_shards < 1:
+        raise ValueError(f"--num-shards must be >= 1, got {num_shards}")
+    if not (shard_index is None or 0 <= shard_index < num_shards):
+        raise ValueError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    check_apart([source, images, model_root], [output_dir])
+    require_input(source or images, "video source" if source else "images folder")
     model_identity(config, model_root)  # a missing model root fails before any work
+    whole = shard_index is None
+    with output_lock(STAGE, output_dir) if whole else contextlib.nullcontext():
+        claim_output(STAGE, output_dir)
+        return _build_claimed(
+            output_dir, config, source, images, model_root, num_shards, shard_index, do_merge
+        )
+
+
+def _build_claimed(
+    output_dir: str,
+    config: BuildConfig,
+    source: str | None,
+    images: str | None,
+    model_root: str | None,
+    num_shards: int,
+    shard_index: int | None,
+    do_merge: bool,
+) -> StageResult:
+    """:func:`run` once the inputs are checked and the output claimed."""
     if images is not None:
         part = build_part(IMAGES, list_images(images), output_dir, config, model_root)
         return merge(output_dir) if do_merge else part
@@ -505,6 +558,14 @@ def add_failures(report: StageReport, uri: str) -> int:
 def merge(output_dir: str) -> StageResult:
     """Write ``train.csv``, ``manifest.jsonl``, stats and the merged summary (the common
     shape; counts summed over the parts made with the newest settings) from every part."""
+    claim_output(STAGE, output_dir)
+    # Shards of one dataset may finish together, each merging: they wait for each other.
+    with output_lock(STAGE, output_dir, wait_s=MERGE_WAIT_S):
+        return _merge(output_dir)
+
+
+def _merge(output_dir: str) -> StageResult:
+    """:func:`merge` with the dataset folder locked."""
     report = StageReport(STAGE, output_dir)
     with report.phase("merge"):
         by_uid = current_records(output_dir)

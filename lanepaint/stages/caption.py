@@ -3,14 +3,17 @@
 Each image gets the VLM's answer parsed into the lane vocabulary (``unknown`` where the
 answer says nothing usable) and, unless disabled, the weights-free lane analyzer's reading
 of the same image; rows where both are sure and disagree are flagged. Output is one JSON
-line per image; a rerun skips images already in the output. Beside the output go
-``<stem>.summary.json``, ``<stem>.summary.md`` and ``<stem>.failures.jsonl``.
+line per image (each image once, however often it is named); a rerun skips images already
+in the output and keeps the earlier failures in the failures file. Beside the output go
+``<stem>.summary.json``, ``<stem>.summary.md``, ``<stem>.failures.jsonl`` and the marker
+``.<name>.lanepaint.json`` (only an output with this marker is written to).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import time
 from collections import Counter
@@ -22,13 +25,16 @@ import numpy as np
 from tqdm import tqdm
 
 from lanepaint.data.vocab import UNKNOWN, LaneAttributes
-from lanepaint.io import storage
+from lanepaint.io import reports, storage
 from lanepaint.io.images import read_rgb
 from lanepaint.kit import (
     StageReport,
     StageResult,
+    check_apart,
     from_args,
+    guard_output,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
@@ -72,16 +78,21 @@ class CaptionConfig:
 
 
 def expand_images(items: Sequence[str]) -> list[str]:
-    """Image files named directly, or every image under a named folder/prefix."""
+    """Image files named directly, or every image under a named folder/prefix; each image
+    once (an image named twice, or also found in a named folder, is captioned once). A
+    folder or prefix with nothing there is an error, never "0 images"."""
     from lanepaint.data.sources import IMAGE_EXTS, list_images
 
-    out: list[str] = []
+    out: dict[str, str] = {}
     for item in items:
         if item.lower().endswith(IMAGE_EXTS):
-            out.append(item)
+            found = [item]
         else:
-            out += list_images(item)
-    return out
+            require_input(item, "images folder or prefix")
+            found = list_images(item)
+        for uri in found:
+            out.setdefault(uri if storage.is_gcs(uri) else os.path.normpath(uri), uri)
+    return list(out.values())
 
 
 def caption_images(
@@ -94,9 +105,21 @@ def caption_images(
     """Caption every image into ``output`` (JSONL); see the module doc.
 
     ``captioner`` may be passed in by a caller that already holds the model loaded."""
+    config = config or CaptionConfig()
+    folder, stem = output_stem(output)
+    summary = storage.join(folder, f"{stem}.{reports.SUMMARY_JSON}")
+    check_apart([*images, model_root], [output])
+    uris = expand_images(images)
+    with guard_output(STAGE, output, file=True, summary=summary):
+        return _caption(uris, output, model_root, config, captioner)
+
+
+def _caption(
+    images: list[str], output: str, model_root: str, config: CaptionConfig, captioner
+) -> StageResult:
+    """The run itself, with the output locked and claimed (see :func:`caption_images`)."""
     from lanepaint.models.root import as_model_root
 
-    config = config or CaptionConfig()
     models = as_model_root(model_root).metadata()
     report = StageReport(STAGE, output)
     report.set_models(models)
@@ -104,7 +127,6 @@ def caption_images(
     report.settings_key = settings_key(
         config, model_set=models["model_set"], model_root=models["model_root"]
     )
-    images = expand_images(images)
     records = read_records(output)
     captioned = {r["image"] for r in records}
     todo = [i for i in images if i not in captioned]
@@ -124,8 +146,12 @@ def caption_images(
             )
     caption_all(todo, records, output, captioner, config, report)
     report.done = len(todo) - len(report.failures)
-    report.details = caption_counts(records)
     folder, stem = output_stem(output)
+    ok = {r["image"] for r in records if "error" not in r}
+    earlier = report.keep_earlier_failures(
+        storage.join(folder, f"{stem}.{reports.FAILURES}"), lambda item: item not in ok
+    )
+    report.details = {**caption_counts(records), "earlier_failures": earlier}
     return StageResult(output, report.write(folder, stem=stem))
 
 
@@ -190,9 +216,23 @@ def _try_read(uri: str) -> tuple[np.ndarray | None, Exception | None]:
 
 
 def read_records(output: str) -> list[dict]:
+    """The records already in the output, one per image (the last one of an image that an
+    older run captioned twice); a line that is not a record is an error naming it."""
     if not storage.exists(output):
         return []
-    return [json.loads(line) for line in storage.read_text(output).splitlines() if line.strip()]
+    by_image: dict[str, dict] = {}
+    for number, line in enumerate(storage.read_text(output).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            by_image[record["image"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{output} line {number} is not a caption record ({exc}); "
+                "fix or remove that line, or write to another output"
+            ) from None
+    return list(by_image.values())
 
 
 def save_records(output: str, records: list[dict]) -> None:

@@ -27,7 +27,9 @@ from lanepaint.kit import (
     StageReport,
     StageResult,
     from_args,
+    guard_output,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
@@ -36,6 +38,7 @@ from lanepaint.kit.cli import register_stage
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
+REPORT_DIR = "_evaluation"
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,9 @@ def _read_video(uri: str, max_frames: int) -> np.ndarray:
 
 
 def _read_masks(uri: str) -> np.ndarray:
-    import io
+    from lanepaint.data.masks import read_masks_npz
 
-    with np.load(io.BytesIO(storage.read_bytes(uri))) as data:
-        return data["arr_0"]
+    return read_masks_npz(storage.read_bytes(uri), uri)
 
 
 def evaluate_item(record: dict, config: EvaluateConfig) -> dict:
@@ -202,6 +204,19 @@ def evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig | None = Non
     """Measure every finished edit under ``edit_dir``; see the module doc. The result's
     ``extra["metrics"]`` holds the flat metrics (also ``metrics.json``) for KFP."""
     config = config or EvaluateConfig()
+    require_input(edit_dir, "edit output (--edit-dir)")
+    inside = [default_output_dir(edit_dir)]
+    with guard_output(STAGE, output_dir, inputs=[edit_dir], inside_ok=inside):
+        return _evaluate(edit_dir, output_dir, config)
+
+
+def default_output_dir(edit_dir: str) -> str:
+    """Where the report goes by default: a folder the edit layout keeps for it."""
+    return storage.join(edit_dir, REPORT_DIR)
+
+
+def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageResult:
+    """The run itself, with the output locked and claimed (see :func:`evaluate`)."""
     report = StageReport(STAGE, output_dir)
     report.settings, report.settings_key = output_settings(config), settings_key(config)
     records = [r for r in EditLayout(edit_dir).records() if r.get("status") == "ok"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -36,8 +37,11 @@ from lanepaint.io import reports, storage
 from lanepaint.kit import (
     StageReport,
     StageResult,
+    check_apart,
     from_args,
+    guard_output,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
@@ -147,6 +151,12 @@ def filter_dataset(
     config = config or FilterConfig()
     output_dir = output_dir or default_output_dir(input_dir, config)
     check_locations(input_dir, output_dir, config)
+    with guard_output(STAGE, output_dir, inputs=[input_dir]):
+        return _filter(input_dir, output_dir, config)
+
+
+def _filter(input_dir: str, output_dir: str, config: FilterConfig) -> StageResult:
+    """The stage's work, with the output locked and claimed."""
     report = StageReport(STAGE, output_dir)
     with report.phase("read_csv"):
         csv_text = storage.read_text(storage.join(input_dir, fluxfill.CSV_NAME))
@@ -179,7 +189,8 @@ def filter_dataset(
                 sorted(Counter(parse_caption(r.prompt).caption for r in kept).items())
             ),
         }
-        with report.phase("write"), fluxfill.DatasetWriter(output_dir) as writer:
+        marker = _link_marker(input_dir, output_dir, config)
+        with report.phase("write"), fluxfill.DatasetWriter(output_dir, STAGE, marker) as writer:
             for row in kept:
                 writer.add_existing(row, local_root, config.link_mode)
             summary = report.summary()
@@ -198,15 +209,25 @@ def filter_dataset(
 
 
 def check_locations(input_dir: str, output_dir: str, config: FilterConfig) -> None:
-    """Refuse what cannot work before reading anything."""
+    """Refuse what cannot work before reading anything: link modes off local disks, an
+    output that is, holds or lies inside the input, an input without train.csv."""
     if storage.is_gcs(input_dir) or storage.is_gcs(output_dir):
         if config.link_mode != "copy":
             raise ValueError(
                 f"--link-mode {config.link_mode} needs a local input and output; "
                 "use copy with gs:// URIs"
             )
-    if output_dir.rstrip("/") == input_dir.rstrip("/"):
-        raise ValueError("output dir must differ from the input dir")
+    check_apart([input_dir], [output_dir])
+    require_input(storage.join(input_dir, fluxfill.CSV_NAME), "FluxFill dataset (train.csv)")
+
+
+def _link_marker(input_dir: str, output_dir: str, config: FilterConfig) -> dict:
+    """What the output's marker says about symlinks: the folders they may lead into (the
+    input and whatever the input itself links into), relative to the output."""
+    if config.link_mode != "symlink":
+        return {}
+    src, out = Path(input_dir).resolve(), Path(output_dir).resolve()
+    return {"links_into": sorted({os.path.relpath(r, out) for r in fluxfill.link_roots(src)})}
 
 
 @contextmanager
@@ -234,6 +255,7 @@ def validate_rows(
     invalid: list[Rejection] = []
     limit = config.limit or len(selected)
     bar = tqdm(total=len(selected), desc="validate", unit="row")
+    roots = fluxfill.link_roots(local_root)
     # In batches, so that --limit N on gs:// fetches about N rows' files, not all of them.
     batch = max(64, 2 * config.limit)
     for start in range(0, len(selected), batch):
@@ -247,7 +269,7 @@ def validate_rows(
             for row in chunk:
                 if len(kept) >= limit:
                     break
-                problem = fluxfill.check_row(local_root, row)
+                problem = fluxfill.check_row(local_root, row, roots)
                 if problem:
                     invalid.append(Rejection(row.line, problem, row.image))
                 else:

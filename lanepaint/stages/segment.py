@@ -45,6 +45,7 @@ from lanepaint.kit import (
     StageResult,
     WriteBehind,
     from_args,
+    guard_output,
     output_settings,
     setting,
     settings_key,
@@ -235,6 +236,19 @@ def segment_videos(
     config = config or SegmentConfig()
     meta = loaded.metadata if loaded else model_metadata(config, model_root)
     layout = VideoPainterLayout(output_dir.rstrip("/") if output_dir != "/" else output_dir)
+    with guard_output(STAGE, layout.root, inputs=[*inputs, model_root]):
+        return _segment_run(inputs, layout, model_root, config, loaded, meta)
+
+
+def _segment_run(
+    inputs: Sequence[str],
+    layout: VideoPainterLayout,
+    model_root: str | None,
+    config: SegmentConfig,
+    loaded: LoadedSegmenter | None,
+    meta: dict[str, Any],
+) -> StageResult:
+    """The run itself, with the output locked and claimed (see :func:`segment_videos`)."""
     report = StageReport(STAGE, layout.root)
     ledger = Ledger(layout.root, settings_key(config, **_model_identity(meta)))
     report.settings_key, report.settings = ledger.key, output_settings(config)
@@ -534,7 +548,9 @@ def _npz_bytes(masks: np.ndarray) -> bytes:
 
 
 def _write_meta(run: _Run) -> int:
-    """meta.csv from every complete video's record (this run's and earlier ones)."""
+    """meta.csv from every complete video's record on disk now (this run's, earlier ones,
+    and any another writer committed meanwhile), never from this run's view alone."""
+    run.ledger.reload()
     rows = [VideoRecord(**c["record"]) for c in _video_records(run.ledger).values()]
     if rows or storage.exists(run.layout.meta):
         run.layout.write_meta(rows)

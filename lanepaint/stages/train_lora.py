@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from lanepaint.kit import StageResult, from_args, to_argv
+from lanepaint.kit import StageResult, check_apart, from_args, guard_output, require_input, to_argv
 from lanepaint.kit.cli import register_stage
 from lanepaint.models.device import gpu_count
 from lanepaint.training.config import TrainConfig
@@ -36,7 +36,19 @@ def train_lora(
     """Train in this process (one GPU, or one rank of a torchrun launch); see module doc."""
     from lanepaint.training.trainer import train
 
-    return train(train_data, model_root, output_dir, config or TrainConfig())
+    with _guarded(train_data, model_root, output_dir):
+        return train(train_data, model_root, output_dir, config or TrainConfig())
+
+
+def _guarded(train_data: str, model_root: str, output_dir: str):
+    """The output apart from the data and models, ours, and written by one run at a time
+    (the ranks of one torchrun launch share the lock); the training CSV must exist."""
+    from lanepaint.training.data import split_train_data
+
+    root, csv_uri = split_train_data(train_data)
+    check_apart([root, csv_uri, model_root], [output_dir])
+    require_input(csv_uri, "training CSV")
+    return guard_output(STAGE, output_dir)
 
 
 def train_lora_multi(
@@ -51,12 +63,20 @@ def train_lora_multi(
     One process runs here; more are started under torchrun, each running the CLI, and the
     summary is read back from the output.
     """
-    from lanepaint.io import reports, storage
-
     config = config or TrainConfig()
     n = num_processes or max(1, gpu_count())
     if n == 1:
         return train_lora(train_data, model_root, output_dir, config)
+    with _guarded(train_data, model_root, output_dir):  # the ranks inherit the lock
+        return _launch(train_data, model_root, output_dir, config, n)
+
+
+def _launch(
+    train_data: str, model_root: str, output_dir: str, config: TrainConfig, n: int
+) -> StageResult:
+    """Run ``n`` ranks under torchrun and read their summary back."""
+    from lanepaint.io import reports, storage
+
     argv = [
         "--train-data",
         train_data,

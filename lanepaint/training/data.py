@@ -317,17 +317,21 @@ def build_latent_cache(
 ) -> list[CacheEntry]:
     """Validate, load and VAE-encode ``rows``; a bad row becomes an entry with a reason.
 
-    Rows are checked with the dataset's own ``check_row`` (files exist and decode, sizes
-    match, mask not empty, caption well formed) before anything is encoded.
+    Rows are checked with the dataset's own ``check_row`` (files inside the dataset, symlinks
+    resolved; they exist and decode, sizes match, mask not empty, caption well formed)
+    before anything is encoded.
     """
 
+    roots = fluxfill.link_roots(local_root)
+
     def prepare(row: FluxFillRow):
-        problem = fluxfill.check_row(local_root, row)
+        problem = fluxfill.check_row(local_root, row, roots)
         if problem:
             return row, None, problem, None
         try:
-            image_bytes = (local_root / row.image).read_bytes()
-            mask_bytes = (local_root / row.mask).read_bytes()
+            # Read through the resolved paths that check_row found inside the dataset.
+            image_bytes = fluxfill.resolve_inside(local_root, row.image, roots).read_bytes()
+            mask_bytes = fluxfill.resolve_inside(local_root, row.mask, roots).read_bytes()
             key = latent_key(
                 hashlib.sha256(image_bytes).hexdigest(),
                 hashlib.sha256(mask_bytes).hexdigest(),
