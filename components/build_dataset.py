@@ -20,7 +20,7 @@ def plan_dataset_build(output_root: str, output_dir: str, run_date: str) -> str:
         output_dir: a fixed dataset folder (e.g. to resume a run); empty = a new dated one
         run_date: the run's scheduled time (ISO 8601); empty or unresolved = now
     """
-    from lanepaint.stages.build_dataset import dated_output_dir
+    from lanepaint.data.dataset_build import dated_output_dir
 
     return output_dir or dated_output_dir(output_root, run_date)
 

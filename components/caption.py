@@ -29,7 +29,8 @@ def caption(
 ):
     from lanepaint.io import storage
     from lanepaint.kit.settings import from_params
-    from lanepaint.stages.caption import CaptionConfig, caption_images, output_stem
+    from lanepaint.stages.caption import CaptionConfig, caption_images
+    from lanepaint.vlm.caption import output_stem
 
     config = from_params(CaptionConfig, locals())
     out = captions.path  # the JSONL itself is the artifact; summaries sit beside it

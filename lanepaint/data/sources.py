@@ -7,25 +7,29 @@ Layouts understood (local or gs://):
   a chunk is never extracted whole.
 
 Discovery is deterministic (sorted by chunk, then name), so ``--start-index``/``--limit``
-and sharding always select the same videos.
+and sharding always select the same videos; each video and image has a stable,
+file-name-safe uid.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
 import posixpath
 import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lanepaint.data.videopainter import safe_video_id
 from lanepaint.io import storage
 from lanepaint.io.video import VIDEO_EXTENSIONS
+from lanepaint.kit import require_input
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +145,40 @@ def discover_videos(
 
 def list_images(source: str) -> list[str]:
     return [u for u in storage.list_files(source) if u.lower().endswith(IMAGE_EXTS)]
+
+
+def expand_images(items: Sequence[str]) -> list[str]:
+    """Image files named directly, or every image under a named folder/prefix; each image
+    once (an image named twice, or also found in a named folder, is captioned once). A
+    folder or prefix with nothing there is an error, never "0 images"."""
+    out: dict[str, str] = {}
+    for item in items:
+        if item.lower().endswith(IMAGE_EXTS):
+            found = [item]
+        else:
+            require_input(item, "images folder or prefix")
+            found = list_images(item)
+        for uri in found:
+            out.setdefault(uri if storage.is_gcs(uri) else os.path.normpath(uri), uri)
+    return list(out.values())
+
+
+def stable_shard(key: str, num_shards: int) -> int:
+    """The shard of ``key`` by a stable hash, not by position: shards that list a source
+    separately (listings may differ) never move an item between shards or drop it."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % num_shards
+
+
+def video_uid(video: VideoSource) -> str:
+    """A file-name-safe id, unique per video: group, video id and a hash of the key."""
+    digest = hashlib.sha1(video.key.encode()).hexdigest()[:8]
+    return f"{video.group}__{video.video_id}__{digest}"
+
+
+def image_uid(uri: str) -> str:
+    """A file-name-safe id, unique per image: its safe name and a hash of the URI."""
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:8]
+    return f"{safe_video_id(uri.rsplit('/', 1)[-1])}__{digest}"
 
 
 def shard(items: list, num_shards: int) -> list[list]:

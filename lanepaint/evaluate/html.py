@@ -141,3 +141,31 @@ def render_report(
         out.append("</div>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def edit_report(
+    edit_dir: str,
+    model_set_line: str,
+    is_smoke: bool,
+    items: list[dict],
+    report_items: list[dict],
+    agg: dict,
+    flat: dict[str, float],
+) -> str:
+    """report.html of the evaluate stage: the overview, four plots and one section per edit."""
+    labels = [f"{i['video_id'][:14]}/{i['instruction'][5:]}" for i in items]
+    plots = [
+        bar_chart("background PSNR (dB)", labels, [i["background_psnr_db"] for i in items]),
+        bar_chart(
+            "warp error ratio (edited/original)", labels, [i["warp_error_ratio"] for i in items]
+        ),
+        bar_chart("attempts", labels, [float(i["attempts"]) for i in items]),
+        bar_chart(
+            "mean time per stage (s)",
+            list(agg["time_per_stage_s"]),
+            list(agg["time_per_stage_s"].values()),
+            " s",
+        ),
+    ]
+    title = f"lanepaint edit report — {edit_dir}"
+    return render_report(title, model_set_line, is_smoke, list(flat.items()), plots, report_items)

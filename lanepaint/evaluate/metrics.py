@@ -113,3 +113,43 @@ def lane_attributes(
         "attribute_correct": correct,
         "all_correct": all(correct.values()),
     }
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(float(np.mean(vals)), 4) if vals else None
+
+
+def aggregate(items: list[dict]) -> dict:
+    """The means over every edit's measures (judge rates over the judged edits only)."""
+    judged = [i for i in items if i["judged"]]
+    stage_names = sorted({k for i in items for k in i["timings_s"]})
+    return {
+        "videos": len(items),
+        "first_attempt_pass_rate": _mean([float(i["first_attempt_passed"]) for i in judged]),
+        "mean_attempts": _mean([i["attempts"] for i in items]),
+        "success_rate": _mean([float(i["passed"]) for i in judged]),
+        "lane_all_correct_rate": _mean([float(i["all_correct"]) for i in items]),
+        "lane_attribute_accuracy": {
+            a: _mean([float(i["attribute_correct"][a]) for i in items])
+            for a in LaneAttributes.FIELDS
+        },
+        "background_psnr_db": _mean([i["background_psnr_db"] for i in items]),
+        "background_ssim": _mean([i["background_ssim"] for i in items]),
+        "warp_error_ratio": _mean([i["warp_error_ratio"] for i in items]),
+        "time_per_stage_s": {s: _mean([i["timings_s"].get(s) for i in items]) for s in stage_names},
+        "time_per_video_s": _mean([i["timings_s"].get("total") for i in items]),
+    }
+
+
+def flat_metrics(agg: dict) -> dict[str, float]:
+    """Scalar metrics for KFP's Metrics artifact (None dropped, nested keys joined)."""
+    out = {}
+    for key, value in agg.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if v is not None:
+                    out[f"{key}.{sub}"] = float(v)
+        elif value is not None:
+            out[key] = float(value)
+    return out

@@ -26,3 +26,11 @@ def read_rgb(uri: str) -> np.ndarray:
     """RGB uint8 from any image file PIL decodes (gray, RGBA, palette converted)."""
     with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def try_read_rgb(uri: str) -> tuple[np.ndarray | None, Exception | None]:
+    """(image, None), or (None, the error): one bad file is a recorded failure."""
+    try:
+        return read_rgb(uri), None
+    except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
+        return None, exc

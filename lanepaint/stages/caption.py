@@ -11,12 +11,8 @@ in the output and keeps the earlier failures in the failures file. Beside the ou
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import posixpath
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from lanepaint.data.vocab import UNKNOWN, LaneAttributes
+from lanepaint.data.sources import expand_images
 from lanepaint.io import reports, storage
-from lanepaint.io.images import read_rgb
+from lanepaint.io.images import try_read_rgb
 from lanepaint.kit import (
     StageReport,
     StageResult,
@@ -34,13 +30,13 @@ from lanepaint.kit import (
     from_args,
     guard_output,
     output_settings,
-    require_input,
     setting,
     settings_key,
 )
 from lanepaint.kit.cli import register_stage
 from lanepaint.models.device import DEVICE_HELP
 from lanepaint.vlm import caption as vlm_caption
+from lanepaint.vlm.caption import caption_counts, output_stem, read_records, save_records
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +71,6 @@ class CaptionConfig:
             raise ValueError("max new tokens must be >= 1")
         if self.max_pixels < 0:
             raise ValueError("max pixels must be >= 0 (0 = the processor's default)")
-
-
-def expand_images(items: Sequence[str]) -> list[str]:
-    """Image files named directly, or every image under a named folder/prefix; each image
-    once (an image named twice, or also found in a named folder, is captioned once). A
-    folder or prefix with nothing there is an error, never "0 images"."""
-    from lanepaint.data.sources import IMAGE_EXTS, list_images
-
-    out: dict[str, str] = {}
-    for item in items:
-        if item.lower().endswith(IMAGE_EXTS):
-            found = [item]
-        else:
-            require_input(item, "images folder or prefix")
-            found = list_images(item)
-        for uri in found:
-            out.setdefault(uri if storage.is_gcs(uri) else os.path.normpath(uri), uri)
-    return list(out.values())
 
 
 def caption_images(
@@ -198,62 +176,13 @@ def read_chunk(
     """The chunk's images, read in parallel (gs://) and in order; an unreadable one becomes
     a failure and an ``unknown`` record (so a rerun does not retry it)."""
     loaded = []
-    for uri, (img, exc) in zip(uris, reader.map(_try_read, uris), strict=True):
+    for uri, (img, exc) in zip(uris, reader.map(try_read_rgb, uris), strict=True):
         if img is not None:
             loaded.append((uri, img))
             continue
         report.fail(uri, f"unreadable image: {type(exc).__name__}: {exc}")
         records.append(vlm_caption.unreadable_record(uri, exc))
     return loaded
-
-
-def _try_read(uri: str) -> tuple[np.ndarray | None, Exception | None]:
-    """(image, None), or (None, the error): one bad file is a recorded failure."""
-    try:
-        return read_rgb(uri), None
-    except Exception as exc:  # noqa: BLE001 - any decode error is one bad file
-        return None, exc
-
-
-def read_records(output: str) -> list[dict]:
-    """The records already in the output, one per image (the last one of an image that an
-    older run captioned twice); a line that is not a record is an error naming it."""
-    if not storage.exists(output):
-        return []
-    by_image: dict[str, dict] = {}
-    for number, line in enumerate(storage.read_text(output).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            by_image[record["image"]] = record
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(
-                f"{output} line {number} is not a caption record ({exc}); "
-                "fix or remove that line, or write to another output"
-            ) from None
-    return list(by_image.values())
-
-
-def save_records(output: str, records: list[dict]) -> None:
-    storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def caption_counts(records: list[dict]) -> dict:
-    """What the output holds: parse methods, unknowns, disagreements, captions."""
-    return {
-        "captioned": len(records),
-        "unknown_any": sum(1 for r in records if UNKNOWN in (r[f] for f in LaneAttributes.FIELDS)),
-        "parse_methods": dict(Counter(r.get("parse_method", "none") for r in records)),
-        "disagreements": sum(1 for r in records if r.get("disagree")),
-        "captions": dict(Counter(r["caption"] for r in records).most_common()),
-    }
-
-
-def output_stem(output: str) -> tuple[str, str]:
-    """(folder, stem) of the output: the summaries are ``<stem>.summary.json`` beside it."""
-    folder, name = posixpath.split(output)
-    return folder or ".", name[: -len(".jsonl")] if name.endswith(".jsonl") else name
 
 
 # --- CLI ------------------------------------------------------------------------------

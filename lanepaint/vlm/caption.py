@@ -3,16 +3,21 @@
 Shared by the caption stage (image files into a JSONL) and build-dataset (video frames into
 dataset rows), so both load the model the same way and write the same record per image:
 the attributes, how the answer was parsed, and where the weights-free analyzer disagrees.
+The caption stage's output file (one record a line) is read, saved and counted here too.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
-from lanepaint.data.vocab import LaneAttributes, parse_caption
+from lanepaint.data.vocab import UNKNOWN, LaneAttributes, parse_caption
+from lanepaint.io import storage
 
 #: Caption answers are short JSON objects; 48 tokens hold one with room to spare.
 MAX_NEW_TOKENS = 48
@@ -134,3 +139,47 @@ def analyzer_records(
         analyzer_record("", analyzer_reading(image, mask))
         for image, mask in zip(images, masks, strict=True)
     ]
+
+
+# --- the records file (caption stage) -------------------------------------------------
+
+
+def read_records(output: str) -> list[dict]:
+    """The records already in the output, one per image (the last one of an image that an
+    older run captioned twice); a line that is not a record is an error naming it."""
+    if not storage.exists(output):
+        return []
+    by_image: dict[str, dict] = {}
+    for number, line in enumerate(storage.read_text(output).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            by_image[record["image"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{output} line {number} is not a caption record ({exc}); "
+                "fix or remove that line, or write to another output"
+            ) from None
+    return list(by_image.values())
+
+
+def save_records(output: str, records: list[dict]) -> None:
+    storage.write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def caption_counts(records: list[dict]) -> dict:
+    """What the output holds: parse methods, unknowns, disagreements, captions."""
+    return {
+        "captioned": len(records),
+        "unknown_any": sum(1 for r in records if UNKNOWN in (r[f] for f in LaneAttributes.FIELDS)),
+        "parse_methods": dict(Counter(r.get("parse_method", "none") for r in records)),
+        "disagreements": sum(1 for r in records if r.get("disagree")),
+        "captions": dict(Counter(r["caption"] for r in records).most_common()),
+    }
+
+
+def output_stem(output: str) -> tuple[str, str]:
+    """(folder, stem) of the output: the summaries are ``<stem>.summary.json`` beside it."""
+    folder, name = posixpath.split(output)
+    return folder or ".", name[: -len(".jsonl")] if name.endswith(".jsonl") else name
