@@ -92,4 +92,4 @@ def train_lora(
     metrics.metadata.update(labels)
     report.metadata.update(labels)
     with open(report.path, "w") as f:
-        f.write(storage.read_text(storage.join(out, "summary.md")))
+        f.write(storage.read_text(storage.join(result.output, "summary.md")))

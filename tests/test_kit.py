@@ -158,3 +158,11 @@ def test_report_has_the_same_keys_in_every_stage(tmp_path):
     result = StageResult(str(tmp_path), summary)
     assert not result.skipped and result.exit_code == 0
     assert StageResult("x", {**summary, "done": 0}).exit_code == 1
+
+
+def test_keyed_path_gives_one_folder_per_settings():
+    from lanepaint.kit import keyed_path
+
+    key = settings_key(DemoConfig())
+    assert keyed_path("gs://b/loras/{settings_key}", key) == f"gs://b/loras/{key}"
+    assert keyed_path("/plain/folder", key) == "/plain/folder"

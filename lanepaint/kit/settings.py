@@ -122,6 +122,16 @@ def settings_key(config: Any, **identity: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+KEY_FIELD = "{settings_key}"
+
+
+def keyed_path(path: str, key: str) -> str:
+    """``path`` with ``{settings_key}`` replaced by ``key``: one stable folder per settings,
+    so a rerun of a pipeline writes where the last run did and other settings go beside it
+    (never over it)."""
+    return path.replace(KEY_FIELD, key)
+
+
 # --- CLI ------------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ from lanepaint.kit import (
     WriteBehind,
     from_args,
     guard_output,
+    keyed_path,
     output_settings,
     setting,
     settings_key,
@@ -228,13 +229,16 @@ def segment_videos(
     config: SegmentConfig | None = None,
     loaded: LoadedSegmenter | None = None,
 ) -> StageResult:
-    """Segment every video in ``inputs`` (files, folders or prefixes) into ``output_dir``.
+    """Segment every video in ``inputs`` (files, folders or prefixes) into ``output_dir``
+    (which may hold ``{settings_key}``, see :func:`lanepaint.kit.settings.keyed_path`).
 
     ``loaded`` lets a caller reuse a segmenter across calls (its model wins over
     ``model_root``); otherwise it is loaded from ``model_root`` once, if anything is to do.
     """
     config = config or SegmentConfig()
     meta = loaded.metadata if loaded else model_metadata(config, model_root)
+    key = settings_key(config, **_model_identity(meta))
+    output_dir = keyed_path(output_dir, key)  # "{settings_key}" in it: a folder per settings
     layout = VideoPainterLayout(output_dir.rstrip("/") if output_dir != "/" else output_dir)
     with guard_output(STAGE, layout.root, inputs=[*inputs, model_root]):
         return _segment_run(inputs, layout, model_root, config, loaded, meta)

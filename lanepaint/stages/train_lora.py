@@ -20,8 +20,18 @@ import os
 import subprocess
 import sys
 
-from lanepaint.kit import StageResult, check_apart, from_args, guard_output, require_input, to_argv
+from lanepaint.kit import (
+    StageResult,
+    check_apart,
+    from_args,
+    guard_output,
+    keyed_path,
+    require_input,
+    settings_key,
+    to_argv,
+)
 from lanepaint.kit.cli import register_stage
+from lanepaint.kit.settings import KEY_FIELD
 from lanepaint.models.device import gpu_count
 from lanepaint.training.config import TrainConfig
 
@@ -36,8 +46,30 @@ def train_lora(
     """Train in this process (one GPU, or one rank of a torchrun launch); see module doc."""
     from lanepaint.training.trainer import train
 
+    config = config or TrainConfig()
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    output_dir = _keyed_output(output_dir, train_data, model_root, config, processes)
     with _guarded(train_data, model_root, output_dir):
         return train(train_data, model_root, output_dir, config or TrainConfig())
+
+
+def _keyed_output(
+    output_dir: str, train_data: str, model_root: str, config: TrainConfig, processes: int
+) -> str:
+    """``output_dir`` with ``{settings_key}`` replaced (a folder per settings, data and
+    models: a pipeline's rerun finds its LoRA, other settings train beside it)."""
+    if KEY_FIELD not in output_dir:
+        return output_dir
+    import hashlib
+
+    from lanepaint.io import storage
+    from lanepaint.training.data import split_train_data
+
+    _, csv_uri = split_train_data(train_data)
+    require_input(csv_uri, "training CSV")
+    csv_sha = hashlib.sha256(storage.read_text(csv_uri).encode()).hexdigest()
+    key = settings_key(config, csv_sha256=csv_sha, model_root=model_root, processes=processes)
+    return keyed_path(output_dir, key)
 
 
 def _guarded(train_data: str, model_root: str, output_dir: str):
@@ -67,6 +99,7 @@ def train_lora_multi(
     n = num_processes or max(1, gpu_count())
     if n == 1:
         return train_lora(train_data, model_root, output_dir, config)
+    output_dir = _keyed_output(output_dir, train_data, model_root, config, n)
     with _guarded(train_data, model_root, output_dir):  # the ranks inherit the lock
         return _launch(train_data, model_root, output_dir, config, n)
 
