@@ -185,3 +185,19 @@ def test_report_in_headless_chromium(report, tmp_path):
     ).stdout
     assert dom.count("<video") == 3 and dom.count("<svg") == 4
     assert "Made with the SMOKE model set" in dom.split("<h1>")[0]
+
+
+def test_rerun_over_the_same_edits_is_skipped(tmp_path):
+    """A rerun measures nothing again; a changed edit record is measured anew."""
+    make_edit(tmp_path, "vid_a", 0, passed_at=0)
+    edit_dir = tmp_path / "edit"
+    first = evaluate(str(edit_dir), str(tmp_path / "eval"))
+    again = evaluate(str(edit_dir), str(tmp_path / "eval"))
+    assert first.summary["done"] > 0
+    assert again.skipped and again.summary["skipped_done"] == first.summary["done"]
+    assert again.extra["metrics"] == first.extra["metrics"]
+    record = next(edit_dir.rglob("record.json"))
+    content = json.loads(record.read_text())
+    record.write_text(json.dumps({**content, "finished_at": "2030-01-01T00:00:00+00:00"}))
+    third = evaluate(str(edit_dir), str(tmp_path / "eval"))
+    assert third.summary["done"] == first.summary["done"] and not third.skipped

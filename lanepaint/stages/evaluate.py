@@ -70,8 +70,20 @@ def default_output_dir(edit_dir: str) -> str:
 def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageResult:
     """The run itself, with the output locked and claimed (see :func:`evaluate`)."""
     report = StageReport(STAGE, output_dir)
-    report.settings, report.settings_key = output_settings(config), settings_key(config)
     records = [r for r in EditLayout(edit_dir).records() if r.get("status") == "ok"]
+    # The edits measured are part of the key: a rerun over the same edits does nothing.
+    edited = sorted(
+        (r.get("video_id"), r.get("instruction_slug"), r.get("settings_key"), r.get("finished_at"))
+        for r in records
+    )
+    report.settings, report.settings_key = (
+        output_settings(config),
+        settings_key(config, edits=edited),
+    )
+    previous = _finished(output_dir, report.settings_key)
+    if previous is not None:
+        log.info("%s already evaluates these edits with these settings", output_dir)
+        return previous
     report.inputs = len(records)
     line, smoke = edits.model_set_line(records)
     report.set_models(edits.edits_model_set(records))
@@ -90,6 +102,21 @@ def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageRe
     storage.write_text(storage.join(output_dir, "report.html"), page)
     log.info("evaluated %d edits (%d failed) -> %s", len(items), len(report.failures), output_dir)
     return StageResult(output_dir, summary, {"metrics": flat})
+
+
+def _finished(output_dir: str, key: str) -> StageResult | None:
+    """The earlier run's result when it measured the same edits with the same settings."""
+    try:
+        summary = json.loads(storage.read_text(storage.join(output_dir, reports.SUMMARY_JSON)))
+        flat = json.loads(storage.read_text(storage.join(output_dir, "metrics.json")))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if summary.get("settings_key") != key or not storage.exists(
+        storage.join(output_dir, "report.html")
+    ):
+        return None
+    skipped = {**summary, "done": 0, "failed": 0, "skipped_done": summary["done"]}
+    return StageResult(output_dir, skipped, {"metrics": flat})
 
 
 def evaluate_all(
