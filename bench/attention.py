@@ -11,13 +11,14 @@ table, not a stage).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from bench.common import bench_parser
 
 # name: (batch, heads, q tokens, kv tokens, head dim, backward?)
 SHAPES_FULL = {
@@ -115,9 +116,7 @@ def run(size: str, out_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser = bench_parser(__doc__)
     args = parser.parse_args(argv)
     record = run(args.size, args.out_dir)
     for name, row in record["sdpa"].items():

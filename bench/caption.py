@@ -19,7 +19,6 @@ Smoke size: the tiny model on the CPU, so CI runs the script itself in seconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import format_table, perf_record, rel_l2, sync, write_json
+from bench.common import bench_parser, format_table, perf_record, rel_l2, sync, write_json
 
 GiB = 1024**3
 
@@ -266,9 +265,7 @@ def run(size: str, out_dir: Path, repeats: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser = bench_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     results = run(args.size, args.out_dir, args.repeats)

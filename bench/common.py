@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import subprocess
@@ -114,3 +115,11 @@ def format_table(results: list[dict]) -> str:
             f"{cell(r['rel_err'], '.2e'):>9} {cell(r['peak_gib'], '.1f'):>8}"
         )
     return "\n".join(lines)
+
+
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --size full|smoke and --out-dir."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    return parser

@@ -15,7 +15,6 @@ output images / latents). Smoke size runs the same code on the tiny models on th
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import format_table, perf_record, rel_l2, sync, write_json
+from bench.common import bench_parser, format_table, perf_record, rel_l2, sync, write_json
 from lanepaint.edit.first_frame import compile_flux
 from lanepaint.models.kernels import sdpa_context
 
@@ -392,9 +391,7 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser = bench_parser(__doc__)
     parser.add_argument("--parts", default="first_frame,propagate,whole_edit")
     args = parser.parse_args(argv)
     results = run(args.size, args.out_dir, set(args.parts.split(",")))

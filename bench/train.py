@@ -37,7 +37,6 @@ Prints the table last; writes docs/perf/train_step.json (train_step.smoke.json f
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import re
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import perf_record, sync, write_json
+from bench.common import bench_parser, perf_record, sync, write_json
 
 GiB = 1024**3
 PEAK_TFLOPS = 790e12  # bf16 matrix products measured on an H100 (performance.md)
@@ -496,9 +495,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("full", "smoke"), default="smoke")
-    parser.add_argument("--out-dir", type=Path, default=Path("docs/perf"))
+    parser = bench_parser(__doc__)
     parser.add_argument(
         "--attention", choices=("auto", "flash", "efficient", "math", "cudnn"), default="auto"
     )

@@ -27,15 +27,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def register_stage(
     subparsers,
     name: str,
-    help: str,  # noqa: A002
-    doc: str | None,
+    doc: str,
     config_cls: type,
     add_io: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], int | None],
     exclude: tuple[str, ...] = (),
 ) -> argparse.ArgumentParser:
+    """The subcommand: ``doc`` is the stage module's docstring (its first line, after
+    "Stage <name>:", is the one-line help), the flags come from ``config_cls``."""
+    help_line = doc.splitlines()[0].split(":", 1)[-1].strip().rstrip(".")
     parser = subparsers.add_parser(
-        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        name, help=help_line, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_io(parser)
     add_arguments(parser, config_cls, exclude)

@@ -428,15 +428,7 @@ def _merge(output_dir: str) -> StageResult:
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "road frames from videos (or an image folder) into a captioned FluxFill dataset",
-        __doc__,
-        BuildConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, BuildConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:

@@ -189,15 +189,7 @@ def read_chunk(
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "lane attributes of road images with Qwen2.5-VL (+ analyzer cross-check)",
-        __doc__,
-        CaptionConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, CaptionConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:

@@ -144,15 +144,7 @@ def evaluate_all(
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "judge and objective metrics of edited videos, with an HTML report",
-        __doc__,
-        EvaluateConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, EvaluateConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:

@@ -297,15 +297,7 @@ def _previous_summary(output_dir: str) -> dict | None:
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "select FluxFill rows by lane attributes into a new dataset",
-        __doc__,
-        FilterConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, FilterConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:

@@ -159,15 +159,7 @@ def launch_distributed(argv: list[str], num_processes: int) -> int:
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "train a FLUX.1-Fill-dev LoRA on a FluxFill dataset",
-        __doc__,
-        TrainConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, TrainConfig, _add_io, _run)
 
 
 def _add_io(parser: argparse.ArgumentParser) -> None:
