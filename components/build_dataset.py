@@ -3,8 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import image_for, stage_component
 from lanepaint.stages.build_dataset import BuildConfig
 
 
@@ -25,8 +24,8 @@ def plan_dataset_build(output_root: str, output_dir: str, run_date: str) -> str:
     return output_dir or dated_output_dir(output_root, run_date)
 
 
-@dsl.component(base_image=image_for("build-dataset"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "build-dataset",
     BuildConfig,
     "Process one shard of the source videos into OUT/parts/shard_NNNN; returns its rows.",
     extra={

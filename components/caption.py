@@ -1,15 +1,13 @@
 """KFP component: caption."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import stage_component
 from lanepaint.stages.caption import CaptionConfig
 
 
-@dsl.component(base_image=image_for("caption"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "caption",
     CaptionConfig,
     "Lane attributes of road images (files or folders); the JSONL is the output artifact.",
     extra={

@@ -1,15 +1,13 @@
 """KFP component: evaluate."""
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import stage_component
 from lanepaint.stages.evaluate import EvaluateConfig
 
 
-@dsl.component(base_image=image_for("evaluate"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "evaluate",
     EvaluateConfig,
     "Judge and objective metrics of the edits; the HTML report shows in the KFP UI.",
     extra={

@@ -1,15 +1,13 @@
 """KFP component: filter-dataset."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Metrics, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import stage_component
 from lanepaint.stages.filter_dataset import FilterConfig
 
 
-@dsl.component(base_image=image_for("filter-dataset"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "filter-dataset",
     FilterConfig,
     "Select FluxFill rows by lane attributes; the output points at the filtered dataset.",
     extra={

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from kfp import kubernetes
+from kfp import dsl, kubernetes
 
 SETTINGS_FILE = Path(__file__).with_name("settings.yaml")
 IMAGE_PREFIX = "lanepaint-"
@@ -218,3 +218,15 @@ def _secret_problems(where: str, env: list | None, volume: list | None) -> list[
         if not str(entry.get("mount_path", "")).startswith("/"):
             problems.append(f"{where}.secrets_volume: mount_path must be absolute")
     return problems
+
+
+def stage_component(image: str, config_cls: type, summary: str, extra=None, rename=None):
+    """``@dsl.component`` in the stage's image, its ``Args:`` help taken from the stage's
+    Config (lanepaint.kit.settings.component_doc); the one way a stage component is made."""
+    from lanepaint.kit.settings import component_doc
+
+    def decorate(func):
+        documented = component_doc(config_cls, summary, extra, rename)(func)
+        return dsl.component(base_image=image_for(image), install_kfp_package=False)(documented)
+
+    return decorate

@@ -1,15 +1,13 @@
 """KFP component: train-lora."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import stage_component
 from lanepaint.training.config import TrainConfig
 
 
-@dsl.component(base_image=image_for("train-lora"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "train-lora",
     TrainConfig,
     "Train a FluxFill LoRA on the dataset a pointer names; outputs point at the LoRA. "
     "Checkpoints go to output_dir, so a retried task resumes from the newest complete one. "
