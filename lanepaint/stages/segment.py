@@ -23,19 +23,13 @@ skipped, so a rerun (or a KFP retry) resumes where the last one stopped.
 
 from __future__ import annotations
 
-import io
 import logging
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
 from lanepaint.io import reports, storage
@@ -54,7 +48,10 @@ from lanepaint.kit import (
 from lanepaint.kit.cli import register_stage
 from lanepaint.models.device import DEVICE_HELP
 from lanepaint.segment.base import TRACKING_COMPILE_MODES
+from lanepaint.segment.failures import failure_reason
 from lanepaint.segment.inputs import VideoJob, assign_ids, list_inputs, read_video_list
+from lanepaint.segment.models import LoadedSegmenter, load_segmenter, model_identity, model_metadata
+from lanepaint.segment.outputs import video_record, write_media
 from lanepaint.segment.postprocess import PostprocessSettings
 from lanepaint.segment.prompts import (
     DEFAULT_POINTS,
@@ -63,17 +60,12 @@ from lanepaint.segment.prompts import (
     parse_points,
     validate_points,
 )
-from lanepaint.segment.stream import FrameStream, TooSmallError
+from lanepaint.segment.stream import FrameStream
 
 log = logging.getLogger(__name__)
 
 STAGE = "segment"
 SEGMENTERS = ("sam2", "classical")
-OVERLAYS_DIR = "overlays"
-CLASSICAL_LABEL = (
-    "classical (weights-free fallback: colour/texture statistics + perspective prior; "
-    "a sanity check, not SAM2 quality)"
-)
 
 
 @dataclass(frozen=True)
@@ -151,14 +143,6 @@ class SegmentConfig:
 
 
 @dataclass
-class LoadedSegmenter:
-    """A segmenter ready for many videos, and what outputs must say about its model."""
-
-    segmenter: Any
-    metadata: dict[str, Any]
-
-
-@dataclass
 class _Run:
     """What the steps of one run share."""
 
@@ -168,55 +152,6 @@ class _Run:
     report: StageReport
     meta: dict[str, Any]
     previous: dict[str, dict]  # records before this run: stale PNGs/overlays to remove
-
-
-# --- model --------------------------------------------------------------------------------
-
-
-def model_metadata(config: SegmentConfig, model_root: str | None) -> dict[str, Any]:
-    """The model set a run uses, known without loading it: it is part of the settings key,
-    and a run with nothing left to do never loads a model."""
-    if config.segmenter == "classical":
-        return {"model_set": "classical", "model_set_label": CLASSICAL_LABEL, "model_root": None}
-    if not model_root:
-        raise ValueError("--model-root is required with --segmenter sam2 (or use classical)")
-    from lanepaint.models.root import SMOKE_LABEL, SMOKE_MARKER
-
-    # Only the marker is read: opening a gs:// root would download every model in it.
-    smoke = storage.exists(storage.join(model_root, SMOKE_MARKER))
-    label = SMOKE_LABEL if smoke else f"real weights at {model_root}"
-    return {
-        "model_set": "smoke" if smoke else "real",
-        "model_set_label": label,
-        "model_root": model_root,
-    }
-
-
-def load_segmenter(config: SegmentConfig, model_root: str | None = None) -> LoadedSegmenter:
-    """The configured segmenter, loaded once for the whole run."""
-    meta = model_metadata(config, model_root)
-    if config.segmenter == "classical":
-        from lanepaint.segment.classical import ClassicalRoadSegmenter
-
-        return LoadedSegmenter(ClassicalRoadSegmenter(), meta)
-    from lanepaint.models.device import resolve_device
-    from lanepaint.models.loaders import load_sam2_video_predictor
-    from lanepaint.models.root import ModelRoot
-    from lanepaint.segment.sam2_video import Sam2RoadSegmenter, Sam2Settings
-
-    root = ModelRoot.open(model_root)
-    device = resolve_device(config.device)
-    predictor = load_sam2_video_predictor(root, device=device, vos_optimized=config.vos)
-    settings = Sam2Settings(
-        encoder_batch=config.encoder_batch, compile_tracking=config.compile_tracking
-    )
-    segmenter = Sam2RoadSegmenter(predictor, config.points, settings)
-    return LoadedSegmenter(segmenter, {**root.metadata(), "device": device, "vos": config.vos})
-
-
-def _model_identity(meta: dict[str, Any]) -> dict[str, Any]:
-    """What of the model decides the masks (not the device it ran on)."""
-    return {"model_set": meta.get("model_set"), "model_root": meta.get("model_root")}
 
 
 # --- the stage ----------------------------------------------------------------------------
@@ -237,7 +172,7 @@ def segment_videos(
     """
     config = config or SegmentConfig()
     meta = loaded.metadata if loaded else model_metadata(config, model_root)
-    key = settings_key(config, **_model_identity(meta))
+    key = settings_key(config, **model_identity(meta))
     output_dir = keyed_path(output_dir, key)  # "{settings_key}" in it: a folder per settings
     layout = VideoPainterLayout(output_dir.rstrip("/") if output_dir != "/" else output_dir)
     with guard_output(STAGE, layout.root, inputs=[*inputs, model_root]):
@@ -254,7 +189,7 @@ def _segment_run(
 ) -> StageResult:
     """The run itself, with the output locked and claimed (see :func:`segment_videos`)."""
     report = StageReport(STAGE, layout.root)
-    ledger = Ledger(layout.root, settings_key(config, **_model_identity(meta)))
+    ledger = Ledger(layout.root, settings_key(config, **model_identity(meta)))
     report.settings_key, report.settings = ledger.key, output_settings(config)
     run = _Run(layout, config, ledger, report, meta, {})
     with report.phase("list"):
@@ -388,25 +323,6 @@ def _segment_one(run: _Run, job: VideoJob, stream: FrameStream, loaded: LoadedSe
     return segmentation, {"segment": round(time.perf_counter() - t0, 4)}
 
 
-def failure_reason(exc: BaseException, step: str = "segment") -> str:
-    """``kind: detail`` for failures.jsonl (the kind is what the summary tallies)."""
-    from lanepaint.io.video import VideoError
-    from lanepaint.segment.base import EmptyVideoError
-
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, FileNotFoundError):
-        return text if text.startswith("missing input") else f"missing input: {text}"
-    if isinstance(exc, TooSmallError):
-        return text
-    if isinstance(exc, VideoError):
-        return f"unreadable video: {text}"
-    if isinstance(exc, EmptyVideoError):
-        return f"no frames: {text}"
-    if type(exc).__name__ == "OutOfMemoryError":
-        return f"out of memory: {text.splitlines()[0]}"
-    return f"{step} error: {type(exc).__name__}: {text}"
-
-
 # --- writing (on the writer thread) -------------------------------------------------------
 
 
@@ -417,135 +333,16 @@ def _publish(
     from lanepaint.segment.postprocess import postprocess_masks
 
     started = time.perf_counter()
-    config, timings = run.config, run.report.timings
+    config, layout, timings = run.config, run.layout, run.report.timings
     with timings.phase("postprocess"):
         masks = postprocess_masks(segmentation.masks, config.postprocess, config.workers)
-    outputs = _write_media(run, job, segmentation.frames, masks, stream.fps)
+    old = (run.previous.get(job.video_id) or {}).get("outputs", {})
+    frames, fps = segmentation.frames, stream.fps
+    outputs = write_media(layout, job, frames, masks, fps, config, old, timings)
     seconds = {**seconds, "write": round(time.perf_counter() - started, 4)}
-    content = _record(run, job, stream, masks, outputs, seconds)
+    content = video_record(layout, job, stream, masks, outputs, seconds, run.meta)
     with timings.phase("upload"):
         return run.ledger.commit(job.video_id, content)
-
-
-def _write_media(
-    run: _Run, job: VideoJob, frames: list[np.ndarray], masks: np.ndarray, fps: float
-) -> dict[str, str | None]:
-    """mp4, npz and (if asked) PNGs and overlay; those of an earlier run not asked for now
-    are removed. Returns the output URIs."""
-    from lanepaint.io.video import write_video
-
-    config, layout, timings = run.config, run.layout, run.report.timings
-    old = (run.previous.get(job.video_id) or {}).get("outputs", {})
-    png_dir = layout.mask_png_dir(job.video_id)
-    overlay = storage.join(layout.root, OVERLAYS_DIR, f"{job.video_id}.mp4")
-    outputs = {
-        "video": layout.raw_video(job.group, job.video_id),
-        "masks": layout.masks(job.video_id),
-        "png_dir": png_dir if config.png_masks else None,
-        "overlay": overlay if config.overlay else None,
-    }
-    with tempfile.TemporaryDirectory(prefix="lanepaint-segment-out-") as tmp:
-        with _local_file(outputs["video"], Path(tmp), timings) as path:
-            with timings.phase("encode"):
-                written = write_video(path, frames, fps, crf=config.crf)
-            if written != len(masks):
-                raise RuntimeError(f"encoded {written} frames, segmented {len(masks)}")
-        with timings.phase("encode"):
-            data = _npz_bytes(masks)
-        with timings.phase("upload"):
-            storage.write_bytes(outputs["masks"], data)
-        if outputs["png_dir"]:
-            _write_pngs(outputs["png_dir"], masks, timings)
-        elif old.get("png_dir"):
-            storage.delete_prefix(png_dir)
-        if outputs["overlay"]:
-            _write_overlay(outputs["overlay"], frames, masks, fps, Path(tmp), timings)
-        elif old.get("overlay"):
-            storage.delete(overlay)
-    return outputs
-
-
-def _write_pngs(uri: str, masks: np.ndarray, timings: reports.Timings) -> None:
-    import cv2
-
-    with storage.local_dir_for_write(uri) as png_dir, timings.phase("encode"):
-        for i, mask in enumerate(masks):
-            cv2.imwrite(str(png_dir / f"{i:05d}.png"), mask * np.uint8(255))
-
-
-def _write_overlay(uri, frames, masks, fps, staging: Path, timings: reports.Timings) -> None:
-    from lanepaint.io.video import write_video
-    from lanepaint.segment.postprocess import overlay_frame
-
-    with _local_file(uri, staging, timings) as path, timings.phase("encode"):
-        overlays = (overlay_frame(f, m) for f, m in zip(frames, masks, strict=True))
-        write_video(path, overlays, fps, crf=23)
-
-
-def _record(
-    run: _Run,
-    job: VideoJob,
-    stream: FrameStream,
-    masks: np.ndarray,
-    outputs: dict,
-    seconds: dict[str, float],
-) -> dict:
-    """The record content: the meta.csv row, the model set, the source, the road found."""
-    t, h, w = masks.shape
-    row = VideoRecord(
-        video_id=job.video_id,
-        path=run.layout.raw_video_rel(job.group, job.video_id),
-        mask_id=job.video_id,
-        fps=round(float(stream.fps), 6),
-        frames=t,
-        width=w,
-        height=h,
-        start_frame=0,
-        end_frame=t,
-        caption="",
-        source=job.source,
-    )
-    info = stream.info
-    per_frame = masks.reshape(t, -1).mean(axis=1)
-    return {
-        "record": asdict(row),
-        "model_set": run.meta.get("model_set"),
-        "model_set_label": run.meta.get("model_set_label"),
-        "source_info": {
-            "fps": info.fps,
-            "frames": info.frames,
-            "width": info.width,
-            "height": info.height,
-            "duration_s": info.duration,
-            "codec": info.codec,
-            "variable_frame_rate": info.variable_frame_rate,
-        },
-        "road_fraction": round(float(per_frame.mean()), 6),
-        "frames_without_road": int((per_frame == 0).sum()),
-        "empty_mask": bool(per_frame.max() == 0),
-        "outputs": outputs,
-        "seconds": seconds,
-    }
-
-
-@contextmanager
-def _local_file(uri: str, staging: Path, timings: reports.Timings) -> Iterator[Path]:
-    """A local path to write ``uri`` at: the destination itself for local outputs (the
-    writers are atomic), else a staging file uploaded on exit."""
-    if not storage.is_gcs(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        yield Path(uri)
-        return
-    path = staging / uri.rsplit("/", 1)[-1]
-    yield path
-    with timings.phase("upload"):
-        storage.upload_file(path, uri)
-
-
-def _npz_bytes(masks: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, arr_0=masks)
-    return buf.getvalue()
 
 
 # --- the end of a run ---------------------------------------------------------------------
@@ -595,15 +392,7 @@ def _finish(run: _Run, done: dict[str, dict], videos_in_meta: int) -> StageResul
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "SAM2.1 road masks for videos, in the VideoPainter layout",
-        __doc__,
-        SegmentConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, SegmentConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:
