@@ -13,6 +13,7 @@ import numpy as np
 # modes: the plain predictor keeps the memory encoder's outputs across frames and updates
 # them in place, which graph replays would overwrite (sam2's VOS predictor clones them for
 # that reason). Here, not in sam2_video, so the stage's settings can name them without torch.
+SEGMENTERS = ("sam2", "classical")  # SAM2.1, or the weights-free fallback
 TRACKING_COMPILE_MODES = ("", "default", "max-autotune-no-cudagraphs")
 
 

@@ -52,12 +52,12 @@ from lanepaint.kit import (
 from lanepaint.kit.cli import register_stage
 from lanepaint.kit.lock import output_lock
 from lanepaint.models.device import DEVICE_HELP
+from lanepaint.segment.base import SEGMENTERS
 
 log = logging.getLogger(__name__)
 
 STAGE = "build-dataset"
 DEFAULT_FRAMES = (1, 100, 200, 300, 400, 500)
-SEGMENTERS = ("sam2", "classical")
 CAPTIONERS = ("vlm", "analyzer")
 MASK_MODES = ("road", "synthetic")
 VLM_SIZES = ("7B", "72B")

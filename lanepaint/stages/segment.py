@@ -47,7 +47,7 @@ from lanepaint.kit import (
 )
 from lanepaint.kit.cli import register_stage
 from lanepaint.models.device import DEVICE_HELP
-from lanepaint.segment.base import TRACKING_COMPILE_MODES
+from lanepaint.segment.base import SEGMENTERS, TRACKING_COMPILE_MODES
 from lanepaint.segment.failures import failure_reason
 from lanepaint.segment.inputs import VideoJob, assign_ids, list_inputs, read_video_list
 from lanepaint.segment.models import LoadedSegmenter, load_segmenter, model_identity, model_metadata
@@ -65,7 +65,6 @@ from lanepaint.segment.stream import FrameStream
 log = logging.getLogger(__name__)
 
 STAGE = "segment"
-SEGMENTERS = ("sam2", "classical")
 
 
 @dataclass(frozen=True)
