@@ -3,13 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.settings import image_for
-from lanepaint.kit.settings import component_doc
+from components.settings import image_for, stage_component
 from lanepaint.stages.edit import EditConfig
 
 
-@dsl.component(base_image=image_for("edit"), install_kfp_package=False)
-@component_doc(
+@stage_component(
+    "edit",
     EditConfig,
     "Edit one shard of the videos into output_dir; returns how many items it edited. "
     "A rerun skips items already edited with the same settings, models and LoRA content.",
@@ -58,9 +57,10 @@ def edit_shard(
     attention: str = "auto",
     video_ids: str = "",
 ) -> int:
+    from lanepaint.edit.layout import default_output_dir
     from lanepaint.io import artifacts, storage
     from lanepaint.kit.settings import from_params
-    from lanepaint.stages.edit import EditConfig, default_output_dir, edit_videos
+    from lanepaint.stages.edit import EditConfig, edit_videos
 
     # ParallelFor items arrive as JSON numbers (floats).
     config = from_params(
@@ -90,8 +90,8 @@ def merge_edits(
         output_dir: the shards' output folder; empty = <layout>__edits beside the layout
         shard_counts: items each shard edited (collected; its length is the shard count)
     """
+    from lanepaint.edit.layout import default_output_dir
     from lanepaint.io import artifacts
-    from lanepaint.stages.edit import default_output_dir
     from lanepaint.stages.edit import merge_edits as merge
 
     out = output_dir or default_output_dir(artifacts.resolve_pointer(layout.path))

@@ -83,7 +83,7 @@ def _source_at_model_size(data: Path, size: tuple[int, int]) -> tuple[np.ndarray
     """The clip and its road masks from the VideoPainter layout, resized the way the stage
     resizes them (independent of what the stage wrote)."""
     from lanepaint.data.videopainter import VideoPainterLayout
-    from lanepaint.stages.edit import resize_video
+    from lanepaint.edit.inputs import resize_video
 
     layout = VideoPainterLayout(str(data))
     (record,) = layout.read_meta()

@@ -135,9 +135,9 @@ def test_failed_output_write_is_recorded_and_the_rest_goes_on(
 ):
     """Outputs are written on a thread while the next item propagates; a write that fails
     loses only that item, recorded as a failure, and a rerun redoes just that item."""
-    import lanepaint.stages.edit as stage
+    import lanepaint.edit.outputs as outputs
 
-    real = stage.write_local_video
+    real = outputs.write_local_video
     broken = {"good": True}
 
     def flaky(uri, frames, fps, write_video):
@@ -145,7 +145,7 @@ def test_failed_output_write_is_recorded_and_the_rest_goes_on(
             raise OSError("disk full (simulated)")
         return real(uri, frames, fps, write_video)
 
-    monkeypatch.setattr(stage, "write_local_video", flaky)
+    monkeypatch.setattr(outputs, "write_local_video", flaky)
     config = replace(FAST, video_ids=("good",))
     out = tmp_path / "edit"
     s = edit_videos(str(data), str(out), smoke_root, config, models=models).summary
@@ -168,6 +168,7 @@ def _adapter(folder: Path, content: bytes) -> Path:
 @pytest.mark.slow
 def test_lora_is_identified_by_its_content_not_its_path(smoke_root, models, data, tmp_path):
     """The same adapter copied elsewhere skips; an adapter retrained in place redoes."""
+    from lanepaint.edit.inputs import check_inputs
     from lanepaint.edit.models import fetch_lora
     from lanepaint.stages.edit import plan_run
 
@@ -186,13 +187,14 @@ def test_lora_is_identified_by_its_content_not_its_path(smoke_root, models, data
     assert record["lora_sha256"] == s.summary["details"]["lora_sha256"]
     again = edit_videos(str(data), str(out), smoke_root, config, lora=str(copy))
     assert again.skipped and again.summary["skipped_done"] == 1
-    assert plan_run(str(data), str(out), smoke_root, config, "").todo  # no LoRA: redone
+    assert plan_run(check_inputs(str(data), smoke_root), str(out), config).todo  # no LoRA: redone
     _adapter(first, b"adapter, retrained")
-    assert len(plan_run(str(data), str(out), smoke_root, config, str(first)).todo) == 1
+    retrained = check_inputs(str(data), smoke_root, str(first))
+    assert len(plan_run(retrained, str(out), config).todo) == 1
     with pytest.raises(ValueError, match="another LoRA"):  # models must hold the run's LoRA
         edit_videos(str(data), str(out), smoke_root, config, lora=str(first), models=with_first)
     with pytest.raises(FileNotFoundError):
-        plan_run(str(data), str(out), smoke_root, config, str(tmp_path / "missing"))
+        check_inputs(str(data), smoke_root, str(tmp_path / "missing"))
 
 
 def test_first_frame_settings_mirror_the_painter_config():
@@ -234,9 +236,10 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
         "--attention",
     ):
         assert flag in text, flag
+    VideoPainterLayout(str(tmp_path / "vp")).write_meta([])  # a layout without videos
     io = [
         "--data-dir",
-        str(tmp_path),
+        str(tmp_path / "vp"),
         "--output-dir",
         str(tmp_path / "out"),
         "--model-root",

@@ -26,6 +26,7 @@ from lanepaint.cli import main as cli
 from lanepaint.data import fluxfill
 from lanepaint.data.masks import MaskFileError, read_masks_npz
 from lanepaint.data.videopainter import VideoPainterLayout
+from lanepaint.edit.models import LORA_FILE
 from lanepaint.io import storage
 from lanepaint.io.video import write_video
 from lanepaint.kit import OutputBusyError, OutputError, check_apart, claim_output
@@ -521,3 +522,163 @@ def test_evaluate_may_write_its_own_folder_inside_the_edits_only(tmp_path, caplo
     assert result.summary["inputs"] == 0 and (edits / "_evaluation" / "report.html").exists()
     other = ["evaluate", "--edit-dir", str(edits), "--output-dir", str(edits / "elsewhere")]
     assert "inside the input" in refused(other, caplog)
+
+
+# --------------------------------------------------------------------------- edit
+
+
+EDIT_ROW = {
+    "video_id": "v1",
+    "path": "chunk_0000/v1.0.mp4",
+    "mask_id": "v1",
+    "fps": "8.0",
+    "frames": "4",
+    "width": "96",
+    "height": "64",
+    "start_frame": "0",
+    "end_frame": "3",
+}
+
+
+def edit_layout(root: Path, drop: str = "", **values: str) -> str:
+    """A VideoPainter layout whose meta.csv has one row (``values`` replace its fields,
+    ``drop`` leaves a column out); the video itself is never reached."""
+    row = {k: v for k, v in {**EDIT_ROW, **values}.items() if k != drop}
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "meta.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row), lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
+    return str(root)
+
+
+@pytest.fixture
+def edit_io(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """A layout, a model root and a LoRA folder; loading the models fails the test."""
+    import lanepaint.edit.models
+    import lanepaint.stages.edit
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("the models were loaded")
+
+    monkeypatch.setattr(lanepaint.edit.models, "load_models", no_models)
+    monkeypatch.setattr(lanepaint.stages.edit, "load_models", no_models)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / LORA_FILE).write_bytes(b"adapter")
+    return {
+        "data": edit_layout(tmp_path / "vp"),
+        "models": str(tmp_path / "models"),
+        "lora": str(tmp_path / "lora"),
+        "out": str(tmp_path / "edits"),
+    }
+
+
+def edit_argv(data: str, out: str, models: str, *flags: str) -> list[str]:
+    return ["edit", "--data-dir", data, "--output-dir", out, "--model-root", models, *flags]
+
+
+@pytest.mark.parametrize(
+    "case,word",
+    [
+        ("no data dir", "no VideoPainter layout (--data-dir)"),
+        ("no meta.csv", "no meta.csv in the VideoPainter layout"),
+        ("no fps column", "has no column fps"),
+        ("frames not a number", "line 2: frames 'twelve' is not an integer"),
+        ("fps NaN", "line 2: fps 'nan' is not a finite number"),
+        ("empty instruction", "no edit instruction given"),
+        ("unknown instruction", "unknown word 'triple'"),
+        ("no LoRA folder", "no pytorch_lora_weights.safetensors in LoRA folder"),
+        ("no LoRA file", "no pytorch_lora_weights.safetensors in LoRA folder"),
+    ],
+)
+def test_edit_input_errors_come_before_any_model_loads(edit_io, tmp_path, caplog, case, word):
+    data, flags = edit_io["data"], []
+    if case == "no data dir":
+        data = str(tmp_path / "nowhere")
+    elif case == "no meta.csv":
+        os.remove(Path(data) / "meta.csv")
+    elif case == "no fps column":
+        data = edit_layout(tmp_path / "vp2", drop="fps")
+    elif case == "frames not a number":
+        data = edit_layout(tmp_path / "vp2", frames="twelve")
+    elif case == "fps NaN":
+        data = edit_layout(tmp_path / "vp2", fps="nan")
+    elif case == "empty instruction":
+        flags = ["--instruction", " || "]
+    elif case == "unknown instruction":
+        flags = ["--instruction", "lane triple white solid"]
+    elif case == "no LoRA folder":
+        flags = ["--lora", str(tmp_path / "no-lora")]
+    else:
+        os.remove(Path(edit_io["lora"]) / LORA_FILE)
+        flags = ["--lora", edit_io["lora"]]
+    argv = edit_argv(data, edit_io["out"], edit_io["models"], *flags)
+    assert word in refused(argv, caplog)
+    assert not Path(edit_io["out"]).exists()
+
+
+def test_edit_refuses_an_output_around_its_inputs_or_not_its_own(edit_io, tmp_path, caplog):
+    data, models, lora = edit_io["data"], edit_io["models"], edit_io["lora"]
+    for out, flags, word in [
+        (data + "/edits", [], "inside the input"),
+        (str(tmp_path), [], "contains the input"),
+        (models + "/edits", [], "inside the input"),
+        (lora + "/edits", ["--lora", lora], "inside the input"),
+    ]:
+        assert word in refused(edit_argv(data, out, models, *flags), caplog), out
+    assert not any(Path(p, "edits").exists() for p in (data, models, lora))
+    precious = tmp_path / "precious"
+    before = foreign_folder(precious)
+    line = refused(edit_argv(data, str(precious), models), caplog)
+    assert "not made by lanepaint edit" in line and snapshot(precious) == before
+    # Its own output: marked on the first run, accepted by the next.
+    for _ in range(2):
+        assert cli(edit_argv(data, edit_io["out"], models, "--video-ids", "none")) == 0
+    assert read_marker(edit_io["out"])["stage"] == "edit"
+
+
+def test_edit_locks_its_output_or_its_shard(edit_io, monkeypatch, caplog):
+    import lanepaint.stages.edit as stage
+
+    data, models, out = edit_io["data"], edit_io["models"], edit_io["out"]
+    argv = edit_argv(data, out, models, "--video-ids", "none")
+    with held_elsewhere(out):
+        assert "is being written by other-run" in refused(argv, caplog)
+    assert not Path(out).exists()
+    # Shards of one output run in parallel: each locks its own summary folder.
+    config = stage.EditConfig(video_ids=("none",), num_shards=2, shard_index=1)
+    shard = [storage.join(out, "_shards", f"shard_{i:04d}") for i in range(2)]
+    stage.edit_videos(data, out, models, config, summary_dir=shard[1])  # claims the output
+    os.remove(Path(shard[1], "summary.json"))
+    with held_elsewhere(shard[0]):
+        stage.edit_videos(data, out, models, config, summary_dir=shard[1])
+    assert Path(shard[1], "summary.json").exists()
+    with held_elsewhere(shard[1]), pytest.raises(OutputBusyError, match="other-run"):
+        stage.edit_videos(data, out, models, config, summary_dir=shard[1])
+    # A shard claims the output under the folder's lock (waiting MERGE_WAIT_S for it).
+    monkeypatch.setattr(stage, "MERGE_WAIT_S", 0.0)
+    with held_elsewhere(out), pytest.raises(OutputBusyError, match="other-run"):
+        stage.edit_videos(data, out, models, config, summary_dir=shard[0])
+
+
+def test_edit_merge_waits_for_the_folder_and_needs_one(edit_io, tmp_path, monkeypatch):
+    import threading
+
+    import lanepaint.stages.edit as stage
+    from lanepaint.stages.edit import EditConfig, edit_videos, merge_edits
+
+    data, models, out = edit_io["data"], edit_io["models"], edit_io["out"]
+    with pytest.raises(FileNotFoundError, match="no edit output"):
+        merge_edits(out)
+    assert not Path(out).exists()
+    config = EditConfig(video_ids=("none",))
+    edit_videos(data, out, models, config, summary_dir=storage.join(out, "_shards", "shard_0000"))
+    monkeypatch.setenv(LEASE_ENV, "6")  # the waiting merge looks again every 0.1 s
+    monkeypatch.setattr(stage, "MERGE_WAIT_S", 30.0)
+    with held_elsewhere(out) as holder:
+        # The other merge ends after 1 s (killed, and reaped: a zombie's pid is alive).
+        threading.Timer(1.0, lambda: (holder.kill(), holder.wait())).start()
+        started = time.monotonic()
+        merged = merge_edits(out, num_shards=1).summary
+    assert time.monotonic() - started >= 0.9 and merged["details"]["shards"] == 1

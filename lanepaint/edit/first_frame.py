@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from PIL import Image
@@ -59,6 +59,13 @@ class FirstFrameConfig:
         for name in ("dilation", "feather", "judge_retries"):
             if getattr(self, name) < 0:
                 raise ValueError(f"first-frame {name} must be >= 0")
+
+
+def mirrored_setting(name: str):
+    """A stage setting mirroring ``FirstFrameConfig.<name>``: default, help and meaning are
+    declared there once."""
+    f = next(f for f in fields(FirstFrameConfig) if f.name == name)
+    return setting(f.default, help=f.metadata["help"], output=f.metadata["output"])
 
 
 @dataclass

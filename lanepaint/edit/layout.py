@@ -79,3 +79,8 @@ class EditLedger(Ledger):
                 item_id(r["video_id"], r["instruction_slug"]): r for r in self.layout.records()
             }
         return self._records
+
+
+def default_output_dir(data_dir: str) -> str:
+    """Where edits of a VideoPainter root go unless told: ``<root>__edits`` beside it."""
+    return data_dir.rstrip("/") + "__edits"

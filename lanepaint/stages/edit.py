@@ -14,47 +14,66 @@ painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: Cog
 phase-1 models can be released when memory requires it. A rerun skips every item whose
 record carries the same settings key (output settings, model set and the LoRA's content
 hash); an item that fails (bad mask, out of memory, ...) is recorded in failures.jsonl and
-the batch goes on.
+the batch goes on. Bad input (layout, meta.csv, instruction, LoRA) stops the run before
+anything is written or loaded; the output is claimed and locked (a shard locks its own).
 """
 
 from __future__ import annotations
 
-import io
-import json
+import contextlib
 import logging
 import time
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
-from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter, FirstFrameResult
-from lanepaint.edit.instructions import Instruction, parse_instructions
-from lanepaint.edit.layout import EditLayout, EditLedger, item_id
-from lanepaint.edit.models import LoraAdapter, Models, fetch_lora, load_models, model_size
-from lanepaint.io import reports, storage
-from lanepaint.io.images import write_png
+from lanepaint.edit import outputs
+from lanepaint.edit.first_frame import (
+    FirstFrameConfig,
+    FirstFramePainter,
+    FirstFrameResult,
+    mirrored_setting,
+)
+from lanepaint.edit.inputs import (
+    EditInputs,
+    Item,
+    check_inputs,
+    load_item,
+    make_items,
+    parse_ids,
+    resize_video,
+    select_videos,
+)
+from lanepaint.edit.instructions import parse_instructions
+from lanepaint.edit.layout import EditLayout, EditLedger, default_output_dir
+from lanepaint.edit.models import LoraAdapter, Models, load_models, model_size
 from lanepaint.kit import (
     StageReport,
     StageResult,
     WriteBehind,
+    check_apart,
     from_args,
+    guard_output,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
 from lanepaint.kit.cli import register_stage
+from lanepaint.kit.lock import output_lock
 from lanepaint.models.kernels import BACKENDS, sdpa_context
 
-__all__ = ["EditConfig", "edit_videos", "load_models", "merge_edits"]
+# default_output_dir: still imported from here by pipeline specs compiled before it moved.
+__all__ = ["EditConfig", "default_output_dir", "edit_videos", "load_models", "merge_edits"]
 
 log = logging.getLogger(__name__)
 
 STAGE = "edit"
-MAX_MASK_COVERAGE = 0.98
 REFERENCE_ROWS = 480  # pixel sizes (mask dilation, feathering) are given for 480-row frames
+MERGE_WAIT_S = 600.0  # a merge (or a shard claiming the output) waits for the one before
 
 # EditConfig setting -> the FirstFrameConfig field it mirrors.
 FIRST_FRAME_FIELDS = {
@@ -68,17 +87,6 @@ FIRST_FRAME_FIELDS = {
     "judge_retries": "judge_retries",
     "judge_backoff_s": "backoff_s",
 }
-
-
-def _first_frame(name: str):
-    """A setting mirroring ``FirstFrameConfig.<name>``: default, help and meaning are
-    declared there once."""
-    f = next(f for f in fields(FirstFrameConfig) if f.name == name)
-    return setting(f.default, help=f.metadata["help"], output=f.metadata["output"])
-
-
-def _ids(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 @dataclass(frozen=True)
@@ -108,15 +116,15 @@ class EditConfig:
     vlm_size: str = setting("7B", choices=("7B", "72B"), help="Qwen2.5-VL size of the judge")
     judge_max_new_tokens: int = setting(128, help="most tokens of a judge answer")
     judge_visual_tokens: int = setting(990, help="visual tokens of the judge's 3-panel image")
-    first_frame_size: int = _first_frame("size")
-    first_frame_steps: int = _first_frame("steps")
-    first_frame_guidance: float = _first_frame("guidance")
-    first_frame_dilation: int = _first_frame("dilation")
-    first_frame_feather: int = _first_frame("feather")
-    max_attempts: int = _first_frame("max_attempts")
-    lora_scale: float = _first_frame("lora_scale")
-    judge_retries: int = _first_frame("judge_retries")
-    judge_backoff_s: float = _first_frame("backoff_s")
+    first_frame_size: int = mirrored_setting("size")
+    first_frame_steps: int = mirrored_setting("steps")
+    first_frame_guidance: float = mirrored_setting("guidance")
+    first_frame_dilation: int = mirrored_setting("dilation")
+    first_frame_feather: int = mirrored_setting("feather")
+    max_attempts: int = mirrored_setting("max_attempts")
+    lora_scale: float = mirrored_setting("lora_scale")
+    judge_retries: int = mirrored_setting("judge_retries")
+    judge_backoff_s: float = mirrored_setting("backoff_s")
     steps: int = setting(50, help="propagation denoising steps (CogVideoX + branch)")
     guidance: float = setting(6.0, help="propagation guidance scale (dynamic CFG)")
     conditioning_scale: float = setting(1.0, help="strength of the VideoPainter branch")
@@ -146,7 +154,10 @@ class EditConfig:
         help="SDPA kernels; auto = cuDNN first on Hopper (measured fastest, docs/performance.md)",
     )
     video_ids: tuple[str, ...] = setting(
-        (), parse=_ids, output=False, help="edit only these videos, comma-separated (empty = all)"
+        (),
+        parse=parse_ids,
+        output=False,
+        help="edit only these videos, comma-separated (empty = all)",
     )
     num_shards: int = setting(1, output=False, help="split the videos into this many shards")
     shard_index: int = setting(0, output=False, help="the shard this run edits (0-based)")
@@ -173,22 +184,6 @@ class EditConfig:
         """The first-frame painter's settings (pixel sizes still at 480 rows)."""
         values = {ff: getattr(self, name) for name, ff in FIRST_FRAME_FIELDS.items()}
         return FirstFrameConfig(seed=self.seed, **values)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One (video, instruction): the unit the stage records, skips and fails."""
-
-    record: VideoRecord
-    instruction: Instruction
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.record.video_id, self.instruction.slug
-
-    @property
-    def id(self) -> str:
-        return item_id(*self.key)
 
 
 @dataclass
@@ -220,65 +215,72 @@ def edit_videos(
 ) -> StageResult:
     """Run the edit stage (see the module doc). The summary goes to ``summary_dir`` (default:
     the output; parallel shards each pass their own and :func:`merge_edits` combines them).
-    ``models`` (from :func:`load_models`, with the same ``lora``) skips loading."""
-    run = plan_run(data_dir, output_dir, model_root, config or EditConfig(), lora)
-    if run.todo:
-        models = prepare_models(run, model_root, models)
-        firsts = paint_first_frames(run, models)
-        models.release_phase_one()
-        propagate(run, models, firsts)
-    summary = run.report.write(summary_dir or output_dir)
-    if summary_dir is None:
-        write_manifest(output_dir)
+    ``models`` (from :func:`load_models`, with the same ``lora``) skips loading.
+
+    Every input is checked, and the output is refused when it lies inside or around one,
+    before anything is written or loaded."""
+    check_apart([data_dir, model_root, lora], [output_dir, summary_dir])
+    inputs = check_inputs(data_dir, model_root, lora)
+    with hold_output(output_dir, summary_dir):
+        run = plan_run(inputs, output_dir, config or EditConfig())
+        if run.todo:
+            models = prepare_models(run, model_root, models)
+            firsts = paint_first_frames(run, models)
+            models.release_phase_one()
+            propagate(run, models, firsts)
+        summary = run.report.write(summary_dir or output_dir)
+        if summary_dir is None:
+            outputs.write_manifest(output_dir)
     return StageResult(output_dir, summary)
 
 
-def plan_run(
-    data_dir: str, output_dir: str, model_root: str, config: EditConfig, lora: str
-) -> EditRun:
+@contextlib.contextmanager
+def hold_output(output_dir: str, summary_dir: str | None) -> Iterator[None]:
+    """Claim the output and hold its lock for the run. A shard (its own ``summary_dir``:
+    the shards of one output run in parallel, on disjoint videos) locks only its summary
+    folder, after claiming the output folder under that folder's lock, one shard at a time."""
+    if summary_dir is None:
+        with guard_output(STAGE, output_dir):
+            yield
+        return
+    with guard_output(STAGE, output_dir, wait_s=MERGE_WAIT_S):
+        pass
+    with output_lock(STAGE, summary_dir):
+        yield
+
+
+def plan_run(inputs: EditInputs, output_dir: str, config: EditConfig) -> EditRun:
     """The items of this shard, which of them are done under the current settings key, and
-    the identity records carry; nothing heavy is loaded (user errors surface here)."""
+    the identity records carry; nothing heavy is loaded."""
     from lanepaint.models.device import resolve_device
-    from lanepaint.models.root import as_model_root
 
     instructions = parse_instructions(config.instructions)
-    source = VideoPainterLayout(data_dir)
-    adapter = fetch_lora(lora) if lora else None
-    model_set = as_model_root(model_root).metadata()
-    sha = adapter.sha256 if adapter else None
+    adapter, model_set = inputs.lora, inputs.model_set
+    sha = _sha(adapter)
     report = StageReport(STAGE, output_dir)
     report.set_models(model_set)
     report.settings = output_settings(config)
     report.settings_key = settings_key(config, models=model_set, lora_sha256=sha)
     ledger = EditLedger(output_dir, report.settings_key)
-    videos = select_videos(source.read_meta(), config)
-    items = []
-    for record in videos:
-        problem = unsafe_record(record)
-        for inst in instructions:
-            if problem:
-                report.fail(Item(record, inst).id, f"bad meta.csv row: {problem}")
-            else:
-                items.append(Item(record, inst))
+    videos = select_videos(inputs.videos, config)
+    items, unsafe = make_items(videos, instructions)
+    for item, problem in unsafe:
+        report.fail(item.id, f"bad meta.csv row: {problem}")
     todo, done = ledger.split(items, key=lambda it: it.id)
     report.inputs, report.skipped_done = len(videos) * len(instructions), len(done)
     report.details = {
-        "data_dir": data_dir,
+        "data_dir": inputs.source.root,
         "videos": len(videos),
         "instructions": [i.text for i in instructions],
         "lora": adapter.uri if adapter else None,
         "lora_sha256": sha,
         "placement": None,
     }
-    log.info(
-        "%d videos x %d instructions; %d done, %d to do",
-        len(videos),
-        len(instructions),
-        len(done),
-        len(todo),
-    )
+    counts = (len(videos), len(instructions), len(done), len(todo))
+    log.info("%d videos x %d instructions; %d done, %d to do", *counts)
     identity = {**model_set, "lora": report.details["lora"], "lora_sha256": sha}
-    run = EditRun(config, source, EditLayout(output_dir), ledger, report, todo, identity, adapter)
+    out = EditLayout(output_dir)
+    run = EditRun(config, inputs.source, out, ledger, report, todo, identity, adapter)
     run.device = resolve_device("auto")
     return run
 
@@ -324,20 +326,11 @@ def paint_first_frames(run: EditRun, models: Models) -> dict[str, tuple[FirstFra
                     frame0[video_id] = (frames[0], masks[0])
                 with sdpa_context(run.config.attention, run.device):  # single use: one per call
                     result = painter.run(*frame0[video_id], item.instruction)
-                write_first_frame(run.out, item, result)
+                outputs.write_first_frame(run.out, item, result)
                 firsts[item.id] = (result, time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
                 _fail(run.report, item, "first frame", exc)
     return firsts
-
-
-def write_first_frame(out: EditLayout, item: Item, result: FirstFrameResult) -> None:
-    """Every attempt, the best one, and the judge's verdicts."""
-    for attempt in result.attempts:
-        write_png(out.attempt(*item.key, attempt.index), attempt.image)
-    write_png(out.attempt(*item.key, "best.png"), result.best.image)
-    judge_doc = {"instruction": item.instruction.text, **result.as_dict()}
-    storage.write_text(out.judge(*item.key), json.dumps(judge_doc, indent=2) + "\n")
 
 
 def propagate(
@@ -390,71 +383,19 @@ def _count_done(report: StageReport) -> None:
 def write_item(run: EditRun, item: Item, frames, masks, result, first, t0, t_prop) -> dict:
     """An item's videos, its source at the model's size and the repainted masks; its record
     last (the item's commit point)."""
-    from lanepaint.io.video import write_video
-
     ff, ff_seconds = first
-    out, key, fps = run.out, item.key, item.record.fps
-    t1 = time.perf_counter()
-    write_local_video(out.edited(*key), result.frames, fps, write_video)
-    side = np.concatenate([frames, result.frames], axis=2)
-    write_local_video(out.side_by_side(*key), side, fps, write_video)
-    t_enc = time.perf_counter() - t1
-    record = {
-        "video_id": item.record.video_id,
-        "instruction": item.instruction.text,
-        "instruction_slug": item.instruction.slug,
-        "attributes": item.instruction.attributes.as_dict(),
-        **run.identity,
-        "source_video": _resized_source(out, key, frames, item.record, run.source, write_video),
-        # The region actually repainted (dilated): evaluate measures background outside it.
-        "mask_uri": _write_masks(
-            out.item(*key, "repainted_masks.npz"),
-            repainted_masks(result.masks, masks[0], run.first_frame),
-        ),
-        "item_dir": out.item(*key),
-        "edited": out.edited(*key),
-        "side_by_side": out.side_by_side(*key),
-        "judge": out.judge(*key),
-        "first_frame": ff.as_dict(),
-        "frames": int(len(result.frames)),
-        "fps": fps,
-        "size": list(result.frames.shape[1:3]),
-        "windows": list(result.window_starts),
-        "timings_s": {
-            "first_frame": round(ff_seconds, 3),
-            "propagate": round(t_prop, 3),
-            **{f"propagate_{k}": round(v, 3) for k, v in result.timings.items()},
-            "encode": round(t_enc, 3),
-            "total": round(ff_seconds + time.perf_counter() - t0, 3),
-        },
+    files, t_enc = outputs.write_item_files(
+        run.out, run.source, item, frames, masks, result, run.first_frame
+    )
+    timings = {
+        "first_frame": ff_seconds,
+        "propagate": t_prop,
+        **{f"propagate_{k}": v for k, v in result.timings.items()},
+        "encode": t_enc,
+        "total": ff_seconds + time.perf_counter() - t0,
     }
+    record = outputs.item_record(item, run.identity, files, ff, result, timings)
     return run.ledger.commit(item.id, record)
-
-
-def select_videos(records: list[VideoRecord], config: EditConfig) -> list[VideoRecord]:
-    """This shard's videos (of ``video_ids`` when given), in video-id order."""
-    from lanepaint.data.sources import shard
-
-    if config.video_ids:
-        wanted = set(config.video_ids)
-        records = [r for r in records if r.video_id in wanted]
-    return shard(sorted(records, key=lambda r: r.video_id), config.num_shards)[config.shard_index]
-
-
-def unsafe_record(record: VideoRecord) -> str | None:
-    """Why a meta.csv row cannot be used safely (ids and paths become path parts)."""
-    from lanepaint.data.fluxfill import UnsafePathError, safe_relpath
-    from lanepaint.data.videopainter import safe_video_id
-
-    for name in ("video_id", "mask_id"):
-        value = getattr(record, name)
-        if not value or safe_video_id(value) != value:
-            return f"{name} {value!r} is not a plain file name"
-    try:
-        safe_relpath(record.path)
-    except UnsafePathError as exc:
-        return str(exc)
-    return None
 
 
 def load_resized(run: EditRun, record: VideoRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -462,137 +403,19 @@ def load_resized(run: EditRun, record: VideoRecord) -> tuple[np.ndarray, np.ndar
     return resize_video(*load_item(run.source, record, run.config.max_frames), run.size)
 
 
-def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int = 0):
-    """Frames and masks of one video (the first ``max_frames``; 0 = all), checked: a mask
-    per frame, not empty, not everything."""
-    from lanepaint.io.video import read_frames
-
-    with storage.local_path(layout.video_for(record)) as path:
-        frames = read_frames(path, max_frames=max_frames or None)
-    masks = layout.read_masks(record.mask_id)
-    if max_frames:
-        masks = masks[:max_frames]
-    if len(frames) == 0:
-        raise ValueError("video has no frames (no first frame to edit)")
-    n = min(len(frames), len(masks))
-    if n < len(frames):
-        log.warning(
-            "%s: %d frames but %d masks; using %d", record.video_id, len(frames), len(masks), n
-        )
-    frames, masks = frames[:n], masks[:n]
-    if masks.shape[1:] != frames.shape[1:3]:
-        raise ValueError(f"mask size {masks.shape[1:]} != frame size {frames.shape[1:3]}")
-    coverage = float((masks > 0).mean())
-    if not (masks[0] > 0).any():
-        raise ValueError("empty mask on the first frame: nothing to edit")
-    if coverage > MAX_MASK_COVERAGE:
-        raise ValueError(f"mask covers {coverage:.1%} of the video: no background to keep")
-    return frames, masks
-
-
-def resize_video(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]):
-    """Frames (bicubic) and masks (nearest) at the model's size."""
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames, (masks > 0).astype(np.uint8)
-    out_f = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
-    out_m = np.stack(
-        [
-            np.asarray(Image.fromarray((m > 0).astype(np.uint8)).resize((w, h), Image.NEAREST))
-            for m in masks
-        ]
-    )
-    return out_f, out_m
-
-
-def default_output_dir(data_dir: str) -> str:
-    """Where edits of a VideoPainter root go unless told: ``<root>__edits`` beside it."""
-    return data_dir.rstrip("/") + "__edits"
-
-
-def write_manifest(output_dir: str) -> list[dict]:
-    """manifest.jsonl: one line per finished (video, instruction), from the records."""
-    records = EditLayout(output_dir).records()
-    keys = ("video_id", "instruction_slug", "status", "settings_key", "model_set", "edited")
-    storage.write_text(
-        storage.join(output_dir, "manifest.jsonl"),
-        "".join(json.dumps({k: r.get(k) for k in keys}) + "\n" for r in records),
-    )
-    return records
-
-
 def merge_edits(output_dir: str, num_shards: int = 0) -> StageResult:
     """Combine the shards' summaries and failures and write the manifest (after a fan-out).
 
     With ``num_shards`` (0 = every shard folder) only this run's shards count: an earlier
-    run into the same folder may have left more."""
-    records = write_manifest(output_dir)
-    report = StageReport(STAGE, output_dir)
-    current = {f"shard_{i:04d}" for i in range(num_shards)} if num_shards else None
-    summaries = []
-    for uri in storage.list_files(storage.join(output_dir, "_shards")):
-        if current is not None and uri.rsplit("/", 2)[-2] not in current:
-            continue
-        if uri.endswith("/" + reports.SUMMARY_JSON):
-            summaries.append(json.loads(storage.read_text(uri)))
-        elif uri.endswith("/" + reports.FAILURES):
-            for line in storage.read_text(uri).splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    report.fail(rec.pop("item"), rec.pop("reason"), **rec)
-    for key in ("inputs", "done", "skipped_done"):
-        setattr(report, key, sum(s[key] for s in summaries))
-    if summaries:
-        report.settings_key = summaries[0]["settings_key"]
-        report.settings = summaries[0]["settings"]
-        report.model_set = "; ".join(sorted({s["model_set"] or "" for s in summaries} - {""}))
-        labels = {s["model_set_label"] or "" for s in summaries} - {""}
-        report.model_set_label = "; ".join(sorted(labels)) or None
-    report.details = {"shards": len(summaries), "records": len(records)}
-    return StageResult(output_dir, report.write())
-
-
-def write_local_video(uri: str, frames: np.ndarray, fps: float, write_video) -> None:
-    """Encode locally, then publish (gs:// or local) atomically."""
-    import tempfile
-    from pathlib import Path
-
-    if not storage.is_gcs(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        write_video(uri, frames, fps)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / "video.mp4"
-        write_video(local, frames, fps)
-        storage.upload_file(local, uri)
-
-
-def _resized_source(out: EditLayout, key, frames, record: VideoRecord, vp, write_video) -> str:
-    """The original at the model's size (what evaluate compares against)."""
-    if (record.height, record.width) == frames.shape[1:3]:
-        return vp.video_for(record)
-    uri = out.item(*key, "original.mp4")
-    write_local_video(uri, frames, record.fps, write_video)
-    return uri
-
-
-def repainted_masks(
-    propagated: np.ndarray, first_mask: np.ndarray, ff_config: FirstFrameConfig
-) -> np.ndarray:
-    """Per frame, the pixels the edit may change: the propagation's (dilated) masks, and on
-    frame 0 FluxFill's dilated mask plus its feathered rim."""
-    from lanepaint.data.masks import dilate
-
-    out = np.asarray(propagated).astype(np.uint8).copy()
-    out[0] |= dilate(first_mask, ff_config.dilation + ff_config.feather)
-    return out
-
-
-def _write_masks(uri: str, masks: np.ndarray) -> str:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, arr_0=np.asarray(masks).astype(np.uint8))
-    storage.write_bytes(uri, buf.getvalue())
-    return uri
+    run into the same folder may have left more. Merges of one output wait for each other
+    (shards that finish together may each merge)."""
+    require_input(output_dir, "edit output (the shards' folder)")
+    with guard_output(STAGE, output_dir, wait_s=MERGE_WAIT_S):
+        records = outputs.write_manifest(output_dir)
+        report = StageReport(STAGE, output_dir)
+        shards = outputs.add_shards(report, output_dir, num_shards)
+        report.details = {"shards": shards, "records": len(records)}
+        return StageResult(output_dir, report.write())
 
 
 def _fail(report: StageReport, item: Item, phase: str, exc: Exception) -> None:
@@ -604,15 +427,7 @@ def _fail(report: StageReport, item: Item, phase: str, exc: Exception) -> None:
 
 
 def register(subparsers) -> None:
-    register_stage(
-        subparsers,
-        STAGE,
-        "repaint lane markings: FluxFill first frame + judge, VideoPainter propagation",
-        __doc__,
-        EditConfig,
-        _add_io,
-        _run,
-    )
+    register_stage(subparsers, STAGE, __doc__, EditConfig, _add_io, _run)
 
 
 def _add_io(parser) -> None:
