@@ -8,6 +8,7 @@ by kfp.local.
 from __future__ import annotations
 
 import argparse
+import builtins
 import logging
 import sys
 import tempfile
@@ -49,7 +50,14 @@ def run_local(name: str, params: dict, pipeline_root: str | Path, retries: bool 
             _drop_retries(docs[0])
             path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         pipeline = components.load_component_from_file(str(path))
-    return pipeline(**params)
+    # kfp.local 2.17 indents output by swapping builtins.print per task; tasks of a
+    # ParallelFor run on threads, so the swaps can interleave and leave print indented for
+    # the rest of the process. Put the real one back whatever happened.
+    real_print = builtins.print
+    try:
+        return pipeline(**params)
+    finally:
+        builtins.print = real_print
 
 
 def main(argv: list[str] | None = None) -> int:
