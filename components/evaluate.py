@@ -32,7 +32,7 @@ def evaluate(
     edit_dir = artifacts.resolve_pointer(edits.path)
     out = output_dir or storage.join(edit_dir, "_evaluation")
     result = run(edit_dir, out, from_params(EvaluateConfig, locals()))
-    for key in ("inputs", "done", "failed"):
+    for key in ("inputs", "done", "skipped_done", "failed"):
         metrics.log_metric(key, result.summary[key])
     for key, value in result.extra["metrics"].items():
         metrics.log_metric(key, value)
