@@ -62,10 +62,6 @@ class VideoSource:
     def as_dict(self) -> dict:
         return {"uri": self.uri, "group": self.group, "chunk": self.chunk, "member": self.member}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> VideoSource:
-        return cls(d["uri"], d["group"], int(d["chunk"]), d.get("member", ""))
-
 
 @dataclass
 class Discovery:

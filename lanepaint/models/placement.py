@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lanepaint.models.device import visible_gpus  # noqa: F401 - the plan's inventory
+from lanepaint.models.device import free_gpu_memory, visible_gpus  # noqa: F401
 
 GiB = 1024**3
 Offload = Literal["none", "model", "sequential"]
@@ -316,7 +316,6 @@ def release(*models: Any, keep: bool = True) -> None:
     VLM back costs ~40 s). ``keep=False`` drops their weights instead (moved to the meta
     device, near-instant): for a run that will not use them again.
     """
-    import torch
 
     for model in models:
         if not hasattr(model, "to"):
@@ -326,8 +325,7 @@ def release(*models: Any, keep: bool = True) -> None:
         else:
             _drop_weights(model)
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_gpu_memory()
 
 
 def _drop_weights(model: Any) -> None:

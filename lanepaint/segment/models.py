@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lanepaint.io import storage
+from lanepaint.segment.base import RoadSegmenter
 from lanepaint.segment.prompts import Point
 
 CLASSICAL_LABEL = (
@@ -31,7 +32,7 @@ class SegmenterSettings(Protocol):
 class LoadedSegmenter:
     """A segmenter ready for many videos, and what outputs must say about its model."""
 
-    segmenter: Any
+    segmenter: RoadSegmenter  # SAM2 or the classical fallback
     metadata: dict[str, Any]
 
 

@@ -10,7 +10,6 @@ settings work at 320x192 and at 1920x1080. Convention: 1 = road to inpaint, 0 = 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -126,7 +125,3 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.logical_and(p, t).sum() / union)
-
-
-def per_frame_iou(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> list[float]:
-    return [iou(p, t) for p, t in zip(pred, truth, strict=True)]

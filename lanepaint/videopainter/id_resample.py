@@ -128,10 +128,6 @@ class IDResampler:
         self._saved_processors: list[Any] = []
         self._handles: list[RemovableHandle] = []
 
-    @property
-    def has_memory(self) -> bool:
-        return any(m is not None for m in self.memory)
-
     @contextmanager
     def capture(self, token_index: torch.Tensor) -> Iterator[None]:
         """Keep each block's video states at ``token_index`` (inpainted tokens) during the call."""
