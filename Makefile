@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 PIPELINE ?= filter-dataset
 export SAM2_BUILD_CUDA := 0
 
-.PHONY: install browser test lint demo compile check-compiled clean run-local
+.PHONY: install browser test lint demo compile check-compiled clean run-local reference
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ lint: install
 
 compile: install
 	$(PY) -m pipelines.compile
+	$(PY) -m pipelines.reference
+
+# docs/reference/*.md from the stage Configs, the CLI parser, the compiled pipelines and
+# docs/reference/_parts/ (tests/test_reference.py fails when a page is stale).
+reference: install
+	$(PY) -m pipelines.reference
 
 check-compiled: install
 	$(PY) -m pipelines.compile --check

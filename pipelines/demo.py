@@ -4,9 +4,15 @@ A fresh clone has no weights and no ../shared data, so the demo builds the smoke
 (tiny random-weight models of the real architectures) unless ``--model-root`` names real
 weights, writes synthetic driving clips (chunked like the real source, with exact road
 masks and lane labels), runs dataset-build → filter-dataset → train-lora → segment → edit →
-evaluate, and prints where the report and the edited videos are. The dataset and the road
-masks come from the weights-free segmenter and lane analyzer when the models are the smoke
-set (random weights would caption and segment noise); every output says which models made it.
+evaluate, and prints where the report and the edited videos are.
+
+On the smoke set the dataset and the road masks come from the weights-free classical
+segmenter and the lane analyzer (``segmenter: classical``, ``captioner: analyzer``): the
+smoke SAM2 runs the real code on random weights, and its masks are a random pattern that
+fills most of the frame, not the road (docs/models.md); the smoke VLM would caption noise.
+FluxFill, the judge and CogVideoX still run on random weights, so the edited videos prove
+the wiring, not quality. With ``--model-root`` SAM2 and the VLM are used. Every output says
+which models made it.
 """
 
 from __future__ import annotations

@@ -290,3 +290,84 @@ def test_cache_dir_downloads_once_under_concurrency(bucket: str, tmp_path: Path)
 def test_cache_dir_local_is_identity(tmp_path: Path) -> None:
     assert storage.cache_dir(str(tmp_path), tmp_path / "cache") == tmp_path
     assert not (tmp_path / "cache").exists()
+
+
+# --------------------------------------------------------------------------- the client
+
+
+@pytest.fixture
+def no_gcs_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No cached client, and no emulator, project or key file from the environment."""
+    monkeypatch.setattr(storage, "_client_cache", None)
+    for name in (
+        "STORAGE_EMULATOR_HOST",
+        "GOOGLE_CLOUD_PROJECT",
+        "GCLOUD_PROJECT",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def fake_adc(monkeypatch: pytest.MonkeyPatch, project: str | None, error: bool = False):
+    """google.auth.default as on a machine with Application Default Credentials whose
+    project is ``project`` (or none), or, with ``error``, without any credentials."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.auth.exceptions import DefaultCredentialsError
+
+    credentials = AnonymousCredentials()
+
+    def default(scopes=None, **_):
+        if error:
+            raise DefaultCredentialsError("Your default credentials were not found.")
+        return credentials, project
+
+    monkeypatch.setattr(google.auth, "default", default)
+    return credentials
+
+
+def test_client_uses_adc_and_google_cloud_project(no_gcs_env: pytest.MonkeyPatch) -> None:
+    adc = fake_adc(no_gcs_env, "project-of-the-credentials")
+    no_gcs_env.setenv("GOOGLE_CLOUD_PROJECT", "project-of-the-env")
+    client = storage._client()
+    assert client._credentials is adc and client.project == "project-of-the-env"
+    assert storage._client() is client  # cached
+    no_gcs_env.delenv("GOOGLE_CLOUD_PROJECT")
+    client = storage._client()  # the project is part of the cache key
+    assert client._credentials is adc and client.project == "project-of-the-credentials"
+
+
+def test_client_needs_no_project(no_gcs_env: pytest.MonkeyPatch) -> None:
+    """ADC without a project (`gcloud auth application-default login` and no gcloud
+    default project): objects need none, so the client is made without one."""
+    adc = fake_adc(no_gcs_env, None)
+    client = storage._client()
+    assert client._credentials is adc and client.project is None
+
+
+def test_missing_credentials_is_a_one_line_user_error(
+    no_gcs_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lanepaint.kit.cli import guarded
+
+    fake_adc(no_gcs_env, None, error=True)
+    with pytest.raises(storage.CredentialsError, match="gcloud auth application-default login"):
+        storage.exists("gs://some-bucket/key")
+    assert guarded(lambda _: storage.read_text("gs://some-bucket/key"), None) == 2
+    assert "Application Default Credentials" in caplog.text
+
+
+def test_emulator_client_is_anonymous_with_the_env_project(
+    no_gcs_env: pytest.MonkeyPatch,
+) -> None:
+    from google.auth.credentials import AnonymousCredentials
+
+    fake_adc(no_gcs_env, None, error=True)  # the emulator never looks for credentials
+    no_gcs_env.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    client = storage._client()
+    assert isinstance(client._credentials, AnonymousCredentials)
+    assert client.project == "lanepaint-local"
+    assert client._connection.API_BASE_URL == "http://127.0.0.1:9"
+    no_gcs_env.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    assert storage._client().project == "my-project"

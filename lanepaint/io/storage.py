@@ -5,6 +5,12 @@ on a laptop (local folders) and in KFP (GCS under the pipeline root). Writes are
 the destination: a reader, a retried KFP task or a parallel worker sees either the old or
 the new content, never a partial file. GCS calls are retried on transient errors (429,
 5xx, connection errors) with the library's exponential-backoff ``DEFAULT_RETRY``.
+
+Credentials: ``gs://`` uses Application Default Credentials (``storage.Client()``; on a
+laptop ``gcloud auth application-default login``, in CI ``GOOGLE_APPLICATION_CREDENTIALS``,
+on GKE Workload Identity) and the project from ``GOOGLE_CLOUD_PROJECT`` or the credentials;
+objects need no project, so none is fine. ``STORAGE_EMULATOR_HOST`` points every call at an
+emulator (fake-gcs-server) with anonymous credentials. See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -36,7 +42,18 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _GCS_TEMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 _client_lock = threading.Lock()
-_client_cache: tuple[tuple[int, str | None], Client] | None = None
+_client_cache: tuple[tuple[int, str | None, str | None], Client] | None = None
+_CREDENTIALS_HINT = (
+    "gs:// needs Application Default Credentials: on a laptop run `gcloud auth "
+    "application-default login`; in CI set GOOGLE_APPLICATION_CREDENTIALS to a key file or a "
+    "workload identity federation config; on GKE use Workload Identity; for an emulator set "
+    "STORAGE_EMULATOR_HOST (docs/cluster.md)"
+)
+
+
+class CredentialsError(Exception):
+    """No Application Default Credentials for ``gs://``: one line saying how to get them
+    (a user error, exit 2 through the stage kit)."""
 
 
 def _retry():
@@ -48,25 +65,41 @@ def _retry():
 def _client() -> Client:
     """The process's storage client, created on first use.
 
-    Keyed by pid (a forked worker must not share the parent's HTTP connections) and by
-    the emulator address (tests start the emulator after import).
+    Keyed by pid (a forked worker must not share the parent's HTTP connections), by the
+    emulator address (tests start the emulator after import) and by GOOGLE_CLOUD_PROJECT.
     """
     global _client_cache
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    key = (os.getpid(), emulator)
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+    key = (os.getpid(), emulator, project)
     with _client_lock:
         if _client_cache is None or _client_cache[0] != key:
-            from google.cloud import storage
-
-            if emulator:
-                from google.auth.credentials import AnonymousCredentials
-
-                project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "lanepaint-local"
-                client = storage.Client(project=project, credentials=AnonymousCredentials())
-            else:
-                client = storage.Client()
-            _client_cache = (key, client)
+            _client_cache = (key, _new_client(emulator, project))
         return _client_cache[1]
+
+
+def _new_client(emulator: str | None, project: str | None) -> Client:
+    """An emulator client (anonymous), or one on Application Default Credentials whose
+    project is GOOGLE_CLOUD_PROJECT, else the credentials' own, else none at all."""
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import storage
+
+    if emulator:
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(
+            project=project or "lanepaint-local", credentials=AnonymousCredentials()
+        )
+    try:
+        try:
+            return storage.Client()
+        except OSError:
+            # "Project was not passed and could not be determined": reading and writing
+            # objects needs no project (e.g. ADC from `gcloud auth application-default
+            # login` without a gcloud default project).
+            return storage.Client(project=None)
+    except DefaultCredentialsError as exc:
+        raise CredentialsError(f"{_CREDENTIALS_HINT} ({exc})") from exc
 
 
 def _not_found() -> type[Exception]:

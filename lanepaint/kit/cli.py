@@ -19,9 +19,17 @@ log = logging.getLogger("lanepaint")
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "fix your input": one line, exit 2."""
     from lanepaint.data.fluxfill import DatasetFormatError
+    from lanepaint.io.storage import CredentialsError
     from lanepaint.models.root import ModelError
 
-    return (ValueError, FileNotFoundError, NotADirectoryError, ModelError, DatasetFormatError)
+    return (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ModelError,
+        DatasetFormatError,
+        CredentialsError,
+    )
 
 
 def register_stage(
