@@ -3,8 +3,8 @@ the new LoRA → evaluate, in one DAG.
 
 Parameters come from the stages (pipelines.params): dataset-build's and filter-dataset's
 unprefixed, train-lora's ``train_*``, segment's ``segment_*``, the edit's unprefixed and
-evaluate's ``evaluate_*``. One ``segmenter`` serves dataset-build and segment, one ``vlm_size`` the captions and
-the judge.
+evaluate's ``evaluate_*``. One ``segmenter`` serves dataset-build and segment, one
+``vlm_size`` the captions and the judge.
 
 Rerunning the same DAG redoes nothing: the dataset, the road masks and the LoRA live in
 stable folders under ``output_root`` (masks and LoRA keyed by their settings), and every
