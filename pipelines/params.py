@@ -97,7 +97,8 @@ def with_settings(*groups: Settings) -> Callable[[Callable], Callable]:
         pipeline.__signature__ = signature
         summary = docstring_parser.parse(body.__doc__ or "")
         lines = [summary.short_description or "", "", "Args:"]
-        lines += [f"    {p.name}: {docs.get(p.name) or p.name}" for p in params]
+        # one line each: kfp reads a description only up to an unindented line break
+        lines += [f"    {p.name}: {' '.join((docs.get(p.name) or p.name).split())}" for p in params]
         pipeline.__doc__ = "\n".join(lines) + "\n"
         return pipeline
 
