@@ -262,6 +262,7 @@ def test_check_reports_all_present_and_loadable(smoke_root: Path, capsys) -> Non
         "flux_fill": "loaded",
         "cogvideox_i2v": "loaded",
         "videopainter_branch": "loaded",
+        "videopainter_id_lora": "absent",
         "qwen_vl_7b": "loaded",
         "qwen_vl_72b": "absent",
         "sam2": "loaded",

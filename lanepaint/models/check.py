@@ -10,7 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lanepaint.models.files import check_safetensors_in, read_json, tree_size
+from lanepaint.models.files import (
+    check_safetensors,
+    check_safetensors_in,
+    read_json,
+    tree_size,
+)
 from lanepaint.models.registry import MODEL_SPECS, ModelSpec
 from lanepaint.models.root import ModelError, ModelRoot
 
@@ -41,6 +46,9 @@ def validate_files(name: str, path: Path) -> None:
     Generic over the tree, because real repositories hold more than the loaders read (e.g.
     the single-file ``flux1-fill-dev.safetensors`` beside the diffusers folders).
     """
+    if path.is_file() and path.suffix == ".safetensors":
+        check_safetensors(name, path)
+        return
     if path.is_file():
         try:  # the zip directory sits at the end of the file: a cut copy fails here
             with zipfile.ZipFile(path) as archive:

@@ -19,13 +19,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lanepaint.models.architectures import SAM2_CONFIG
-from lanepaint.models.files import check_weights_dir, read_json, require_dir, require_file
+from lanepaint.models.files import (
+    check_safetensors,
+    check_weights_dir,
+    read_json,
+    require_dir,
+    require_file,
+)
 from lanepaint.models.root import (
     COGVIDEOX_I2V_DIR,
     FLUX_FILL_DIR,
     QWEN_VL_DIRS,
     SAM2_CHECKPOINT,
     SAM2_SIDECAR,
+    VIDEOPAINTER_ID_LORA_FILE,
     ModelError,
     ModelRoot,
     as_model_root,
@@ -184,6 +191,19 @@ def load_videopainter_branch(
         VideoPainterBranch,
         dtype,
     ).to(device)
+
+
+def load_videopainter_id_lora(root: RootLike) -> dict[str, torch.Tensor]:
+    """The tensors of the VideoPainter ID-resampling LoRA (edit hands the file to diffusers'
+    ``load_lora_weights``); a whole safetensors file without LoRA weights is an error."""
+    from safetensors.torch import load_file
+
+    path = require_file("videopainter_id_lora", as_model_root(root) / VIDEOPAINTER_ID_LORA_FILE)
+    check_safetensors("videopainter_id_lora", path)
+    state = load_file(path)
+    if not any(".lora_" in key or ".lora." in key for key in state):
+        raise ModelError("videopainter_id_lora", path, "no LoRA weights in the file")
+    return state
 
 
 def load_qwen_vl(

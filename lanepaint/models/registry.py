@@ -16,6 +16,7 @@ from lanepaint.models.root import (
     QWEN_VL_DIRS,
     SAM2_CHECKPOINT,
     VIDEOPAINTER_BRANCH_DIR,
+    VIDEOPAINTER_ID_LORA_FILE,
     ModelRoot,
 )
 
@@ -64,6 +65,12 @@ def _videopainter_branch(root: ModelRoot) -> Any:
     return load_videopainter_branch(root)
 
 
+def _videopainter_id_lora(root: ModelRoot) -> Any:
+    from lanepaint.models.loaders import load_videopainter_id_lora
+
+    return load_videopainter_id_lora(root)
+
+
 def _sam2(root: ModelRoot) -> Any:
     from lanepaint.models.loaders import load_sam2_video_predictor
 
@@ -87,6 +94,13 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             False,
             "VideoPainter context branch",
             _videopainter_branch,
+        ),
+        ModelSpec(
+            "videopainter_id_lora",
+            VIDEOPAINTER_ID_LORA_FILE,
+            False,
+            "VideoPainter ID-resampling LoRA (edit loads it when present)",
+            _videopainter_id_lora,
         ),
         ModelSpec(
             "qwen_vl_7b", QWEN_VL_DIRS["7B"], True, "Qwen2.5-VL-7B (judge, caption)", _qwen_vl("7B")

@@ -16,6 +16,8 @@ from typing import Any
 FLUX_FILL_DIR = "FLUX.1-Fill-dev"
 COGVIDEOX_I2V_DIR = "CogVideoX-5b-I2V"
 VIDEOPAINTER_BRANCH_DIR = "VideoPainter/checkpoints/branch"
+# The ID-resampling LoRA edit loads into the backbone when present (the reference's layout).
+VIDEOPAINTER_ID_LORA_FILE = "VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
 QWEN_VL_DIRS = {"7B": "Qwen2.5-VL-7B-Instruct", "72B": "Qwen2.5-VL-72B-Instruct"}
 SAM2_CHECKPOINT = "sam2.1_hiera_large.pt"
 # Optional sidecar naming the sam2 config a checkpoint needs (absent for the real weights).
