@@ -330,10 +330,8 @@ def test_a_tokenizer_json_of_another_vocabulary_is_not_borrowed(repos, tmp_path,
     assert "spiece.model" in err and f"{T5_TOKENIZER}" in err and not root.exists()
 
 
-def test_edit_loads_the_id_lora_from_the_layout_slot() -> None:
-    from lanepaint.edit.models import ID_LORA_FILE
-
-    assert ID_LORA_FILE == VIDEOPAINTER_ID_LORA_FILE == ID_LORA_IN_REPO
+def test_the_id_lora_slot_is_where_the_hub_repo_keeps_it() -> None:
+    assert VIDEOPAINTER_ID_LORA_FILE == ID_LORA_IN_REPO
 
 
 def test_check_validates_the_id_lora_slot(repos, tmp_path) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from lanepaint.io import storage
+from lanepaint.models.root import VIDEOPAINTER_ID_LORA_FILE
 
 log = logging.getLogger(__name__)
 
-ID_LORA_FILE = "VideoPainterID/checkpoints/pytorch_lora_weights.safetensors"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
@@ -182,8 +182,8 @@ def _load_painter(root, where, compile: bool):
     )
     branch = loaders.load_videopainter_branch(root, dtype, "cpu")
     painter = VideoPainterPipeline(pipe, branch)
-    if (root / ID_LORA_FILE).is_file():
-        painter.load_id_lora(root / ID_LORA_FILE)
+    if (root / VIDEOPAINTER_ID_LORA_FILE).is_file():
+        painter.load_id_lora(root / VIDEOPAINTER_ID_LORA_FILE)
     painter.to(where.device if where.offload == "none" else "cpu")
     if compile and str(where.device).startswith("cuda"):
         painter.compile_blocks()
