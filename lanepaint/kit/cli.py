@@ -8,6 +8,7 @@ inputs or models) end in one line on stderr and exit code 2, before any model lo
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 from collections.abc import Callable
 
@@ -59,3 +60,30 @@ def guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Name
     except user_errors() as exc:
         log.error("%s", exc)
         return 2
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        # A full disk, a read-only or forbidden output: the environment, not a bug.
+        # Writes are atomic, so nothing half-written is left; a rerun resumes.
+        log.error("%s; fix it and run again (finished items are kept)", exc)
+        return 2
+    except Exception as exc:
+        if not _is_gcs_outage(exc):
+            raise
+        from lanepaint.io.storage import DEADLINE_ENV
+
+        why = " ".join(str(exc).split())
+        log.error("GCS unreachable (retries end after %s seconds): %s", DEADLINE_ENV, why)
+        return 1
+
+
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _is_gcs_outage(exc: Exception) -> bool:
+    """Retries spent on a transient GCS error (``LANEPAINT_GCS_DEADLINE_S`` is the budget)."""
+    try:
+        from google.api_core.exceptions import RetryError, ServerError
+    except ImportError:
+        return False
+    return isinstance(exc, RetryError | ServerError)

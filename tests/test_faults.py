@@ -1,0 +1,555 @@
+"""The fault suite (issue 17, part 6): a stage killed, out of space, facing a read-only
+output or a GCS outage loses nothing, duplicates nothing, leaves nothing half-written that
+a rerun takes as done, says what happened in one line, and finishes on rerun once the
+cause is gone. docs/reliability.md lists what each test proves.
+
+Kills are deterministic: the CLI runs in a subprocess through ``HARNESS``, which stops the
+process at a chosen point (after the Nth ledger commit, or with the Nth atomic write's temp
+file on disk but not yet renamed) and prints ``AT-FAULT``; the test then sends SIGKILL.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import http.server
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from lp_testdata import make_dataset
+
+from lanepaint.cli import main as cli
+from lanepaint.data import fluxfill
+from lanepaint.io import storage
+from lanepaint.io.atomic import _is_temp_name
+from lanepaint.kit.lock import TOKEN_ENV, lock_uri
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_BUILD = ["--segmenter", "classical", "--captioner", "analyzer", "--frame-numbers", "0"]
+
+HARNESS = r"""
+import os, sys, time
+mode, nth = os.environ["FAULT_MODE"], int(os.environ["FAULT_AT"])
+seen = [0]
+
+def stop():
+    print("AT-FAULT", flush=True)
+    time.sleep(600)
+
+if mode == "commit":  # after the Nth ledger record is committed
+    from lanepaint.kit import ledger
+    original = ledger.Ledger.commit
+    def commit(self, item, record):
+        out = original(self, item, record)
+        seen[0] += 1
+        if seen[0] == nth:
+            stop()
+        return out
+    ledger.Ledger.commit = commit
+elif mode == "write":  # the Nth atomic write's temp file is on disk, not yet renamed
+    from lanepaint.io import atomic
+    real_replace = os.replace
+    class _Os:
+        def __getattr__(self, name):
+            return getattr(os, name)
+        @staticmethod
+        def replace(src, dst):
+            if atomic._is_temp_name(os.path.basename(str(src))) and ".tmp-" in str(src):
+                seen[0] += 1
+                if seen[0] == nth:
+                    stop()
+            return real_replace(src, dst)
+    atomic.os = _Os()
+from lanepaint.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_until_fault(argv: list[str], mode: str, nth: int = 1, timeout: float = 90) -> None:
+    """Run the CLI in a subprocess, SIGKILL it once it reaches the fault point."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    env.update(FAULT_MODE=mode, FAULT_AT=str(nth))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HARNESS, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline and b"AT-FAULT" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert b"AT-FAULT" in line, f"the run ended before the fault point (rc {proc.poll()})"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if _is_temp_name(p.name)]
+
+
+def clips(folder: Path, n: int) -> Path:
+    from lanepaint.data.synth import SceneSpec, render_clip
+    from lanepaint.io.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        frames, _ = render_clip(SceneSpec(width=96, height=64, seed=i), 2, 8.0)
+        write_video(folder / f"clip{i}.mp4", frames, 8.0)
+    return folder
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def segment_argv(videos: Path, out: Path) -> list[str]:
+    return [
+        *("segment", "--segmenter", "classical"),
+        *("--videos", str(videos), "--output-dir", str(out)),
+    ]
+
+
+def check_segment_output(out: Path, n: int) -> None:
+    """Every clip exactly once: a record, a mask file that loads, a meta.csv row."""
+    from lanepaint.data.masks import read_masks_npz
+
+    records = sorted(p.stem for p in (out / "records").glob("*.json"))
+    assert records == [f"clip{i}" for i in range(n)]
+    for stem in records:
+        npz = out / "mask_root" / stem / "all_masks.npz"
+        assert read_masks_npz(npz.read_bytes(), str(npz)).shape[0] > 0
+    rows = (out / "meta.csv").read_text().strip().splitlines()[1:]
+    assert len(rows) == n and len(set(rows)) == n
+    assert not Path(lock_uri(str(out))).exists()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    return clips(tmp_path_factory.mktemp("videos") / "clips", 4)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> str:
+    return make_dataset(str(tmp_path / "raw"), n=6)
+
+
+# --------------------------------------------------------------------------- 1. SIGKILL
+
+
+@pytest.mark.parametrize("mode", ["commit", "write"])
+def test_segment_killed_then_rerun_does_each_clip_once(videos, tmp_path, mode):
+    out = tmp_path / "seg"
+    run_until_fault(segment_argv(videos, out), mode, nth=2)
+    assert Path(lock_uri(str(out))).exists()  # the killed run's lock is left behind
+    if mode == "write":
+        assert temp_files(out)  # killed with a temp file on disk, not yet renamed
+    assert cli(segment_argv(videos, out)) == 0  # takes over the stale lock (pid gone)
+    s = summary(out)
+    assert s["inputs"] == 4 and s["done"] + s["skipped_done"] == 4 and s["failed"] == 0
+    # What the killed run committed is kept, not redone; the half-written item is redone.
+    assert s["skipped_done"] == 2 if mode == "commit" else s["skipped_done"] < 4
+    check_segment_output(out, 4)  # a temp file the kill left behind is never taken as done
+    # A third run has nothing to do.
+    assert cli(segment_argv(videos, out)) == 0
+    assert summary(out)["skipped_done"] == 4
+
+
+def test_build_dataset_killed_then_rerun_builds_each_item_once(dataset, tmp_path):
+    out = tmp_path / "built"
+    argv = ["build-dataset", "--images", dataset, "--output-dir", str(out), *QUICK_BUILD]
+    run_until_fault(argv, "commit", nth=2)
+    assert Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0
+    s = summary(out)
+    assert s["failed"] == 0 and s["done"] + s["skipped_done"] >= 2
+    rows, rejected = fluxfill.read_dataset(str(out))
+    images = [r.image for r in rows]
+    assert len(images) == len(set(images)) and not rejected
+    assert cli(argv) == 0
+    assert sorted(r.image for r in fluxfill.read_dataset(str(out))[0]) == sorted(images)
+    fresh = tmp_path / "fresh"
+    assert cli([*argv[: -len(QUICK_BUILD) - 2], "--output-dir", str(fresh), *QUICK_BUILD]) == 0
+    assert len(fluxfill.read_dataset(str(fresh))[0]) == len(rows)  # nothing lost
+
+
+def test_filter_dataset_killed_mid_write_publishes_nothing_then_rerun_finishes(dataset, tmp_path):
+    out = tmp_path / "filtered"
+    argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(out)]
+    run_until_fault(argv, "write", nth=1)
+    # The dataset is published whole or not at all: no train.csv a reader would take as done.
+    assert not (out / "train.csv").exists()
+    assert cli(argv) == 0
+    rows, rejected = fluxfill.read_dataset(str(out))
+    assert len(rows) == 6 and not rejected and len({r.image for r in rows}) == 6
+    assert not Path(lock_uri(str(out))).exists()
+
+
+# --------------------------------------------------------------------------- 2. no space left
+
+
+@contextmanager
+def mounted(target: Path, *options: str):
+    """A tmpfs (or a bind mount) at ``target``, or skip when mounting is not permitted."""
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", *options, str(target)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount ({' '.join(options)}): {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def remount(target: Path, mode: str, bind: bool = False) -> None:
+    opts = f"remount,{mode},bind" if bind else f"remount,{mode}"
+    subprocess.run(["mount", "-o", opts, str(target)], check=True)
+
+
+def fill(disk: Path, free_kib: int) -> Path:
+    """Leave about ``free_kib`` KiB free on the filesystem of ``disk``."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(st.f_bavail * st.f_frsize - free_kib * 1024, 0))
+    return filler
+
+
+def one_error_line(caplog) -> str:
+    """The one error line of the stage kit (logger ``lanepaint``)."""
+    errors = [r.getMessage() for r in caplog.records if r.name == "lanepaint" and r.levelno >= 40]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    return errors[0]
+
+
+def test_segment_on_a_full_disk_fails_clearly_keeps_what_is_done_and_finishes_later(
+    videos, tmp_path, caplog
+):
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "seg"
+        filler = fill(disk, 40)
+        with caplog.at_level(logging.ERROR):
+            assert cli(segment_argv(videos, out)) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        kept = sorted(p.stem for p in (out / "records").glob("*.json"))
+        assert len(kept) < 4
+        filler.unlink()
+        assert cli(segment_argv(videos, out)) == 0
+        assert summary(out)["skipped_done"] == len(kept)  # what was done is kept, not redone
+        check_segment_output(out, 4)
+
+
+def test_build_dataset_on_a_full_disk_then_rerun(dataset, tmp_path, caplog):
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "built"
+        argv = ["build-dataset", "--images", dataset, "--output-dir", str(out), *QUICK_BUILD]
+        filler = fill(disk, 40)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not (out / "train.csv").exists()  # no dataset a reader would take as done
+        filler.unlink()
+        assert cli(argv) == 0
+        rows, rejected = fluxfill.read_dataset(str(out))
+        assert len(rows) == 12 and not rejected and len({r.image for r in rows}) == 12
+
+
+def test_filter_dataset_on_a_full_disk_says_one_line_and_no_traceback(dataset, tmp_path):
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "filtered"
+        argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(out)]
+        filler = fill(disk, 40)
+        cmd = [sys.executable, "-m", "lanepaint.cli", *argv]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and "No space left on device" in errors[0], done.stderr
+        assert not (out / "train.csv").exists() and not temp_files(disk)
+        filler.unlink()
+        assert subprocess.run(cmd, capture_output=True, cwd=REPO).returncode == 0
+        rows, rejected = fluxfill.read_dataset(str(out))
+        assert len(rows) == 6 and not rejected
+
+
+def test_a_writer_failing_with_enospc_after_n_writes_leaves_nothing_half_written(
+    videos, tmp_path, monkeypatch, caplog
+):
+    """The fault-injecting writer: the 3rd atomic rename fails with ENOSPC."""
+    from lanepaint.io import atomic
+
+    out = tmp_path / "seg"
+    calls = [0]
+    real = os.replace
+
+    def replace(src, dst):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    # One failed write is a recorded failure of that clip; the others are done.
+    assert cli(segment_argv(videos, out)) == 0
+    s = summary(out)
+    assert (s["done"], s["failed"]) == (3, 1) and list(s["failures_by_reason"]) != []
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert not temp_files(out)  # the failed write's temp file was removed
+    assert cli(segment_argv(videos, out)) == 0
+    s = summary(out)
+    assert (s["done"], s["skipped_done"], s["failed"]) == (1, 3, 0)  # only the failed one
+    check_segment_output(out, 4)
+
+
+# --------------------------------------------------------------------------- 3. read-only
+
+
+def test_segment_into_a_read_only_output_is_one_line_and_nothing_lost(tmp_path, caplog):
+    src = clips(tmp_path / "clips", 2)
+    out = tmp_path / "seg"
+    assert cli(segment_argv(src, out)) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    clips(tmp_path / "more", 4)
+    for i in (2, 3):
+        os.replace(tmp_path / "more" / f"clip{i}.mp4", src / f"clip{i}.mp4")
+    with mounted(out, "--bind", str(out)):
+        remount(out, "ro", bind=True)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            rc = cli(segment_argv(src, out))
+        assert rc == 2 and "Read-only file system" in one_error_line(caplog)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not Path(lock_uri(str(out))).exists()  # the lock (in the writable parent) released
+    assert cli(segment_argv(src, out)) == 0
+    assert summary(out)["skipped_done"] == 2
+    check_segment_output(out, 4)
+
+
+def test_a_read_only_parent_refuses_the_lock_in_one_line(dataset, tmp_path, caplog):
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "filtered"
+        argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(out)]
+        remount(disk, "ro")
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "Read-only file system" in one_error_line(caplog)
+        remount(disk, "rw")
+        assert cli(argv) == 0 and len(fluxfill.read_dataset(str(out))[0]) == 6
+
+
+# --------------------------------------------------------------------------- 4. GCS outages
+
+
+class FlakyProxy(http.server.ThreadingHTTPServer):
+    """A proxy on 127.0.0.1 in front of the emulator: requests whose number (from 1) is in
+    ``fail`` get a 503, those in ``drop`` a closed connection, the others pass through."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str, fail=(), drop=()):
+        self.upstream = upstream.split("://", 1)[-1]
+        self.fail, self.drop = set(fail), set(drop)
+        self.count = 0
+        self.faults = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def _any(self) -> None:
+        proxy: FlakyProxy = self.server
+        with proxy.lock:
+            proxy.count += 1
+            n = proxy.count
+            fault = n in proxy.fail or n in proxy.drop
+            proxy.faults += fault
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if n in proxy.drop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if n in proxy.fail:
+            self._reply(
+                503,
+                {"Content-Type": "application/json"},
+                b'{"error": {"code": 503, "message": "busy"}}',
+            )
+            return
+        conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        skip = {"transfer-encoding", "connection", "content-length"}
+        self._reply(
+            resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in skip}, data
+        )
+        conn.close()
+
+    def _reply(self, status: int, headers: dict, data: bytes) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _any
+
+
+@contextmanager
+def through_proxy(monkeypatch, gcs_server, **faults):
+    proxy = FlakyProxy(gcs_server.url, **faults)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    try:
+        yield proxy
+    finally:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+        proxy.shutdown()
+        proxy.server_close()
+
+
+@pytest.fixture
+def fresh_outage_clock():
+    storage._outage_since = None
+    yield
+    storage._outage_since = None
+
+
+def dead_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed: connection refused
+
+
+@pytest.mark.gcs
+def test_transient_503s_and_dropped_connections_are_retried(
+    gcs_bucket, gcs_server, monkeypatch, fresh_outage_clock
+):
+    uri = f"gs://{gcs_bucket}/retry/a.bin"
+    with through_proxy(monkeypatch, gcs_server, fail={1, 4}, drop={2}) as proxy:
+        storage.write_bytes(uri, b"payload")
+        assert storage.read_bytes(uri) == b"payload"
+        assert proxy.faults == 3
+    assert storage.list_files(f"gs://{gcs_bucket}/retry") == [uri]  # written once, no temp
+    assert storage._outage_since is None  # a success ended the outage
+
+
+@pytest.mark.gcs
+def test_a_stage_finishes_through_intermittent_503s(
+    dataset, gcs_bucket, gcs_server, monkeypatch, tmp_path, fresh_outage_clock
+):
+    src, out = f"gs://{gcs_bucket}/raw", f"gs://{gcs_bucket}/filtered"
+    storage.upload_dir(dataset, src)
+    with through_proxy(monkeypatch, gcs_server, fail={3, 11, 25}) as proxy:
+        assert cli(["filter-dataset", "--input-dir", src, "--output-dir", out]) == 0
+        assert proxy.faults == 3
+    rows, rejected = fluxfill.read_dataset(out)
+    assert len(rows) == 6 and not rejected and len({r.image for r in rows}) == 6
+    assert not [u for u in storage.list_files(out) if ".tmp-" in u]
+
+
+@pytest.mark.gcs
+def test_a_dead_endpoint_fails_clearly_within_one_deadline(
+    gcs_server, monkeypatch, caplog, tmp_path, fresh_outage_clock
+):
+    monkeypatch.setenv(storage.DEADLINE_ENV, "2")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", dead_endpoint())
+    t0 = time.monotonic()
+    for i in range(5):  # five calls share one deadline, not 5 x 2 s
+        with pytest.raises(Exception, match="Timeout of"):
+            storage.read_bytes(f"gs://nowhere/obj{i}")
+    assert time.monotonic() - t0 < 6
+    # A stage: one line, exit 1, within the deadline (already spent: one try per call).
+    storage._outage_since = None
+    t0 = time.monotonic()
+    with caplog.at_level(logging.ERROR):
+        rc = cli(
+            [
+                "filter-dataset",
+                "--input-dir",
+                "gs://nowhere/raw",
+                "--output-dir",
+                "gs://nowhere/out",
+            ]
+        )
+    assert rc == 1 and time.monotonic() - t0 < 8
+    line = one_error_line(caplog)
+    assert line.startswith("GCS unreachable")
+
+
+def test_the_gcs_deadline_setting_is_checked(monkeypatch):
+    monkeypatch.setenv(storage.DEADLINE_ENV, "0")
+    with pytest.raises(ValueError, match="must be > 0"):
+        storage.gcs_deadline_s()
+    monkeypatch.setenv(storage.DEADLINE_ENV, "soon")
+    with pytest.raises(ValueError, match="not a number"):
+        storage.gcs_deadline_s()
+    monkeypatch.delenv(storage.DEADLINE_ENV)
+    assert storage.gcs_deadline_s() == 120.0
+
+
+# --------------------------------------------------------------------------- 5. feature cache
+
+
+class _FakeTextPipe:
+    """Enough of a FluxFill pipeline for ``build_text_cache``: counts encoded prompts."""
+
+    class text_encoder:  # noqa: N801
+        device = "cpu"
+
+    def __init__(self):
+        self.encoded = 0
+
+    def encode_prompt(self, prompt, prompt_2, device, max_sequence_length):
+        import torch
+
+        self.encoded += len(prompt)
+        n = len(prompt)
+        return torch.ones(n, 4, 8), torch.ones(n, 8), None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_feature_cache_entry_is_recomputed(tmp_path, damage, caplog):
+    from lanepaint.training import data as tdata
+
+    cache = tdata.FeatureCache(tmp_path / "cache")
+    pipe = _FakeTextPipe()
+    pairs = [("a road", "a road"), ("a lane", "a lane")]
+    assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 2
+    assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 0  # intact: reused
+    key = tdata.text_key("a road", "a road", 16, "tid")
+    path = cache._path("text", key)
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[:-7], "garbage": b"\xff" * 64, "empty": b""}[damage])
+    with caplog.at_level(logging.WARNING):
+        assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 1  # recomputed
+    assert "damaged" in caplog.text
+    assert path.read_bytes() == raw and cache.get_text(key)["pooled"].shape == (8,)
