@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PIPELINE_COMMANDS:
-        return int(importlib.import_module(PIPELINE_COMMANDS[argv[0]][0]).main(argv[1:]) or 0)
+        module = importlib.import_module(PIPELINE_COMMANDS[argv[0]][0])
+        return int(module.main(argv[1:], prog=f"lanepaint {argv[0]}") or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

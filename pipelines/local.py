@@ -60,8 +60,8 @@ def run_local(name: str, params: dict, pipeline_root: str | Path, retries: bool 
         builtins.print = real_print
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", choices=sorted(PIPELINES))
     parser.add_argument("--params", help="YAML file of pipeline arguments")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")

@@ -579,9 +579,9 @@ def cmd_schedule(args) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m pipelines.submit") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.submit", description=__doc__.splitlines()[0]
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--host", help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT)")
@@ -619,10 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The CLI; also what `lanepaint kfp ...` calls. Returns the exit status."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The CLI; also what `lanepaint kfp ...` calls (``prog`` "lanepaint kfp"). Returns the
+    exit status."""
     try:
-        args = build_parser().parse_args(argv)
+        args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
     except SystemExit as exit_:  # --help, or argparse's own usage error
         return int(exit_.code or 0)
     try:

@@ -85,7 +85,9 @@ def check_model(root: ModelRoot, spec: ModelSpec, load: bool = True) -> CheckRes
         del loaded
         gc.collect()
     except Exception as exc:  # a check reports every failure instead of stopping at one
-        return result("broken", str(exc) if isinstance(exc, ModelError) else repr(exc))
+        # the report prefixes the model's name: a ModelError's own prefix would repeat it
+        error = f"{exc.reason} ({exc.path})" if isinstance(exc, ModelError) else repr(exc)
+        return result("broken", error)
     return result("loaded")
 
 

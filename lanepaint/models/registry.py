@@ -1,7 +1,7 @@
 """The models a root may hold: name, place in the layout, required or not, how to load.
 
-This is the extension point for new models (the VideoPainter branch gets its loader here
-once its model class exists): ``check`` and the docs iterate over :data:`MODEL_SPECS`.
+This is the extension point for new models: ``check`` and the docs iterate over
+:data:`MODEL_SPECS`.
 """
 
 from __future__ import annotations
