@@ -352,6 +352,33 @@ def test_a_read_only_parent_refuses_the_lock_in_one_line(dataset, tmp_path, capl
         assert cli(argv) == 0 and len(fluxfill.read_dataset(str(out))[0]) == 6
 
 
+def test_hardlinks_work_whatever_filesystem_tmpdir_is_on(dataset, tmp_path, monkeypatch):
+    """filter-dataset used to stage in TMPDIR: on another filesystem every hardlink failed
+    (EXDEV, a traceback). It stages beside the output now."""
+    with mounted(tmp_path / "tmpdir", "-t", "tmpfs", "-o", "size=4m", "tmpfs") as tmpdir:
+        monkeypatch.setenv("TMPDIR", str(tmpdir))
+        monkeypatch.setattr("tempfile.tempdir", None)
+        out = tmp_path / "linked"
+        argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(out)]
+        assert cli([*argv, "--link-mode", "hardlink"]) == 0
+        rows, _ = fluxfill.read_dataset(str(out))
+        assert len(rows) == 6
+        assert (out / rows[0].image).stat().st_ino == (Path(dataset) / rows[0].image).stat().st_ino
+        assert not temp_files(tmp_path) and not list(tmpdir.iterdir())
+
+
+def test_hardlinks_across_filesystems_are_one_line(dataset, tmp_path, caplog):
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=4m", "tmpfs") as disk:
+        out = disk / "linked"
+        argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(out)]
+        with caplog.at_level(logging.ERROR):
+            assert cli([*argv, "--link-mode", "hardlink"]) == 2
+        assert "--link-mode copy" in one_error_line(caplog)
+        assert not (out / "train.csv").exists() and not temp_files(disk)
+        assert cli([*argv, "--link-mode", "copy"]) == 0
+        assert len(fluxfill.read_dataset(str(out))[0]) == 6
+
+
 # --------------------------------------------------------------------------- 4. GCS outages
 
 

@@ -12,6 +12,7 @@ stage that made it; a folder without that stage's marker is never replaced.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -251,6 +252,34 @@ def check_row(
     return None
 
 
+def _hardlink(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        raise ValueError(
+            f"--link-mode hardlink needs the output on the filesystem of the input ({src} is "
+            "on another one): use --link-mode copy or symlink, or an output beside the input"
+        ) from None
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    """``shutil.move``, but a copy across filesystems that fails (a full disk) raises the
+    first file's OSError with its errno, not one ``shutil.Error`` listing every file."""
+    try:
+        shutil.move(str(src), str(dst))
+    except shutil.Error as exc:
+        errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        first = str(errors[0][-1]) if errors else str(exc)
+        found = re.search(r"\[Errno (\d+)\] ([^:']+)", first)
+        code = int(found.group(1)) if found else None
+        why = found.group(2).strip() if found else first
+        raise OSError(
+            code, f"{why} (publishing into {dst.parent}: {len(errors)} files failed)"
+        ) from exc
+
+
 class DatasetWriter:
     """Builds a FluxFill dataset in a local staging folder and publishes it whole.
 
@@ -266,10 +295,19 @@ class DatasetWriter:
         self.stage = stage
         self.marker = marker or {}
         self.rows: list[FluxFillRow] = []
-        self._staging = Path(tempfile.mkdtemp(prefix="lanepaint-dataset-"))
         self._local_target = None if storage.is_gcs(root) else Path(root)
+        self._staging = self._new_staging()
         self._committed = False
         self.write_text(MARKER, marker_text(stage, **self.marker))
+
+    def _new_staging(self) -> Path:
+        """Beside a local target (a hidden temp name), so hardlinks and the final rename
+        stay on the output's filesystem whatever TMPDIR is; in TMPDIR for gs://."""
+        if self._local_target is None:
+            return Path(tempfile.mkdtemp(prefix="lanepaint-dataset-"))
+        parent = self._local_target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{self._local_target.name}.tmp-", dir=parent))
 
     @property
     def staging(self) -> Path:
@@ -311,7 +349,7 @@ class DatasetWriter:
             if link_mode == "copy":
                 shutil.copy2(src, dst)
             elif link_mode == "hardlink":
-                os.link(src, dst)
+                _hardlink(src, dst)
             else:
                 # Relative to where the file will live after publishing, so the dataset can
                 # move together with its source.
@@ -332,7 +370,7 @@ class DatasetWriter:
         if self._local_target is not None:
             (self._staging / CSV_NAME).write_text(csv_text, encoding="utf-8")
             with atomic_path(self._local_target) as tmp:
-                shutil.move(str(self._staging), str(tmp))
+                _move_tree(self._staging, tmp)
         else:
             # Files first (in parallel), train.csv last: the CSV is the commit point, and an
             # older CSV at this prefix is withdrawn before any file changes under it.
