@@ -70,6 +70,18 @@ elif mode == "write":  # the Nth atomic write's temp file is on disk, not yet re
                     stop()
             return real_replace(src, dst)
     atomic.os = _Os()
+elif mode.startswith("after:"):  # after the Nth return of module:function
+    import importlib
+    module_name, attr = mode[len("after:"):].split(":")
+    module = importlib.import_module(module_name)
+    original_fn = getattr(module, attr)
+    def after(*args, **kwargs):
+        out = original_fn(*args, **kwargs)
+        seen[0] += 1
+        if seen[0] == nth:
+            stop()
+        return out
+    setattr(module, attr, after)
 from lanepaint.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -198,6 +210,35 @@ def test_filter_dataset_killed_mid_write_publishes_nothing_then_rerun_finishes(d
     assert cli(argv) == 0
     rows, rejected = fluxfill.read_dataset(str(out))
     assert len(rows) == 6 and not rejected and len({r.image for r in rows}) == 6
+    assert not Path(lock_uri(str(out))).exists()
+
+
+@pytest.mark.slow
+def test_train_lora_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    from test_train_lora import build_flux_root, make_train_dataset
+
+    from lanepaint.training import checkpoint as ckpt
+
+    root = str(build_flux_root(tmp_path / "models"))
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    out = tmp_path / "lora"
+    argv = [
+        *("train-lora", "--train-data", data, "--model-root", root, "--output-dir", str(out)),
+        *("--rank", "4", "--alpha", "8", "--max-train-steps", "4", "--resolution", "48"),
+        *("--mixed-precision", "no", "--max-sequence-length", "16", "--eval-rows", "2"),
+        *("--checkpointing-steps", "2", "--workers", "2", "--work-dir", str(tmp_path / "w")),
+    ]
+    run_until_fault(argv, "after:lanepaint.training.checkpoint:publish", nth=1, timeout=150)
+    assert [(i.step, i.complete) for i in ckpt.list_checkpoints(str(out))] == [(2, True)]
+    assert not (out / "lora").exists() and Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0
+    details = summary(out)["details"]
+    assert details["resumed_from_step"] == 2 and details["steps_done"] == 4
+    steps = [line.split(",")[0] for line in (out / "loss.csv").read_text().splitlines()[1:]]
+    train_steps = [s for s in steps if s.isdigit()]
+    assert train_steps[-1] == "4"
+    assert sorted(set(train_steps), key=int) == train_steps  # no step written twice
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert not Path(lock_uri(str(out))).exists()
 
 
