@@ -563,7 +563,13 @@ def edit_io(tmp_path: Path, monkeypatch) -> dict[str, str]:
 
     monkeypatch.setattr(lanepaint.edit.models, "load_models", no_models)
     monkeypatch.setattr(lanepaint.stages.edit, "load_models", no_models)
-    (tmp_path / "models").mkdir()
+    for folder in (
+        "FLUX.1-Fill-dev",
+        "CogVideoX-5b-I2V",
+        "VideoPainter/checkpoints/branch",
+        "Qwen2.5-VL-7B-Instruct",
+    ):
+        (tmp_path / "models" / folder).mkdir(parents=True)
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / LORA_FILE).write_bytes(b"adapter")
     return {
@@ -590,6 +596,8 @@ def edit_argv(data: str, out: str, models: str, *flags: str) -> list[str]:
         ("unknown instruction", "unknown word 'triple'"),
         ("no LoRA folder", "no pytorch_lora_weights.safetensors in LoRA folder"),
         ("no LoRA file", "no pytorch_lora_weights.safetensors in LoRA folder"),
+        ("no branch", "videopainter_branch: model folder not found"),
+        ("no judge VLM", "qwen_vl_7b: model folder not found"),
     ],
 )
 def test_edit_input_errors_come_before_any_model_loads(edit_io, tmp_path, caplog, case, word):
@@ -610,6 +618,10 @@ def test_edit_input_errors_come_before_any_model_loads(edit_io, tmp_path, caplog
         flags = ["--instruction", "lane triple white solid"]
     elif case == "no LoRA folder":
         flags = ["--lora", str(tmp_path / "no-lora")]
+    elif case == "no branch":
+        os.rmdir(Path(edit_io["models"]) / "VideoPainter/checkpoints/branch")
+    elif case == "no judge VLM":
+        os.rmdir(Path(edit_io["models"]) / "Qwen2.5-VL-7B-Instruct")
     else:
         os.remove(Path(edit_io["lora"]) / LORA_FILE)
         flags = ["--lora", edit_io["lora"]]

@@ -54,8 +54,11 @@ class EditInputs:
     lora: LoraAdapter | None
 
 
-def check_inputs(data_dir: str, model_root: str, lora: str = "") -> EditInputs:
-    """Read and check every input (user errors raise here; nothing is written or loaded)."""
+def check_inputs(
+    data_dir: str, model_root: str, lora: str = "", vlm: str | None = None
+) -> EditInputs:
+    """Read and check every input (user errors raise here; nothing is written or loaded).
+    ``vlm``: the Qwen2.5-VL size the judge needs (None: no judge)."""
     from lanepaint.models.root import as_model_root
 
     require_input(data_dir, "VideoPainter layout (--data-dir)")
@@ -63,7 +66,27 @@ def check_inputs(data_dir: str, model_root: str, lora: str = "") -> EditInputs:
     require_input(source.meta, "meta.csv in the VideoPainter layout (segment writes it)")
     videos = read_meta(source)
     adapter = fetch_lora(lora) if lora else None
-    return EditInputs(source, videos, as_model_root(model_root).metadata(), adapter)
+    root = as_model_root(model_root)
+    require_model_folders(root, vlm)
+    return EditInputs(source, videos, root.metadata(), adapter)
+
+
+def require_model_folders(root, vlm: str | None) -> None:
+    """Every model folder the edit loads exists: a missing one is found before the first
+    model loads (not after FluxFill and the judge took their 10-20 s)."""
+    from lanepaint.models import root as layout
+    from lanepaint.models.root import ModelError
+
+    needed = {
+        "flux_fill": layout.FLUX_FILL_DIR,
+        "cogvideox_i2v": layout.COGVIDEOX_I2V_DIR,
+        "videopainter_branch": layout.VIDEOPAINTER_BRANCH_DIR,
+    }
+    if vlm is not None:
+        needed[f"qwen_vl_{vlm.lower()}"] = layout.QWEN_VL_DIRS[vlm]
+    for name, rel in needed.items():
+        if not (root / rel).is_dir():
+            raise ModelError(name, root / rel, "model folder not found")
 
 
 def read_meta(source: VideoPainterLayout) -> list[VideoRecord]:

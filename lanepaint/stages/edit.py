@@ -219,10 +219,11 @@ def edit_videos(
 
     Every input is checked, and the output is refused when it lies inside or around one,
     before anything is written or loaded."""
+    config = config or EditConfig()
     check_apart([data_dir, model_root, lora], [output_dir, summary_dir])
-    inputs = check_inputs(data_dir, model_root, lora)
+    inputs = check_inputs(data_dir, model_root, lora, config.vlm_size if config.judge else None)
     with hold_output(output_dir, summary_dir):
-        run = plan_run(inputs, output_dir, config or EditConfig())
+        run = plan_run(inputs, output_dir, config)
         if run.todo:
             models = prepare_models(run, model_root, models)
             firsts = paint_first_frames(run, models)
