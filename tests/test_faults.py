@@ -242,6 +242,37 @@ def test_train_lora_killed_after_a_checkpoint_resumes_from_it(tmp_path):
     assert not Path(lock_uri(str(out))).exists()
 
 
+@pytest.mark.slow
+def test_edit_killed_after_one_video_then_rerun_edits_each_once(tmp_path):
+    from test_edit import add_video
+
+    from lanepaint.models.smoke import build_smoke
+
+    root = str(build_smoke(tmp_path / "smoke"))
+    data = tmp_path / "vp"
+    for i in range(3):
+        add_video(data, f"v{i}", 6, seed=i)
+    out = tmp_path / "edits"
+    argv = [
+        *("edit", "--data-dir", str(data), "--output-dir", str(out), "--model-root", root),
+        *("--first-frame-size", "32", "--first-frame-steps", "2", "--max-attempts", "2"),
+        *("--first-frame-dilation", "2", "--first-frame-feather", "1", "--steps", "2"),
+        *("--judge-backoff-s", "0", "--mask-dilation", "2", "--overlap", "1"),
+        *("--judge-max-new-tokens", "8", "--judge-visual-tokens", "64"),
+    ]
+    run_until_fault(argv, "commit", nth=1, timeout=150)
+    assert Path(lock_uri(str(out))).exists()
+    assert len(list(out.glob("v*/*/record.json"))) == 1
+    assert cli(argv) == 0
+    s = summary(out)
+    assert (s["inputs"], s["done"], s["skipped_done"], s["failed"]) == (3, 2, 1, 0)
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(m["video_id"] for m in manifest) == ["v0", "v1", "v2"]  # each once
+    assert all(m["status"] == "ok" for m in manifest)
+    assert len(list(out.glob("v*/*/edited.mp4"))) == 3
+    assert not Path(lock_uri(str(out))).exists()
+
+
 # --------------------------------------------------------------------------- 2. no space left
 
 
