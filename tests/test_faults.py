@@ -82,15 +82,23 @@ elif mode.startswith("after:"):  # after the Nth return of module:function
             stop()
         return out
     setattr(module, attr, after)
+for assignment in filter(None, os.environ.get("FAULT_SET", "").split(";")):
+    import importlib, json
+    target, value = assignment.split("=", 1)
+    module_name, attr = target.split(":")
+    setattr(importlib.import_module(module_name), attr, json.loads(value))
 from lanepaint.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_until_fault(argv: list[str], mode: str, nth: int = 1, timeout: float = 90) -> None:
-    """Run the CLI in a subprocess, SIGKILL it once it reaches the fault point."""
+def run_until_fault(
+    argv: list[str], mode: str, nth: int = 1, timeout: float = 90, settings: str = ""
+) -> None:
+    """Run the CLI in a subprocess, SIGKILL it once it reaches the fault point.
+    ``settings``: module constants to set first, ``module:NAME=<json>;...``."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    env.update(FAULT_MODE=mode, FAULT_AT=str(nth))
+    env.update(FAULT_MODE=mode, FAULT_AT=str(nth), FAULT_SET=settings)
     proc = subprocess.Popen(
         [sys.executable, "-c", HARNESS, *argv],
         stdout=subprocess.PIPE,
@@ -270,6 +278,29 @@ def test_edit_killed_after_one_video_then_rerun_edits_each_once(tmp_path):
     assert sorted(m["video_id"] for m in manifest) == ["v0", "v1", "v2"]  # each once
     assert all(m["status"] == "ok" for m in manifest)
     assert len(list(out.glob("v*/*/edited.mp4"))) == 3
+    assert not Path(lock_uri(str(out))).exists()
+
+
+@pytest.mark.slow
+def test_caption_killed_after_a_progress_save_then_rerun_captions_each_once(dataset, tmp_path):
+    from lanepaint.models.smoke import build_smoke
+
+    root = str(build_smoke(tmp_path / "smoke"))
+    out = tmp_path / "captions.jsonl"
+    images = str(Path(dataset) / "images")
+    argv = ["caption", "--images", images, "--output", str(out), "--model-root", root]
+    argv += ["--batch-size", "1"]
+    consts = "lanepaint.stages.caption:CHECKPOINT_S=0;lanepaint.stages.caption:BATCHES_PER_CALL=1"
+    run_until_fault(argv, "after:lanepaint.stages.caption:save_records", 2, 150, consts)
+    kept = [json.loads(x)["image"] for x in out.read_text().splitlines()]
+    assert 0 < len(kept) < 6 and len(set(kept)) == len(kept)  # a whole file, no torn line
+    assert Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    names = sorted(Path(r["image"]).name for r in records)
+    assert names == sorted(p.name for p in Path(images).iterdir())  # each image once
+    s = json.loads((tmp_path / "captions.summary.json").read_text())
+    assert (s["skipped_done"], s["done"]) == (len(kept), 6 - len(kept))  # kept, not redone
     assert not Path(lock_uri(str(out))).exists()
 
 
