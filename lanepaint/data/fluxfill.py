@@ -20,6 +20,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,7 +308,10 @@ class DatasetWriter:
             return Path(tempfile.mkdtemp(prefix="lanepaint-dataset-"))
         parent = self._local_target.parent
         parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{self._local_target.name}.tmp-", dir=parent))
+        # The temp name of lanepaint.io.atomic: listings (storage.list_files) skip it.
+        staging = parent / f".{self._local_target.name}.tmp-{uuid.uuid4().hex}"
+        staging.mkdir()
+        return staging
 
     @property
     def staging(self) -> Path:
