@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,10 +57,67 @@ class CredentialsError(Exception):
     (a user error, exit 2 through the stage kit)."""
 
 
+DEADLINE_ENV = "LANEPAINT_GCS_DEADLINE_S"
+_DEFAULT_DEADLINE_S = 120.0
+_outage_lock = threading.Lock()
+_outage_since: float | None = None  # monotonic time of the first failed try of this outage
+
+
+def gcs_deadline_s() -> float:
+    """The one retry budget of a stage's GCS outage (env ``LANEPAINT_GCS_DEADLINE_S``)."""
+    raw = os.environ.get(DEADLINE_ENV, "")
+    try:
+        value = float(raw) if raw.strip() else _DEFAULT_DEADLINE_S
+    except ValueError:
+        raise ValueError(f"{DEADLINE_ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{DEADLINE_ENV} must be > 0 seconds, got {raw!r}")
+    return value
+
+
+def _note_error(_exc: Exception) -> None:
+    global _outage_since
+    with _outage_lock:
+        if _outage_since is None:
+            _outage_since = time.monotonic()
+
+
+def _note_success() -> None:
+    global _outage_since
+    if _outage_since is not None:
+        with _outage_lock:
+            _outage_since = None
+
+
 def _retry():
+    """``DEFAULT_RETRY`` (exponential backoff on 429/5xx/connection errors) under ONE
+    deadline per outage, not one per call: a dead endpoint used to cost the library's 120 s
+    on every remaining call. The clock starts at the first failed try and stops at the
+    next call that succeeds; once spent, each call makes a single try and fails."""
+    from google.api_core.retry import Retry
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    return DEFAULT_RETRY
+    class _OutageRetry(Retry):
+        def __call__(self, func, on_error=None):
+            wrapped = super().__call__(func, on_error)
+
+            def call(*args, **kwargs):
+                result = wrapped(*args, **kwargs)
+                _note_success()
+                return result
+
+            return call
+
+    since = _outage_since
+    left = gcs_deadline_s() - (time.monotonic() - since if since is not None else 0.0)
+    return _OutageRetry(
+        predicate=DEFAULT_RETRY._predicate,
+        initial=DEFAULT_RETRY._initial,
+        maximum=DEFAULT_RETRY._maximum,
+        multiplier=DEFAULT_RETRY._multiplier,
+        timeout=max(left, 0.001),
+        on_error=_note_error,
+    )
 
 
 def _client() -> Client:

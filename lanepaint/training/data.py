@@ -193,10 +193,31 @@ class FeatureCache:
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
     def has_latents(self, key: str) -> bool:
-        return self._path("latents", key).is_file()
+        return self._intact(self._path("latents", key))
 
     def has_text(self, key: str) -> bool:
-        return self._path("text", key).is_file()
+        return self._intact(self._path("text", key))
+
+    @staticmethod
+    def _intact(path: Path) -> bool:
+        """The entry exists and its safetensors header matches its size. A truncated or
+        garbled entry (a full disk, a copy cut short) is deleted so it is computed again,
+        rather than crashing the training loop's prefetch thread when it is read."""
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n)) if 2 <= n <= size - 8 else None
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            if size == 8 + n + max(ends, default=0):
+                return True
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            pass
+        log.warning("feature cache entry %s is damaged; computing it again", path)
+        path.unlink(missing_ok=True)
+        return False
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
