@@ -9,7 +9,7 @@ DEMO_OUT ?= demo-out
 PIPELINE ?= filter-dataset
 export SAM2_BUILD_CUDA := 0
 
-.PHONY: install browser test lint demo compile check-compiled clean run-local reference
+.PHONY: install browser test lint demo compile check-compiled clean run-local mutation reference
 
 install: $(STAMP)
 
@@ -51,7 +51,23 @@ demo: install
 	$(PY) -m pipelines.demo --out $(DEMO_OUT) $(if $(MODEL_ROOT),--model-root $(MODEL_ROOT))
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT)
+	rm -rf $(VENV) $(DEMO_OUT) mutants
+
+# Mutation testing of the stage kit and lanepaint/io (docs/testing.md; not part of CI, slow):
+# mutmut copies lanepaint/ into mutants/, mutates lanepaint/kit and lanepaint/io only and runs
+# each mutant against their unit tests ([tool.mutmut] in pyproject.toml). Always a fresh run;
+# MUTMUT_JOBS=N sets the parallel workers (default: one per core).
+mutation: install
+	$(PIP) install -q -c constraints.txt -e '.[dev,mutation]'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run $(if $(MUTMUT_JOBS),--max-children $(MUTMUT_JOBS))
+	$(VENV)/bin/mutmut export-cicd-stats >/dev/null
+	@echo "surviving (and otherwise not killed) mutants; see one with: $(VENV)/bin/mutmut show NAME"
+	$(VENV)/bin/mutmut results
+	@$(PY) -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); \
+	  print("mutation score: {k}/{t} killed ({survived} survived, {timeout} timeouts, " \
+	        "{no_tests} not reached by the tests)".format( \
+	        k=s["killed"] + s["timeout"], t=s["total"] - s["skipped"], **s))'
 
 run-local: install
 	$(PY) -m pipelines.local $(PIPELINE) $(if $(PARAMS),--params $(PARAMS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
@@ -371,3 +372,195 @@ def test_emulator_client_is_anonymous_with_the_env_project(
     assert client._connection.API_BASE_URL == "http://127.0.0.1:9"
     no_gcs_env.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
     assert storage._client().project == "my-project"
+
+
+# --------------------------------------------------------------------------- mutation testing
+# Found by `make mutation` (docs/testing.md): each test kills mutants the tests above missed.
+
+
+def test_atomic_path_removes_a_failed_file_write(tmp_path: Path) -> None:
+    with pytest.raises(KeyError), atomic_path(tmp_path / "f.txt") as tmp:
+        tmp.write_text("half")
+        raise KeyError("boom")
+    assert os.listdir(tmp_path) == []  # the temp file is gone, not only temp folders
+
+
+def test_download_file_between_local_paths(tmp_path: Path) -> None:
+    src = tmp_path / "src.txt"
+    src.write_text("payload")
+    storage.download_file(str(src), tmp_path / "new" / "dst.txt")
+    assert (tmp_path / "new" / "dst.txt").read_text() == "payload"
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        storage.download_file(str(tmp_path / "nope.txt"), tmp_path / "x.txt")
+
+
+@pytest.mark.gcs
+def test_gcs_objects_get_a_content_type_from_their_name(bucket: str, tmp_path: Path) -> None:
+    local = tmp_path / "f.png"
+    local.write_bytes(b"\x89PNG")
+    storage.write_text(f"gs://{bucket}/s/summary.json", "{}")
+    storage.write_text(f"gs://{bucket}/s/report.html", "<p>")
+    storage.write_text(f"gs://{bucket}/s/notes.unknownext", "x")
+    storage.write_bytes(f"gs://{bucket}/s/blob", b"x")
+    storage.write_bytes(f"gs://{bucket}/s/data.csv", b"a,b\n")
+    storage.upload_file(local, f"gs://{bucket}/s/f.png")
+    storage.upload_file(local, f"gs://{bucket}/s/f-no-ext")
+    types = {b.name: b.content_type for b in storage._client().list_blobs(bucket, prefix="s/")}
+    assert types == {
+        "s/summary.json": "application/json",
+        "s/report.html": "text/html",
+        "s/notes.unknownext": "text/plain",
+        "s/blob": "application/octet-stream",
+        "s/data.csv": "text/csv",
+        "s/f.png": "image/png",
+        "s/f-no-ext": "application/octet-stream",
+    }
+    with pytest.raises(ValueError, match="not an object URI"):
+        storage.write_text(f"gs://{bucket}/s/", "x")
+
+
+def test_list_files_skips_folder_placeholders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fake-gcs-server drops "folder/" objects (the console makes them), so the listing is faked
+    names = ["p", "p/sub/", "p/sub/a.txt", f"p/b.txt.tmp-{'0' * 32}", "pq/x.txt", "pX", "pX/y"]
+    blobs = [type("B", (), {"name": n})() for n in names]
+    client = type("C", (), {"list_blobs": lambda self, bucket, prefix, retry: blobs})()
+    monkeypatch.setattr(storage, "_client", lambda: client)
+    assert storage.list_files("gs://bkt/p/") == ["gs://bkt/p", "gs://bkt/p/sub/a.txt"]
+    assert storage.list_files("gs://bkt/pX") == ["gs://bkt/pX", "gs://bkt/pX/y"]
+    every = ["p", "p/sub/a.txt", "pX", "pX/y", "pq/x.txt"]
+    assert storage.list_files("gs://bkt") == [f"gs://bkt/{n}" for n in every]  # bucket root
+
+
+def test_join_keeps_names_as_they_are() -> None:
+    assert storage.join("/data", "X1.txt") == "/data/X1.txt"
+    assert storage.join("gs://bkt/a", "X1.txt") == "gs://bkt/a/X1.txt"
+
+
+@pytest.mark.gcs
+def test_versioned_objects(bucket: str) -> None:
+    uri = f"gs://{bucket}/lock"
+    first = storage.put_if_generation(uri, "a")
+    assert first and storage.put_if_generation(uri, "b") is None  # 0: only if absent
+    second = storage.put_if_generation(uri, "b", first)
+    assert second and second != first
+    text, generation, age = storage.read_versioned(uri)
+    assert (text, generation) == ("b", second) and 0 <= age < 60
+    # (fake-gcs-server ignores ifGenerationMatch on delete: the False case is not testable)
+    assert storage.delete_if_generation(uri, second) is True
+    assert storage.read_versioned(uri) is None
+    assert storage.delete_if_generation(uri, second) is True  # already gone
+
+
+@pytest.mark.gcs
+def test_download_dir_makes_nested_folders(bucket: str, tmp_path: Path) -> None:
+    storage.write_text(f"gs://{bucket}/t/a/b.txt", "b")
+    dst = tmp_path / "new" / "deeper"
+    assert storage.download_dir(f"gs://{bucket}/t", dst) == [str(dst / "a" / "b.txt")]
+    assert storage.download_dir(f"gs://{bucket}/t", dst) == [str(dst / "a" / "b.txt")]  # exists
+
+
+@pytest.mark.parametrize("name", ["e/../../escape.txt", "e//abs.txt"])
+def test_download_dir_refuses_object_names_that_escape(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    # fake-gcs-server normalizes such names, so the listing is faked
+    monkeypatch.setattr(storage, "_list_gcs", lambda uri: [type("B", (), {"name": name})()])
+    with pytest.raises(ValueError, match="escapes the target directory"):
+        storage.download_dir("gs://bkt/e", tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.gcs
+def test_cache_dir_redownloads_a_copy_without_its_completion_marker(
+    bucket: str, tmp_path: Path
+) -> None:
+    uri = f"gs://{bucket}/models/m/"
+    storage.write_text(storage.join(uri, "w.bin"), "new")
+    dest = tmp_path / "cache" / bucket / "models" / "m"
+    dest.mkdir(parents=True)
+    (dest / "w.bin").write_text("half")  # a copy whose download never finished
+    assert storage.cache_dir(uri, tmp_path / "cache") == dest  # trailing "/" is the same prefix
+    assert (dest / "w.bin").read_text() == "new"
+    assert (dest.parent / ".m.complete").read_text() == uri + "\n"
+
+
+def test_pointer_files(tmp_path: Path) -> None:
+    from lanepaint.io.artifacts import resolve_pointer, write_pointer
+
+    ptr = tmp_path / "art" / "pointer"
+    content = write_pointer(ptr, "gs://bkt/run/out", "dataset", items=3)
+    want = {"lanepaint_pointer": 1, "uri": "gs://bkt/run/out", "kind": "dataset", "items": 3}
+    assert content == want
+    assert json.loads(ptr.read_text()) == content
+    assert resolve_pointer(ptr) == resolve_pointer(str(ptr)) == "gs://bkt/run/out"
+    (tmp_path / "plain.json").write_text('{"uri": "x"}')  # JSON, but not a pointer
+    (tmp_path / "binary").write_bytes(b"\xff\xfe")
+    (tmp_path / "text").write_text("not json")
+    for other in ("plain.json", "binary", "text", "missing"):
+        assert resolve_pointer(str(tmp_path / other)) == str(tmp_path / other)
+    assert resolve_pointer("gs://bkt/x") == "gs://bkt/x"
+
+
+def test_publish_stage_outputs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lanepaint.io.artifacts import publish_stage
+
+    out = tmp_path / "out"
+    storage.write_text(str(out / "summary.md"), "# report\n")
+    summary = {"inputs": 4, "done": 2, "skipped_done": 1, "failed": 1, "model_set": "smoke"}
+    summary["details"] = {"frames": 12, "ratio": 0.5, "ok": True, "name": "x"}
+    artifact = SimpleNamespace(path=str(tmp_path / "artifact"), metadata={"kept": 1})
+    logged: dict = {}
+    metrics = SimpleNamespace(log_metric=logged.__setitem__)
+    report = SimpleNamespace(path=str(tmp_path / "report.md"))
+    publish_stage(SimpleNamespace(output=str(out), summary=summary), artifact, metrics, report, "x")
+    pointer = json.loads(Path(artifact.path).read_text())
+    assert pointer == {
+        "lanepaint_pointer": 1,
+        "uri": str(out),
+        "kind": "x",
+        "items": 3,
+        "model_set": "smoke",
+    }
+    assert artifact.metadata == {"kept": 1, "uri": str(out), "items": 3, "model_set": "smoke"}
+    # numbers of the details become metrics too; booleans and text do not
+    want = {"inputs": 4, "done": 2, "skipped_done": 1, "failed": 1, "frames": 12, "ratio": 0.5}
+    assert logged == want
+    assert Path(report.path).read_text() == "# report\n"
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_png_roundtrip_and_a_bad_file_is_one_failure(request, tmp_path: Path, kind: str) -> None:
+    import numpy as np
+
+    from lanepaint.io.images import read_rgb, try_read_rgb, write_png
+
+    base = str(tmp_path) if kind == "local" else f"gs://{request.getfixturevalue('bucket')}"
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    write_png(storage.join(base, "rgb.png"), rgb)
+    write_png(storage.join(base, "gray.png"), rgb[..., 0])
+    assert storage.read_bytes(storage.join(base, "rgb.png"))[:4] == b"\x89PNG"
+    assert np.array_equal(read_rgb(storage.join(base, "rgb.png")), rgb)
+    assert np.array_equal(read_rgb(storage.join(base, "gray.png")), np.dstack([rgb[..., 0]] * 3))
+    storage.write_bytes(storage.join(base, "bad.png"), b"not an image")
+    image, error = try_read_rgb(storage.join(base, "bad.png"))
+    assert image is None and error is not None
+    image, error = try_read_rgb(storage.join(base, "rgb.png"))
+    assert error is None and np.array_equal(image, rgb)
+
+
+def test_write_reports(tmp_path: Path) -> None:
+    from lanepaint.io.reports import Failures, write_reports
+
+    failures = Failures()
+    failures.add("v1", "bad: header", frame=2)
+    summary = {"done": 1, "by": {"a": 2}}
+    assert write_reports(str(tmp_path), "title", summary, failures, ["note"]) == summary
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    md = (tmp_path / "summary.md").read_text()
+    assert md.startswith("# title\n\n> note\n") and "| done | 1 |" in md and "| a | 2 |" in md
+    records = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert records == [{"item": "v1", "reason": "bad: header", "frame": 2}]
+    write_reports(str(tmp_path / "no-failures"), "t", {})
+    assert sorted(os.listdir(tmp_path / "no-failures")) == ["summary.json", "summary.md"]

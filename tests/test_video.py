@@ -251,3 +251,107 @@ def test_probe_real_dashcam_sample(shared_data: Path) -> None:
     assert (info.width, info.height, info.fps, info.frames) == (1280, 720, 25.0, 38)
     assert not info.variable_frame_rate
     assert read_frames(path, fps=8, max_frames=2).shape == (2, 720, 1280, 3)
+
+
+# --- found by mutation testing (docs/testing.md, "Mutation testing") ---------------------
+
+
+@pytest.mark.parametrize(
+    "pts,vfr",
+    [
+        ([0, 10], False),  # too few frames to tell
+        ([0, 10, 30], True),  # three frames are enough
+        ([0, 100, 200, 300], False),
+        ([300, 0, 200, 100], False),  # decode order (B-frames) is sorted first
+        ([0, 100, 201, 300], False),  # one tick of time-base rounding
+        ([0, 100, 202, 300], True),
+        ([0, 1000, 2005, 3000], False),  # 1 % of the median interval
+        ([0, 1000, 2020, 3000], True),
+        ([0, 0, 10, 20, 30], False),  # a repeated timestamp is not an interval
+        ([5, 5, 5, 15], False),  # one interval left: nothing to compare
+        ([0, 1, 2, 3, 13, 23, 33], True),
+    ],
+)
+def test_variable_frame_rate_detection(pts: list[int], vfr: bool) -> None:
+    from lanepaint.io.video import _is_vfr
+
+    assert _is_vfr(pts) is vfr
+
+
+def test_long_constant_rate_clip_is_probed_from_its_first_packets(tmp_path: Path) -> None:
+    n = 130  # more than the 120 packets probe() inspects
+    path = tmp_path / "long.mp4"
+    assert write_video(path, [np.full((H, W, 3), i, np.uint8) for i in range(n)], FPS) == n
+    info = probe(path)
+    assert (info.frames, info.fps, info.variable_frame_rate) == (n, 25.0, False)
+    assert info.duration == pytest.approx(n / FPS, abs=0.05)
+
+
+def test_long_variable_rate_clip_is_scanned_to_the_end(tmp_path: Path) -> None:
+    times_ms = [i * 40 + (20 if i % 2 else 0) for i in range(130)]  # 40 ms +- 20 ms jitter
+    times_ms[-1] = times_ms[-2] + 40
+    path = tmp_path / "vfr_long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), i, np.uint8), "rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    info = probe(path)
+    assert info.variable_frame_rate and info.frames == len(times_ms)
+    assert info.duration == pytest.approx((times_ms[-1] + 40) / 1000, abs=0.03)
+    assert info.fps == pytest.approx(len(times_ms) / info.duration)
+    assert len(read_frames(path)) == len(times_ms)
+
+
+@pytest.mark.parametrize("shape", [(47, 64), (48, 63), (47, 63, 1), (48, 64, 1)])
+def test_one_odd_side_and_single_channel_frames(tmp_path: Path, shape: tuple) -> None:
+    path = tmp_path / "odd.mp4"
+    assert write_video(path, [np.full(shape, 200, np.uint8)] * 2, 10) == 2
+    info = probe(path)
+    assert (info.width, info.height) == (64, 48)
+    assert np.abs(read_frames(path).astype(int) - 200).max() <= 3
+
+
+def test_write_video_options(tmp_path: Path) -> None:
+    frames = [np.random.default_rng(i).integers(0, 255, (H, W, 3), np.uint8) for i in range(5)]
+    write_video(tmp_path / "q0.mp4", frames, 10, crf=0)
+    write_video(tmp_path / "q51.mp4", frames, 10, crf=51)
+    assert (tmp_path / "q0.mp4").stat().st_size > 3 * (tmp_path / "q51.mp4").stat().st_size
+    with pytest.raises(ValueError, match="local path"):
+        write_video("gs://bkt/x.mp4", frames, 10)
+    with pytest.raises(ValueError, match="HxWx3"):
+        write_video(tmp_path / "rgba.mp4", [np.zeros((H, W, 4), np.uint8)], 10)
+
+
+def test_resample_to_one_frame_per_second(clip: Path) -> None:
+    assert len(read_frames(clip, fps=1)) == 2  # 30 frames at 25 fps: 1.2 s
+    with pytest.raises(ValueError, match="fps"):
+        read_frames(clip, fps=0)
+
+
+def test_first_frame_and_a_single_index(clip: Path) -> None:
+    source = read_frames(clip)
+    assert np.array_equal(read_frames(clip, max_frames=1), source[:1])
+    got = read_frames_at(clip, [3])  # stops decoding at the largest wanted index
+    assert list(got) == [3] and np.array_equal(got[3], source[3])
+
+
+def test_time_counts_from_the_first_frame(tmp_path: Path) -> None:
+    path = tmp_path / "late_start.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), i * 25, np.uint8), "rgb24")
+            frame.pts, frame.time_base = 500 + 40 * i, Fraction(1, 1000)  # starts at 0.5 s
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    info = probe(path)
+    assert info.frames == 10 and info.duration == pytest.approx(0.4, abs=0.002)
+    out = read_frames(path, fps=25)
+    assert [round(float(f.mean()) / 25) for f in out] == list(range(10))
