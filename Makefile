@@ -67,7 +67,7 @@ mutation: install
 	@$(PY) -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); \
 	  print("mutation score: {k}/{t} killed ({survived} survived, {timeout} timeouts, " \
 	        "{no_tests} not reached by the tests)".format( \
-	        k=s["killed"] + s["timeout"], t=s["total"] - s["skipped"], **s))'
+	        k=s["killed"] + s["timeout"] + s["segfault"], t=s["total"] - s["skipped"], **s))'
 
 run-local: install
 	$(PY) -m pipelines.local $(PIPELINE) $(if $(PARAMS),--params $(PARAMS))

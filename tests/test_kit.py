@@ -568,6 +568,8 @@ def test_lock_sits_beside_its_output():
     assert parent_and_name("/data/out") == ("/data", "out")
     assert lock_uri("gs://bkt/a/out") == "gs://bkt/a/.out.lanepaint.lock"
     assert lock_uri("/data/out/") == "/data/.out.lanepaint.lock"
+    assert parent_and_name("gs://bkt/aX/outX") == ("gs://bkt/aX", "outX")  # names kept whole
+    assert parent_and_name("/data/outX") == ("/data", "outX")
 
 
 def test_lock_of_an_output_in_a_new_folder(tmp_path):
