@@ -50,8 +50,13 @@ def safe_video_id(name: str) -> str:
     for ext in VIDEO_EXTENSIONS:
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
-    stem = _ID_RE.sub("_", stem).strip("._") or "video"
-    return stem
+    return safe_name(stem, "video")
+
+
+def safe_name(text: str, fallback: str) -> str:
+    """``text`` with every run of characters outside ``[A-Za-z0-9_.-]`` made one ``_``
+    (ids and group names become file-system and URI safe), or ``fallback`` if nothing is left."""
+    return _ID_RE.sub("_", text).strip("._") or fallback
 
 
 class VideoPainterLayout:

@@ -7,17 +7,15 @@ record already has, so a rerun (or a KFP retry) finds its finished videos again.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lanepaint.data.videopainter import safe_video_id
+from lanepaint.data.videopainter import safe_name, safe_video_id
 from lanepaint.io import storage
 from lanepaint.io.video import is_video_name
 
 DEFAULT_GROUP = "videos"
-_GROUP_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -57,8 +55,7 @@ def group_of(source: str) -> str:
     if storage.is_gcs(source):
         parts = parts[2:]  # drop "gs:" and the bucket
     parent = parts[-2] if len(parts) >= 2 else ""
-    name = _GROUP_RE.sub("_", parent).strip("._")
-    return name or DEFAULT_GROUP
+    return safe_name(parent, DEFAULT_GROUP)
 
 
 def assign_ids(sources: Sequence[str], existing: dict[str, str] | None = None) -> list[VideoJob]:
