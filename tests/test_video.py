@@ -355,3 +355,12 @@ def test_time_counts_from_the_first_frame(tmp_path: Path) -> None:
     assert info.frames == 10 and info.duration == pytest.approx(0.4, abs=0.002)
     out = read_frames(path, fps=25)
     assert [round(float(f.mean()) / 25) for f in out] == list(range(10))
+
+
+def test_write_video_to_a_path_without_extension_is_mp4(tmp_path):
+    from lanepaint.io.video import read_frames, write_video
+
+    frames = np.zeros((3, 32, 48, 3), np.uint8)
+    out = tmp_path / "clip"
+    assert write_video(out, frames, 8.0) == 3
+    assert len(read_frames(str(out))) == 3

@@ -317,7 +317,9 @@ def write_video(
     count = 0
     with atomic_path(path) as tmp:
         try:
-            with av.open(str(tmp), "w", format=None if tmp.suffix else "mp4") as container:
+            # the temp name always has a suffix of its own: the target's decides the format
+            fmt_name = None if Path(path).suffix else "mp4"
+            with av.open(str(tmp), "w", format=fmt_name) as container:
                 stream = container.add_stream(codec, rate=rate)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 if codec in ("libx264", "libx265"):
