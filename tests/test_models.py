@@ -395,6 +395,36 @@ def test_sentencepiece_only_tokenizer_is_explained(
     assert info.value.model == "cogvideox_i2v" and info.value.path == folder
 
 
+def test_sentencepiece_only_tokenizer_loads(smoke_root: Path, tmp_path: Path) -> None:
+    """A CogVideoX tokenizer folder as the real download has it (spiece.model, no
+    tokenizer.json) loads and tokenizes exactly as sentencepiece itself does (issue 26:
+    sentencepiece 0.2.3's model proto needed protobuf >= 7; 0.2.1 is pinned)."""
+    import sentencepiece as spm
+
+    root = derived_root(smoke_root, tmp_path / "root", copy=[COGVIDEOX_I2V_DIR])
+    folder = root / COGVIDEOX_I2V_DIR / "tokenizer"
+    (folder / "tokenizer.json").unlink()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("single white solid lane\ndouble yellow dashed line\n" * 50)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=20,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    text = "double white dashed lane"
+    expected = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model")).encode(text)
+    tokenizer = load_cogvideox_i2v(root).tokenizer
+    assert not (folder / "tokenizer.json").exists()
+    assert tokenizer(text).input_ids == [*expected, tokenizer.eos_token_id]
+    assert tokenizer.eos_token_id == 1 and tokenizer.pad_token_id == 0
+
+
 def test_sam2_checkpoint_is_loaded_weights_only(smoke_root: Path, tmp_path: Path) -> None:
     root = derived_root(smoke_root, tmp_path / "root", drop=[SAM2_CHECKPOINT])
     marker = tmp_path / "unpickled"
