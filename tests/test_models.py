@@ -278,6 +278,28 @@ def test_check_fails_on_a_missing_required_model(smoke_root: Path, tmp_path: Pat
     assert "qwen_vl_7b: not found" in out and "problems:" in out
 
 
+def test_check_requires_the_branch_and_checks_one_stage(
+    smoke_root: Path, tmp_path: Path, capsys
+) -> None:
+    """edit always loads the VideoPainter branch, so a root without it fails the check
+    (issue 26); ``--stage`` checks only what one stage reads, so a root that lacks the
+    branch still passes for segment, and an unknown stage is one line, exit 2."""
+    from lanepaint.models.root import VIDEOPAINTER_BRANCH_DIR
+
+    root = derived_root(smoke_root, tmp_path / "root", drop=[VIDEOPAINTER_BRANCH_DIR.split("/")[0]])
+    assert cli_main(["models", "check", str(root), "--files-only"]) == 1
+    assert "videopainter_branch: not found" in capsys.readouterr().out
+    assert cli_main(["models", "check", str(root), "--files-only", "--stage", "edit"]) == 1
+    out = capsys.readouterr().out
+    assert "videopainter_branch: not found" in out and "sam2" not in out
+    assert cli_main(["models", "check", str(root), "--json", "--stage", "segment"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in report["models"]] == ["sam2"] and report["ok"]
+    assert cli_main(["models", "check", str(root), "--stage", "paint"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--stage: 'paint' is not one of" in err
+
+
 def test_check_fails_on_broken_files(smoke_root: Path, tmp_path: Path, capsys) -> None:
     root = derived_root(smoke_root, tmp_path / "root", copy=[COGVIDEOX_I2V_DIR])
     (root / COGVIDEOX_I2V_DIR / "vae" / "config.json").write_text("{not json")
