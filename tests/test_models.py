@@ -511,3 +511,17 @@ def test_gcs_root_is_fetched_once_and_loads(smoke_root: Path, gcs_bucket: str, t
     assert model.config.vision_config.spatial_merge_size == 2
     storage.delete_prefix(uri)  # a second open must reuse the cache, not download again
     assert ModelRoot.open(uri, cache_root=cache).path == root.path
+
+
+def test_full_size_and_smoke_qwen_stop_generating_alike() -> None:
+    """Both Qwen2.5-VL builders carry the released generation config (stop at <|im_end|>
+    or <|endoftext|>, pad with <|endoftext|>); the full-size one is built on the meta
+    device, so no 7B weights are allocated."""
+    from lanepaint.models.fullsize import build_qwen_vl
+
+    full, processor = build_qwen_vl(device="meta")
+    small, _ = tiny_qwen_vl()
+    tokens = processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    for model in (full, small):
+        assert model.generation_config.eos_token_id == tokens
+        assert model.generation_config.pad_token_id == tokens[1]
