@@ -186,6 +186,7 @@ def test_segment_killed_then_rerun_does_each_clip_once(videos, tmp_path, mode):
     # What the killed run committed is kept, not redone; the half-written item is redone.
     assert s["skipped_done"] == 2 if mode == "commit" else s["skipped_done"] < 4
     check_segment_output(out, 4)  # a temp file the kill left behind is never taken as done
+    assert not temp_files(out)  # ... and is removed by the rerun (its writer is dead)
     # A third run has nothing to do.
     assert cli(segment_argv(videos, out)) == 0
     assert summary(out)["skipped_done"] == 4
@@ -302,6 +303,45 @@ def test_caption_killed_after_a_progress_save_then_rerun_captions_each_once(data
     s = json.loads((tmp_path / "captions.summary.json").read_text())
     assert (s["skipped_done"], s["done"]) == (len(kept), 6 - len(kept))  # kept, not redone
     assert not Path(lock_uri(str(out))).exists()
+
+
+def test_only_temp_files_of_dead_writers_are_swept(tmp_path):
+    """The rerun removes what killed runs left (our temp names, writer gone), never a live
+    writer's temp file, another host's, or a file that only looks like one."""
+    from lanepaint.io import atomic
+    from lanepaint.kit.lock import output_lock
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from lanepaint.io.atomic import temp_name as t; "
+            "print(t('a.png', suffix='.png')); print(t('out')); print(t('b.npz', 'old'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout.split()
+    (out / "sub" / dead[0]).write_bytes(b"half")  # a killed writer's temp file
+    (tmp_path / dead[1]).mkdir()  # a killed writer's temp folder beside the output
+    (tmp_path / dead[1] / "x.png").write_bytes(b"x")
+    (out / dead[2]).write_bytes(b"old")
+    live = out / atomic.temp_name("c.png", suffix=".png")  # ours: this process is alive
+    live.write_bytes(b"in progress")
+    other_host = "." + "d.png.tmp-" + "ffff" + dead[0].split(".tmp-")[1][4:]
+    if other_host.split(".tmp-")[1][:4] == atomic._host_tag():
+        other_host = other_host.replace(".tmp-ffff", ".tmp-fffe")
+    (out / other_host).write_bytes(b"elsewhere")
+    lookalike = out / "sub" / "e.png.tmp-1234"  # not a name of ours
+    lookalike.write_bytes(b"a person's file")
+    with output_lock("segment", str(out)):
+        pass
+    assert not (out / "sub" / dead[0]).exists() and not (tmp_path / dead[1]).exists()
+    assert not (out / dead[2]).exists()
+    assert live.exists() and (out / other_host).exists() and lookalike.exists()
 
 
 # --------------------------------------------------------------------------- 2. no space left
@@ -635,6 +675,63 @@ def test_a_dead_endpoint_fails_clearly_within_one_deadline(
     assert rc == 1 and time.monotonic() - t0 < 8
     line = one_error_line(caplog)
     assert line.startswith("GCS unreachable")
+
+
+@contextmanager
+def silent_endpoint():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_an_endpoint_that_never_answers_is_bounded_by_the_deadline(
+    monkeypatch, caplog, fresh_outage_clock
+):
+    """Each try used to wait the library's 60 s read timeout; a try now waits at most what
+    is left of the deadline (then min(deadline, 10 s) once it is spent)."""
+    monkeypatch.setenv(storage.DEADLINE_ENV, "1.5")
+    with silent_endpoint() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="Timeout of .*Read timed out"):
+            storage.read_bytes("gs://silent/obj")
+        assert time.monotonic() - t0 < 5
+        storage._outage_since = None
+        t0 = time.monotonic()
+        with caplog.at_level(logging.ERROR):
+            rc = cli(
+                [
+                    "filter-dataset",
+                    "--input-dir",
+                    "gs://silent/raw",
+                    "--output-dir",
+                    "gs://silent/out",
+                ]
+            )
+        assert rc == 1 and time.monotonic() - t0 < 8
+        assert one_error_line(caplog).startswith("GCS unreachable")
 
 
 def test_the_gcs_deadline_setting_is_checked(monkeypatch):
