@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from lp_testdata import make_dataset
+from PIL import Image
 
 from lanepaint.cli import main as cli
 from lanepaint.data import fluxfill
@@ -64,7 +65,10 @@ elif mode == "write":  # the Nth atomic write's temp file is on disk, not yet re
             return getattr(os, name)
         @staticmethod
         def replace(src, dst):
-            if atomic._is_temp_name(os.path.basename(str(src))) and ".tmp-" in str(src):
+            name = os.environ.get("FAULT_NAME")
+            if atomic._is_temp_name(os.path.basename(str(src))) and ".tmp-" in str(src) and (
+                not name or os.path.basename(str(dst)) == name
+            ):
                 seen[0] += 1
                 if seen[0] == nth:
                     stop()
@@ -93,12 +97,18 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run_until_fault(
-    argv: list[str], mode: str, nth: int = 1, timeout: float = 90, settings: str = ""
+    argv: list[str],
+    mode: str,
+    nth: int = 1,
+    timeout: float = 90,
+    settings: str = "",
+    name: str = "",
 ) -> None:
     """Run the CLI in a subprocess, SIGKILL it once it reaches the fault point.
-    ``settings``: module constants to set first, ``module:NAME=<json>;...``."""
+    ``settings``: module constants to set first, ``module:NAME=<json>;...``; ``name``: in
+    ``write`` mode, count only the writes of files with this name."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    env.update(FAULT_MODE=mode, FAULT_AT=str(nth), FAULT_SET=settings)
+    env.update(FAULT_MODE=mode, FAULT_AT=str(nth), FAULT_SET=settings, FAULT_NAME=name)
     proc = subprocess.Popen(
         [sys.executable, "-c", HARNESS, *argv],
         stdout=subprocess.PIPE,
@@ -344,6 +354,42 @@ def test_only_temp_files_of_dead_writers_are_swept(tmp_path):
     assert live.exists() and (out / other_host).exists() and lookalike.exists()
 
 
+def edits(root: Path, n: int) -> Path:
+    """``n`` hand-made edits (tests/test_evaluate.py's) under ``root/edit``."""
+    from test_evaluate import make_edit
+
+    for i in range(n):
+        make_edit(root, f"vid_{i}", i, passed_at=0)
+    return root / "edit"
+
+
+def evaluated_ids(out: Path) -> list[str]:
+    return sorted(i["video_id"] for i in summary(out)["details"]["items"])
+
+
+def test_evaluate_killed_mid_report_then_rerun_reports_every_edit_once(tmp_path):
+    """Killed while publishing report.html of a second run (a third edit appeared): the
+    rerun must not take the first run's report for this one's; every edit once."""
+    edit_dir = edits(tmp_path, 2)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+    assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1"]
+    from test_evaluate import make_edit
+
+    make_edit(tmp_path, "vid_2", 2, passed_at=0)
+    run_until_fault(argv, "write", nth=1, name="report.html")
+    assert Path(lock_uri(str(out))).exists() and temp_files(out)
+    assert "vid_2" not in (out / "report.html").read_text()  # the old report is still there
+    assert cli(argv) == 0
+    s = summary(out)
+    assert (s["inputs"], s["done"], s["failed"]) == (3, 3, 0)
+    assert evaluated_ids(out) == ["vid_0", "vid_1", "vid_2"]  # each edit once
+    assert "vid_2" in (out / "report.html").read_text()
+    assert not temp_files(out) and not Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0 and summary(out)["done"] == 3  # a third run: nothing to do
+    assert json.loads((out / "summary.json").read_text())["settings_key"] == s["settings_key"]
+
+
 # --------------------------------------------------------------------------- 2. no space left
 
 
@@ -432,6 +478,74 @@ def test_filter_dataset_on_a_full_disk_says_one_line_and_no_traceback(dataset, t
         assert len(rows) == 6 and not rejected
 
 
+def test_evaluate_on_a_full_disk_then_rerun(tmp_path, caplog):
+    edit_dir = edits(tmp_path, 2)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "eval"
+        argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+        filler = fill(disk, 24)  # the marker and lock fit, the report does not
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not (out / "summary.json").exists() and not temp_files(disk)
+        filler.unlink()
+        assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1"]
+
+
+def _stage_argv(stage: str, tmp_path: Path, out: Path, root: str, data: str) -> list[str]:
+    if stage == "caption":
+        return ["caption", "--images", data, "--output", str(out / "captions.jsonl"),
+                "--model-root", root, "--batch-size", "2"]  # fmt: skip
+    return [
+        *("train-lora", "--train-data", data, "--model-root", root, "--output-dir", str(out)),
+        *("--rank", "4", "--alpha", "8", "--max-train-steps", "2", "--resolution", "48"),
+        *("--mixed-precision", "no", "--max-sequence-length", "16", "--eval-rows", "0"),
+        *("--checkpointing-steps", "2", "--workers", "2", "--work-dir", str(tmp_path / "w")),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["caption", "train-lora"])
+def test_model_stages_on_a_full_disk_then_rerun(stage, dataset, tmp_path, caplog):
+    """The model loads, then the disk is full: one line, exit 2, nothing half-written a
+    rerun takes as done; the rerun after freeing space finishes."""
+    from test_train_lora import build_flux_root, make_train_dataset
+
+    from lanepaint.models.smoke import build_smoke
+
+    if stage == "caption":
+        root, data = str(build_smoke(tmp_path / "smoke")), str(Path(dataset) / "images")
+    else:
+        root = str(build_flux_root(tmp_path / "models"))
+        data = make_train_dataset(str(tmp_path / "data"), n=2)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "out"
+        out.mkdir()
+        argv = _stage_argv(stage, tmp_path, out, root, data)
+        filler = fill(disk, 8)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not temp_files(disk)
+        if stage == "caption":
+            lines = (
+                (out / "captions.jsonl").read_text().splitlines()
+                if (out / "captions.jsonl").exists()
+                else []
+            )
+            assert all(json.loads(x) for x in lines)  # whole lines only
+        else:
+            assert not (out / "lora").exists()
+        filler.unlink()
+        caplog.clear()
+        assert cli(argv) == 0
+        if stage == "caption":
+            records = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+            assert len(records) == len({r["image"] for r in records}) == 6
+        else:
+            assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
 def test_a_writer_failing_with_enospc_after_n_writes_leaves_nothing_half_written(
     videos, tmp_path, monkeypatch, caplog
 ):
@@ -483,6 +597,63 @@ def test_segment_into_a_read_only_output_is_one_line_and_nothing_lost(tmp_path, 
     assert cli(segment_argv(src, out)) == 0
     assert summary(out)["skipped_done"] == 2
     check_segment_output(out, 4)
+
+
+def test_evaluate_into_a_read_only_output_is_one_line_and_nothing_lost(tmp_path, caplog):
+    edit_dir = edits(tmp_path, 2)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+    assert cli(argv) == 0
+    from test_evaluate import make_edit
+
+    make_edit(tmp_path, "vid_2", 2, passed_at=0)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with mounted(out, "--bind", str(out)):
+        remount(out, "ro", bind=True)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "Read-only file system" in one_error_line(caplog)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1", "vid_2"]
+
+
+@pytest.mark.parametrize("stage", ["caption", "train-lora", "edit"])
+def test_model_stages_refuse_a_read_only_output_before_loading(stage, tmp_path, caplog):
+    """An output folder that cannot be written: one line, exit 2, before any model loads
+    (the model root does not even hold models), nothing created, the lock released."""
+    out = tmp_path / "out"
+    out.mkdir()
+    models, data = tmp_path / "models", tmp_path / "data"
+    models.mkdir()
+    data.mkdir()
+    if stage == "caption":
+        Image.new("RGB", (8, 8)).save(data / "a.png")
+        argv = ["caption", "--images", str(data), "--output", str(out / "c.jsonl"),
+                "--model-root", str(models)]  # fmt: skip
+        where = out / "c.jsonl"
+    elif stage == "train-lora":
+        make_dataset(str(data / "ds"), n=2)
+        argv = ["train-lora", "--train-data", str(data / "ds"), "--model-root", str(models),
+                "--output-dir", str(out)]  # fmt: skip
+        where = out
+    else:
+        from test_reliability import edit_layout
+
+        for folder in ("FLUX.1-Fill-dev", "CogVideoX-5b-I2V", "VideoPainter/checkpoints/branch",
+                       "Qwen2.5-VL-7B-Instruct"):  # fmt: skip
+            (models / folder).mkdir(parents=True)
+        argv = ["edit", "--data-dir", edit_layout(data / "vp"), "--output-dir", str(out),
+                "--model-root", str(models)]  # fmt: skip
+        where = out
+    with mounted(out, "--bind", str(out)):
+        remount(out, "ro", bind=True)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "Read-only file system" in one_error_line(caplog)
+        assert not list(out.iterdir())
+    assert not Path(lock_uri(str(where))).exists()
 
 
 def test_a_read_only_parent_refuses_the_lock_in_one_line(dataset, tmp_path, caplog):

@@ -96,14 +96,16 @@ def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageRe
     agg = metrics.aggregate(items)
     flat = metrics.flat_metrics(agg)
     report.details = {"model_set_line": line, "edit_dir": edit_dir, **agg, "items": items}
+    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
+    page = html.edit_report(edit_dir, line, smoke, items, report_items, agg, flat)
+    storage.write_text(storage.join(output_dir, "report.html"), page)
+    # summary.json is the commit point (_finished trusts it): written after the report, so
+    # a run killed in between never pairs a new summary with an older report.html.
     summary = report.write()
     # summary.md's first line must say which model set made the edits.
     storage.write_text(
         storage.join(output_dir, reports.SUMMARY_MD), f"{line}\n\n{report.markdown(summary)}"
     )
-    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
-    page = html.edit_report(edit_dir, line, smoke, items, report_items, agg, flat)
-    storage.write_text(storage.join(output_dir, "report.html"), page)
     log.info("evaluated %d edits (%d failed) -> %s", len(items), len(report.failures), output_dir)
     return StageResult(output_dir, summary, {"metrics": flat})
 
