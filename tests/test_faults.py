@@ -520,6 +520,43 @@ def test_train_lora_on_a_full_disk_then_rerun(tmp_path, caplog):
 
 
 @pytest.mark.slow
+def test_edit_on_a_full_disk_then_rerun(tmp_path, caplog):
+    """Smoke models loaded, the disk fills while videos are written: one line, exit 2; no
+    video is taken as done without its files; the rerun after freeing space edits each
+    video once."""
+    from test_edit import add_video
+
+    from lanepaint.models.smoke import build_smoke
+
+    root = str(build_smoke(tmp_path / "smoke"))
+    data = tmp_path / "vp"
+    for i in range(2):
+        add_video(data, f"v{i}", 6, seed=i)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "edits"
+        argv = [
+            *("edit", "--data-dir", str(data), "--output-dir", str(out), "--model-root", root),
+            *("--first-frame-size", "32", "--first-frame-steps", "2", "--max-attempts", "2"),
+            *("--first-frame-dilation", "2", "--first-frame-feather", "1", "--steps", "2"),
+            *("--judge-backoff-s", "0", "--mask-dilation", "2", "--overlap", "1"),
+            *("--judge-max-new-tokens", "8", "--judge-visual-tokens", "64"),
+        ]
+        filler = fill(disk, 16)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not temp_files(disk)
+        assert [p.name for p in out.iterdir() if p.name != ".lanepaint.json"]  # it had begun
+        for record in out.glob("v*/*/record.json"):  # a committed video has its files
+            assert (record.parent / "edited.mp4").is_file()
+        filler.unlink()
+        assert cli(argv) == 0
+        manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+        assert sorted(m["video_id"] for m in manifest) == ["v0", "v1"]
+        assert all(m["status"] == "ok" for m in manifest)
+
+
+@pytest.mark.slow
 def test_caption_when_writes_fail_with_enospc_then_rerun(dataset, tmp_path, monkeypatch, caplog):
     """The VLM loads, then every write after the marker fails with ENOSPC (a fault-
     injecting writer): one line, exit 2, no torn or duplicated line; the rerun finishes."""
