@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from lp_testdata import make_dataset
+from PIL import Image
 
 from lanepaint.cli import main as cli
 from lanepaint.data import fluxfill
@@ -64,7 +65,10 @@ elif mode == "write":  # the Nth atomic write's temp file is on disk, not yet re
             return getattr(os, name)
         @staticmethod
         def replace(src, dst):
-            if atomic._is_temp_name(os.path.basename(str(src))) and ".tmp-" in str(src):
+            name = os.environ.get("FAULT_NAME")
+            if atomic._is_temp_name(os.path.basename(str(src))) and ".tmp-" in str(src) and (
+                not name or os.path.basename(str(dst)) == name
+            ):
                 seen[0] += 1
                 if seen[0] == nth:
                     stop()
@@ -93,12 +97,18 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run_until_fault(
-    argv: list[str], mode: str, nth: int = 1, timeout: float = 90, settings: str = ""
+    argv: list[str],
+    mode: str,
+    nth: int = 1,
+    timeout: float = 90,
+    settings: str = "",
+    name: str = "",
 ) -> None:
     """Run the CLI in a subprocess, SIGKILL it once it reaches the fault point.
-    ``settings``: module constants to set first, ``module:NAME=<json>;...``."""
+    ``settings``: module constants to set first, ``module:NAME=<json>;...``; ``name``: in
+    ``write`` mode, count only the writes of files with this name."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    env.update(FAULT_MODE=mode, FAULT_AT=str(nth), FAULT_SET=settings)
+    env.update(FAULT_MODE=mode, FAULT_AT=str(nth), FAULT_SET=settings, FAULT_NAME=name)
     proc = subprocess.Popen(
         [sys.executable, "-c", HARNESS, *argv],
         stdout=subprocess.PIPE,
@@ -186,6 +196,7 @@ def test_segment_killed_then_rerun_does_each_clip_once(videos, tmp_path, mode):
     # What the killed run committed is kept, not redone; the half-written item is redone.
     assert s["skipped_done"] == 2 if mode == "commit" else s["skipped_done"] < 4
     check_segment_output(out, 4)  # a temp file the kill left behind is never taken as done
+    assert not temp_files(out)  # ... and is removed by the rerun (its writer is dead)
     # A third run has nothing to do.
     assert cli(segment_argv(videos, out)) == 0
     assert summary(out)["skipped_done"] == 4
@@ -304,6 +315,81 @@ def test_caption_killed_after_a_progress_save_then_rerun_captions_each_once(data
     assert not Path(lock_uri(str(out))).exists()
 
 
+def test_only_temp_files_of_dead_writers_are_swept(tmp_path):
+    """The rerun removes what killed runs left (our temp names, writer gone), never a live
+    writer's temp file, another host's, or a file that only looks like one."""
+    from lanepaint.io import atomic
+    from lanepaint.kit.lock import output_lock
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from lanepaint.io.atomic import temp_name as t; "
+            "print(t('a.png', suffix='.png')); print(t('out')); print(t('b.npz', 'old'))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    ).stdout.split()
+    (out / "sub" / dead[0]).write_bytes(b"half")  # a killed writer's temp file
+    (tmp_path / dead[1]).mkdir()  # a killed writer's temp folder beside the output
+    (tmp_path / dead[1] / "x.png").write_bytes(b"x")
+    (out / dead[2]).write_bytes(b"old")
+    live = out / atomic.temp_name("c.png", suffix=".png")  # ours: this process is alive
+    live.write_bytes(b"in progress")
+    other_host = "." + "d.png.tmp-" + "ffff" + dead[0].split(".tmp-")[1][4:]
+    if other_host.split(".tmp-")[1][:4] == atomic._host_tag():
+        other_host = other_host.replace(".tmp-ffff", ".tmp-fffe")
+    (out / other_host).write_bytes(b"elsewhere")
+    lookalike = out / "sub" / "e.png.tmp-1234"  # not a name of ours
+    lookalike.write_bytes(b"a person's file")
+    with output_lock("segment", str(out)):
+        pass
+    assert not (out / "sub" / dead[0]).exists() and not (tmp_path / dead[1]).exists()
+    assert not (out / dead[2]).exists()
+    assert live.exists() and (out / other_host).exists() and lookalike.exists()
+
+
+def edits(root: Path, n: int) -> Path:
+    """``n`` hand-made edits (tests/test_evaluate.py's) under ``root/edit``."""
+    from test_evaluate import make_edit
+
+    for i in range(n):
+        make_edit(root, f"vid_{i}", i, passed_at=0)
+    return root / "edit"
+
+
+def evaluated_ids(out: Path) -> list[str]:
+    return sorted(i["video_id"] for i in summary(out)["details"]["items"])
+
+
+def test_evaluate_killed_mid_report_then_rerun_reports_every_edit_once(tmp_path):
+    """Killed while publishing report.html of a second run (a third edit appeared): the
+    rerun must not take the first run's report for this one's; every edit once."""
+    edit_dir = edits(tmp_path, 2)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+    assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1"]
+    from test_evaluate import make_edit
+
+    make_edit(tmp_path, "vid_2", 2, passed_at=0)
+    run_until_fault(argv, "write", nth=1, name="report.html")
+    assert Path(lock_uri(str(out))).exists() and temp_files(out)
+    assert "vid_2" not in (out / "report.html").read_text()  # the old report is still there
+    assert cli(argv) == 0
+    s = summary(out)
+    assert (s["inputs"], s["done"], s["failed"]) == (3, 3, 0)
+    assert evaluated_ids(out) == ["vid_0", "vid_1", "vid_2"]  # each edit once
+    assert "vid_2" in (out / "report.html").read_text()
+    assert not temp_files(out) and not Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0 and summary(out)["done"] == 3  # a third run: nothing to do
+    assert json.loads((out / "summary.json").read_text())["settings_key"] == s["settings_key"]
+
+
 # --------------------------------------------------------------------------- 2. no space left
 
 
@@ -392,6 +478,117 @@ def test_filter_dataset_on_a_full_disk_says_one_line_and_no_traceback(dataset, t
         assert len(rows) == 6 and not rejected
 
 
+def test_evaluate_on_a_full_disk_then_rerun(tmp_path, caplog):
+    edit_dir = edits(tmp_path, 2)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "eval"
+        argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+        filler = fill(disk, 24)  # the marker and lock fit, the report does not
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not (out / "summary.json").exists() and not temp_files(disk)
+        filler.unlink()
+        assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1"]
+
+
+@pytest.mark.slow
+def test_train_lora_on_a_full_disk_then_rerun(tmp_path, caplog):
+    """The model loads and trains, then the LoRA does not fit (safetensors' own I/O error
+    names errno 28): one line, exit 2, no lora/ a rerun takes as done; the rerun after
+    freeing space finishes."""
+    from test_train_lora import build_flux_root, make_train_dataset
+
+    root = str(build_flux_root(tmp_path / "models"))
+    data = make_train_dataset(str(tmp_path / "data"), n=2)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "out"
+        argv = [
+            *("train-lora", "--train-data", data, "--model-root", root, "--output-dir", str(out)),
+            *("--rank", "4", "--alpha", "8", "--max-train-steps", "2", "--resolution", "48"),
+            *("--mixed-precision", "no", "--max-sequence-length", "16", "--eval-rows", "0"),
+            *("--checkpointing-steps", "2", "--workers", "2", "--work-dir", str(tmp_path / "w")),
+        ]
+        filler = fill(disk, 8)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not temp_files(disk) and not (out / "lora").exists()
+        filler.unlink()
+        assert cli(argv) == 0
+        assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_edit_on_a_full_disk_then_rerun(tmp_path, caplog):
+    """Smoke models loaded, the disk fills while videos are written: one line, exit 2; no
+    video is taken as done without its files; the rerun after freeing space edits each
+    video once."""
+    from test_edit import add_video
+
+    from lanepaint.models.smoke import build_smoke
+
+    root = str(build_smoke(tmp_path / "smoke"))
+    data = tmp_path / "vp"
+    for i in range(2):
+        add_video(data, f"v{i}", 6, seed=i)
+    with mounted(tmp_path / "disk", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as disk:
+        out = disk / "edits"
+        argv = [
+            *("edit", "--data-dir", str(data), "--output-dir", str(out), "--model-root", root),
+            *("--first-frame-size", "32", "--first-frame-steps", "2", "--max-attempts", "2"),
+            *("--first-frame-dilation", "2", "--first-frame-feather", "1", "--steps", "2"),
+            *("--judge-backoff-s", "0", "--mask-dilation", "2", "--overlap", "1"),
+            *("--judge-max-new-tokens", "8", "--judge-visual-tokens", "64"),
+        ]
+        filler = fill(disk, 16)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "No space left on device" in one_error_line(caplog)
+        assert not temp_files(disk)
+        assert [p.name for p in out.iterdir() if p.name != ".lanepaint.json"]  # it had begun
+        for record in out.glob("v*/*/record.json"):  # a committed video has its files
+            assert (record.parent / "edited.mp4").is_file()
+        filler.unlink()
+        assert cli(argv) == 0
+        manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+        assert sorted(m["video_id"] for m in manifest) == ["v0", "v1"]
+        assert all(m["status"] == "ok" for m in manifest)
+
+
+@pytest.mark.slow
+def test_caption_when_writes_fail_with_enospc_then_rerun(dataset, tmp_path, monkeypatch, caplog):
+    """The VLM loads, then every write after the marker fails with ENOSPC (a fault-
+    injecting writer): one line, exit 2, no torn or duplicated line; the rerun finishes."""
+    from lanepaint.io import atomic
+    from lanepaint.models.smoke import build_smoke
+
+    root = str(build_smoke(tmp_path / "smoke"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in sorted(os.listdir(Path(dataset) / "images"))[:3]:
+        os.link(Path(dataset) / "images" / name, images / name)
+    out = tmp_path / "captions.jsonl"
+    argv = ["caption", "--images", str(images), "--output", str(out), "--model-root", root]
+    real, calls = os.replace, [0]
+
+    def replace(src, dst):
+        calls[0] += 1
+        if calls[0] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with caplog.at_level(logging.ERROR):
+        assert cli(argv) == 2
+    assert "No space left on device" in one_error_line(caplog)
+    assert not out.exists() and not temp_files(tmp_path)
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert cli(argv) == 0
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(records) == len({r["image"] for r in records}) == 3
+
+
 def test_a_writer_failing_with_enospc_after_n_writes_leaves_nothing_half_written(
     videos, tmp_path, monkeypatch, caplog
 ):
@@ -443,6 +640,63 @@ def test_segment_into_a_read_only_output_is_one_line_and_nothing_lost(tmp_path, 
     assert cli(segment_argv(src, out)) == 0
     assert summary(out)["skipped_done"] == 2
     check_segment_output(out, 4)
+
+
+def test_evaluate_into_a_read_only_output_is_one_line_and_nothing_lost(tmp_path, caplog):
+    edit_dir = edits(tmp_path, 2)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--edit-dir", str(edit_dir), "--output-dir", str(out)]
+    assert cli(argv) == 0
+    from test_evaluate import make_edit
+
+    make_edit(tmp_path, "vid_2", 2, passed_at=0)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with mounted(out, "--bind", str(out)):
+        remount(out, "ro", bind=True)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "Read-only file system" in one_error_line(caplog)
+        assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not Path(lock_uri(str(out))).exists()
+    assert cli(argv) == 0 and evaluated_ids(out) == ["vid_0", "vid_1", "vid_2"]
+
+
+@pytest.mark.parametrize("stage", ["caption", "train-lora", "edit"])
+def test_model_stages_refuse_a_read_only_output_before_loading(stage, tmp_path, caplog):
+    """An output folder that cannot be written: one line, exit 2, before any model loads
+    (the model root does not even hold models), nothing created, the lock released."""
+    out = tmp_path / "out"
+    out.mkdir()
+    models, data = tmp_path / "models", tmp_path / "data"
+    models.mkdir()
+    data.mkdir()
+    if stage == "caption":
+        Image.new("RGB", (8, 8)).save(data / "a.png")
+        argv = ["caption", "--images", str(data), "--output", str(out / "c.jsonl"),
+                "--model-root", str(models)]  # fmt: skip
+        where = out / "c.jsonl"
+    elif stage == "train-lora":
+        make_dataset(str(data / "ds"), n=2)
+        argv = ["train-lora", "--train-data", str(data / "ds"), "--model-root", str(models),
+                "--output-dir", str(out)]  # fmt: skip
+        where = out
+    else:
+        from test_reliability import edit_layout
+
+        for folder in ("FLUX.1-Fill-dev", "CogVideoX-5b-I2V", "VideoPainter/checkpoints/branch",
+                       "Qwen2.5-VL-7B-Instruct"):  # fmt: skip
+            (models / folder).mkdir(parents=True)
+        argv = ["edit", "--data-dir", edit_layout(data / "vp"), "--output-dir", str(out),
+                "--model-root", str(models)]  # fmt: skip
+        where = out
+    with mounted(out, "--bind", str(out)):
+        remount(out, "ro", bind=True)
+        with caplog.at_level(logging.ERROR):
+            assert cli(argv) == 2
+        assert "Read-only file system" in one_error_line(caplog)
+        assert not list(out.iterdir())
+    assert not Path(lock_uri(str(where))).exists()
 
 
 def test_a_read_only_parent_refuses_the_lock_in_one_line(dataset, tmp_path, caplog):
@@ -635,6 +889,63 @@ def test_a_dead_endpoint_fails_clearly_within_one_deadline(
     assert rc == 1 and time.monotonic() - t0 < 8
     line = one_error_line(caplog)
     assert line.startswith("GCS unreachable")
+
+
+@contextmanager
+def silent_endpoint():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_an_endpoint_that_never_answers_is_bounded_by_the_deadline(
+    monkeypatch, caplog, fresh_outage_clock
+):
+    """Each try used to wait the library's 60 s read timeout; a try now waits at most what
+    is left of the deadline (then min(deadline, 10 s) once it is spent)."""
+    monkeypatch.setenv(storage.DEADLINE_ENV, "1.5")
+    with silent_endpoint() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        t0 = time.monotonic()
+        with pytest.raises(Exception, match="Timeout of .*Read timed out"):
+            storage.read_bytes("gs://silent/obj")
+        assert time.monotonic() - t0 < 5
+        storage._outage_since = None
+        t0 = time.monotonic()
+        with caplog.at_level(logging.ERROR):
+            rc = cli(
+                [
+                    "filter-dataset",
+                    "--input-dir",
+                    "gs://silent/raw",
+                    "--output-dir",
+                    "gs://silent/out",
+                ]
+            )
+        assert rc == 1 and time.monotonic() - t0 < 8
+        assert one_error_line(caplog).startswith("GCS unreachable")
 
 
 def test_the_gcs_deadline_setting_is_checked(monkeypatch):

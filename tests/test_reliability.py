@@ -126,6 +126,8 @@ def test_filter_refuses_an_existing_folder_it_did_not_make(dataset, tmp_path, ca
 
 
 def test_every_stage_refuses_a_folder_it_did_not_make(dataset, tmp_path, caplog):
+    models = str(tmp_path / "models")  # a model root that exists (checked first)
+    os.makedirs(models)
     video = tiny_video(tmp_path / "clips" / "a.mp4")
     out = tmp_path / "precious"
     before = foreign_folder(out)
@@ -133,17 +135,23 @@ def test_every_stage_refuses_a_folder_it_did_not_make(dataset, tmp_path, caplog)
         ["segment", "--segmenter", "classical", "--videos", str(video), "--output-dir", str(out)],
         ["build-dataset", "--images", dataset, "--output-dir", str(out), *QUICK_BUILD],
         ["evaluate", "--edit-dir", str(tmp_path / "clips"), "--output-dir", str(out)],
-        ["train-lora", "--train-data", dataset, "--model-root", "m", "--output-dir", str(out)],
+        ["train-lora", "--train-data", dataset, "--model-root", models, "--output-dir", str(out)],
     ]
     for argv in runs:
         assert "not made by lanepaint" in refused(argv, caplog), argv[0]
     assert snapshot(out) == before
     notes = tmp_path / "notes.jsonl"  # caption writes one file: the same rule
     notes.write_text("my notes\n")
-    argv = ["caption", "--images", dataset, "--output", str(notes), "--model-root", "m"]
+    argv = ["caption", "--images", dataset, "--output", str(notes), "--model-root", models]
     assert "not made by lanepaint caption" in refused(argv, caplog)
     assert notes.read_text() == "my notes\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips", "notes.jsonl", "precious", "raw"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "clips",
+        "models",
+        "notes.jsonl",
+        "precious",
+        "raw",
+    ]
 
 
 def test_a_folder_of_another_stage_is_refused(dataset, tmp_path, caplog):
@@ -168,11 +176,13 @@ def test_dataset_writer_never_replaces_a_foreign_folder(tmp_path):
 
 
 def test_an_output_of_the_wrong_kind_is_refused(dataset, tmp_path, caplog):
+    models = str(tmp_path / "models")  # a model root that exists (checked first)
+    os.makedirs(models)
     file = tmp_path / "file"
     file.write_text("x")
     argv = ["filter-dataset", "--input-dir", dataset, "--output-dir", str(file)]
     assert "is a file; give a folder" in refused(argv, caplog)
-    argv = ["caption", "--images", dataset, "--output", str(tmp_path), "--model-root", "m"]
+    argv = ["caption", "--images", dataset, "--output", str(tmp_path), "--model-root", models]
     assert "contains the input" in refused(argv, caplog)
     (tmp_path / "folder").mkdir()
     argv[4] = str(tmp_path / "folder")
@@ -245,14 +255,16 @@ def test_a_second_writer_gets_one_line_and_the_output_is_untouched(dataset, tmp_
 
 
 def test_every_stage_takes_the_lock(dataset, tmp_path, caplog):
+    models = str(tmp_path / "models")  # a model root that exists (checked first)
+    os.makedirs(models)
     video = tiny_video(tmp_path / "clips" / "a.mp4")
     out = tmp_path / "out"
     runs = [
         ["segment", "--segmenter", "classical", "--videos", str(video), "--output-dir", str(out)],
         ["build-dataset", "--images", dataset, "--output-dir", str(out), *QUICK_BUILD],
         ["evaluate", "--edit-dir", str(tmp_path / "clips"), "--output-dir", str(out)],
-        ["caption", "--images", dataset, "--output", str(out), "--model-root", "m"],
-        ["train-lora", "--train-data", dataset, "--model-root", "m", "--output-dir", str(out)],
+        ["caption", "--images", dataset, "--output", str(out), "--model-root", models],
+        ["train-lora", "--train-data", dataset, "--model-root", models, "--output-dir", str(out)],
     ]
     with held_elsewhere(str(out)):
         for argv in runs:

@@ -20,7 +20,6 @@ import posixpath
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from PIL import Image
 
 from lanepaint.data.vocab import CaptionError, parse_caption
 from lanepaint.io import storage
-from lanepaint.io.atomic import atomic_path
+from lanepaint.io.atomic import atomic_path, temp_name
 from lanepaint.io.images import encode_png
 from lanepaint.kit.guard import MARKER, claim_output, marker_text, read_marker
 
@@ -309,7 +308,7 @@ class DatasetWriter:
         parent = self._local_target.parent
         parent.mkdir(parents=True, exist_ok=True)
         # The temp name of lanepaint.io.atomic: listings (storage.list_files) skip it.
-        staging = parent / f".{self._local_target.name}.tmp-{uuid.uuid4().hex}"
+        staging = parent / temp_name(self._local_target.name)
         staging.mkdir()
         return staging
 

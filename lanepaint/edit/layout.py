@@ -45,16 +45,26 @@ class EditLayout:
     def record(self, video_id: str, slug: str) -> str:
         return self.item(video_id, slug, "record.json")
 
-    def records(self) -> list[dict]:
-        """Every finished item's record, sorted by video and instruction."""
+    def records(self, unreadable: list[tuple[str, str]] | None = None) -> list[dict]:
+        """Every finished item's record, sorted by video and instruction. A record that
+        does not decode (or names no item) is left out, and listed with why in
+        ``unreadable`` when given (evaluate reports those as failures)."""
         out = []
         for uri in storage.list_files(self.root):
             if uri.endswith("/record.json"):
                 try:
-                    out.append(json.loads(storage.read_text(uri)))
-                except (json.JSONDecodeError, FileNotFoundError):
-                    continue
-        return sorted(out, key=lambda r: (r["video_id"], r["instruction_slug"]))
+                    out.append(_edit_record(storage.read_text(uri)))
+                except (ValueError, FileNotFoundError) as exc:  # JSON and UTF-8 errors too
+                    if unreadable is not None:
+                        unreadable.append((uri, f"{type(exc).__name__}: {exc}"))
+        return sorted(out, key=lambda r: (str(r["video_id"]), str(r["instruction_slug"])))
+
+
+def _edit_record(text: str) -> dict:
+    record = json.loads(text)
+    if not isinstance(record, dict) or not {"video_id", "instruction_slug"} <= record.keys():
+        raise ValueError("not an edit record (no video_id / instruction_slug)")
+    return record
 
 
 def item_id(video_id: str, slug: str) -> str:

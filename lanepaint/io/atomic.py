@@ -3,17 +3,26 @@
 Everything is written to a hidden sibling first and renamed into place, which is atomic on
 POSIX within one filesystem. The temp name keeps the target's extension because writers
 such as ``np.savez``, PyAV, OpenCV and PIL pick or append formats from the suffix.
+
+A temp name's 32 hex digits say who writes it (a hash of the host, the pid and the
+process's start time, then random), so :func:`sweep_dead_temps` can remove what a killed
+run left behind without touching a live writer's work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
+import socket
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+from lanepaint.io.procs import pid_alive, proc_start
 
 # `.<name>.tmp-<32 hex><ext>` (work in progress) and `.<name>.old-<32 hex><ext>` (a replaced
 # directory being removed); storage.list_files hides both.
@@ -25,8 +34,63 @@ def _is_temp_name(name: str) -> bool:
     return _TEMP_RE.match(name) is not None
 
 
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFF:04x}"
+
+
+_writer: tuple[int, str] | None = None  # (pid, the hex that names this process's writes)
+
+
+def _writer_hex() -> str:
+    """host (4 hex) + pid (8) + start time (12) of this process; cached per pid (fork)."""
+    global _writer
+    pid = os.getpid()
+    if _writer is None or _writer[0] != pid:
+        start = proc_start(pid) or 0
+        _writer = (pid, f"{_host_tag()}{pid & 0xFFFFFFFF:08x}{start & 0xFFFFFFFFFFFF:012x}")
+    return _writer[1]
+
+
+def temp_name(name: str, kind: str = "tmp", suffix: str = "") -> str:
+    """``.<name>.<kind>-<writer hex><8 random hex><suffix>``: a name :func:`_is_temp_name`
+    knows and :func:`sweep_dead_temps` can attribute to its writer."""
+    return f".{name}.{kind}-{_writer_hex()}{uuid.uuid4().hex[:8]}{suffix}"
+
+
 def _sibling(path: Path, kind: str) -> Path:
-    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex}{path.suffix}")
+    return path.with_name(temp_name(path.name, kind, path.suffix))
+
+
+def _writer_dead(name: str) -> bool:
+    """Whether the temp name was made on this host by a process that is gone."""
+    digits = re.search(r"\.(?:tmp|old)-([0-9a-f]{32})(?:\.[^./]*)?$", name)
+    if digits is None:
+        return False
+    hexes = digits.group(1)
+    if hexes[:4] != _host_tag():
+        return False  # another host's (a shared filesystem): its process cannot be judged
+    start = int(hexes[12:24], 16)
+    return not pid_alive(int(hexes[4:12], 16), start or None)
+
+
+def sweep_dead_temps(output: str | Path) -> list[Path]:
+    """Remove the temp files and folders that killed runs left in ``output`` (a folder,
+    searched through without following links) or beside it (its own temp siblings).
+    Only names this module makes, of writers that are gone; returns what was removed."""
+    output = Path(output)
+    found: list[Path] = []
+    if output.parent.is_dir():
+        found += list(output.parent.glob(f".{glob.escape(output.name)}.*"))
+    if output.is_dir() and not output.is_symlink():
+        for folder, dirs, files in os.walk(output):
+            for name in [*dirs, *files]:
+                if _is_temp_name(name):
+                    found.append(Path(folder) / name)
+            dirs[:] = [d for d in dirs if not _is_temp_name(d)]
+    removed = [p for p in found if _is_temp_name(p.name) and _writer_dead(p.name)]
+    for path in removed:
+        _remove(path)
+    return removed
 
 
 def _remove(path: Path) -> None:

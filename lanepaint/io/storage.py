@@ -75,11 +75,12 @@ def gcs_deadline_s() -> float:
     return value
 
 
-def _note_error(_exc: Exception) -> None:
+def _note_error(_exc: Exception, started: float | None = None) -> None:
+    """An outage starts when its first failed call started (a hung try counts)."""
     global _outage_since
     with _outage_lock:
         if _outage_since is None:
-            _outage_since = time.monotonic()
+            _outage_since = time.monotonic() if started is None else started
 
 
 def _note_success() -> None:
@@ -99,10 +100,12 @@ def _retry():
 
     class _OutageRetry(Retry):
         def __call__(self, func, on_error=None):
-            wrapped = super().__call__(func, on_error)
-
             def call(*args, **kwargs):
-                result = wrapped(*args, **kwargs)
+                started = time.monotonic()
+                inner = super(_OutageRetry, self).__call__(
+                    func, lambda exc: _note_error(exc, started)
+                )
+                result = inner(*args, **kwargs)
                 _note_success()
                 return result
 
@@ -116,8 +119,38 @@ def _retry():
         maximum=DEFAULT_RETRY._maximum,
         multiplier=DEFAULT_RETRY._multiplier,
         timeout=max(left, 0.001),
-        on_error=_note_error,
     )
+
+
+def _request_timeout(given):
+    """A try's HTTP timeout (the library's is 60 s per try, and a hung endpoint that
+    accepts connections and never answers held each try that long): at most what is left
+    of the outage deadline, and once it is spent at most min(deadline, 10 s), so a healthy
+    endpoint can still end the outage."""
+    deadline = gcs_deadline_s()
+    since = _outage_since
+    left = deadline - (time.monotonic() - since) if since is not None else deadline
+    cap = max(left, min(deadline, _SPENT_TRY_S))
+    if isinstance(given, tuple):
+        return tuple(None if t is None else min(t, cap) for t in given)
+    return cap if given is None else min(given, cap)
+
+
+_SPENT_TRY_S = 10.0
+
+
+def _bound_timeouts(client: Client) -> Client:
+    """Every HTTP request of ``client`` (JSON API calls and media transfers both go
+    through its session) gets :func:`_request_timeout`."""
+    session = client._http
+    request = session.request
+
+    def bounded(method, url, *args, **kwargs):
+        kwargs["timeout"] = _request_timeout(kwargs.get("timeout"))
+        return request(method, url, *args, **kwargs)
+
+    session.request = bounded
+    return client
 
 
 def _client() -> Client:
@@ -132,7 +165,7 @@ def _client() -> Client:
     key = (os.getpid(), emulator, project)
     with _client_lock:
         if _client_cache is None or _client_cache[0] != key:
-            _client_cache = (key, _new_client(emulator, project))
+            _client_cache = (key, _bound_timeouts(_new_client(emulator, project)))
         return _client_cache[1]
 
 

@@ -47,6 +47,9 @@ class VideoInfo:
     duration: float
     codec: str
     variable_frame_rate: bool
+    #: the display rotation (degrees counter-clockwise) decoded frames are turned by;
+    #: width and height are the displayed (turned) size
+    rotation: int = 0
 
 
 def _rate(fps: float | Fraction) -> Fraction:
@@ -100,9 +103,8 @@ def probe(path: str | Path) -> VideoInfo:
         packets = discarded = 0
         first_pts: int | None = None
         end_pts: int | None = None
-        decoded_one = False
         vfr: bool | None = None
-        complete = True
+        complete, turns, decoded_one = True, 0, False
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
@@ -119,14 +121,14 @@ def probe(path: str | Path) -> VideoInfo:
                     stop = packet.pts + (packet.duration or 0)
                     end_pts = stop if end_pts is None else max(end_pts, stop)
                 if not decoded_one:
-                    decoded_one = bool(packet.decode())
+                    decoded_one, turns = _first_frame(packet.decode(), path)
                 if vfr is None and len(pts) >= _VFR_PACKETS:
                     vfr = _is_vfr(pts)
                 if known_frames and decoded_one and vfr is False:
                     complete = False
                     break
             if not decoded_one:
-                decoded_one = bool(stream.codec_context.decode(None))
+                decoded_one, turns = _first_frame(stream.codec_context.decode(None), path)
         except av.error.FFmpegError as exc:
             raise VideoError(f"cannot decode video {path}: {exc}") from exc
         if not decoded_one:
@@ -157,11 +159,12 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(
             fps=float(rate),
             frames=frames,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=stream.codec_context.height if turns % 2 else stream.codec_context.width,
+            height=stream.codec_context.width if turns % 2 else stream.codec_context.height,
             duration=duration,
             codec=stream.codec_context.name,
             variable_frame_rate=vfr,
+            rotation=turns * 90,
         )
 
 
@@ -196,8 +199,25 @@ def _decoded(path: str | Path) -> Iterator[tuple[Fraction, Fraction, av.VideoFra
             raise VideoError(f"no decodable video frames in {path}")
 
 
+def _quarter_turns(frame: av.VideoFrame, path: str | Path = "") -> int:
+    """Counter-clockwise quarter turns of the frame's display matrix (phones record
+    portrait video as landscape frames plus a rotation). Flips are not read."""
+    degrees = frame.rotation or 0
+    if degrees % 90:
+        raise VideoError(f"{path or 'video'} has a display rotation of {degrees} degrees")
+    return (degrees // 90) % 4
+
+
+def _first_frame(frames: list[av.VideoFrame], path: str | Path) -> tuple[bool, int]:
+    """(whether a frame decoded, its quarter turns) for :func:`probe`."""
+    return (True, _quarter_turns(frames[0], path)) if frames else (False, 0)
+
+
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    """RGB as displayed: the display rotation applied (ffmpeg's autorotate does the same)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def iter_frames(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import re
 from collections.abc import Callable
 
 from lanepaint.kit.settings import add_arguments
@@ -60,14 +61,13 @@ def guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Name
     except user_errors() as exc:
         log.error("%s", exc)
         return 2
-    except OSError as exc:
-        if exc.errno not in ENVIRONMENT_ERRNOS:
-            raise
-        # A full disk, a read-only or forbidden output: the environment, not a bug.
-        # Writes are atomic, so nothing half-written is left; a rerun resumes.
-        log.error("%s; fix it and run again (finished items are kept)", exc)
-        return 2
     except Exception as exc:
+        if _environment_errno(exc) is not None:
+            # A full disk, a read-only or forbidden output: the environment, not a bug.
+            # Writes are atomic, so nothing half-written is left; a rerun resumes.
+            why = " ".join(str(exc).split())
+            log.error("%s; fix it and run again (finished items are kept)", why)
+            return 2
         if not _is_gcs_outage(exc):
             raise
         from lanepaint.io.storage import DEADLINE_ENV
@@ -78,6 +78,23 @@ def guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Name
 
 
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _environment_errno(exc: BaseException) -> int | None:
+    """The errno of a full disk / read-only / forbidden write behind ``exc``: an OSError
+    itself, one it was raised from, or a library's own I/O error that names it
+    (safetensors' Rust writer raises ``SafetensorError: ... (os error 28)``)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain, bounded
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in ENVIRONMENT_ERRNOS:
+            return seen.errno
+        found = re.search(r"\(os error (\d+)\)", str(seen))
+        if found and int(found.group(1)) in ENVIRONMENT_ERRNOS:
+            return int(found.group(1))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_gcs_outage(exc: Exception) -> bool:

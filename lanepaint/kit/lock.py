@@ -11,6 +11,9 @@ A lock that is there already means another writer, unless it is stale:
   (default 180). A holder that has missed two heartbeats is waited for until the lease is
   over, so a retried task (KFP restarts a killed pod elsewhere) takes over its own lock.
 
+Once held, temp files that killed writers left in (or beside) a local output are removed
+(:func:`lanepaint.io.atomic.sweep_dead_temps`: only our temp names, only of dead processes).
+
 A live holder makes the second writer fail at once with one line (exit 2 through the kit).
 Child processes of the holder (torchrun ranks) inherit its token through
 ``LANEPAINT_LOCK_TOKEN`` and pass; ranks started by an outside torchrun share the
@@ -32,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lanepaint.io import storage
+from lanepaint.io.atomic import sweep_dead_temps
+from lanepaint.io.procs import pid_alive, proc_start
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +71,6 @@ def parent_and_name(uri: str) -> tuple[str, str]:
 def lock_uri(output: str) -> str:
     folder, name = parent_and_name(output)
     return storage.join(folder, f".{name}{LOCK_SUFFIX}")
-
-
-def proc_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def pid_alive(pid: int, start: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    now = proc_start(pid)
-    return start is None or now is None or now == start
 
 
 def inherited_token() -> str | None:
@@ -308,6 +293,15 @@ def _token_of(text: str) -> str | None:
         return None
 
 
+def _sweep(output: str) -> None:
+    """Temp files of killed writers of this output go once we hold it (never a live one's)."""
+    if storage.is_gcs(output):
+        return
+    removed = sweep_dead_temps(output)
+    if removed:
+        log.warning("removed %d temp file(s) left by killed runs in %s", len(removed), output)
+
+
 @contextlib.contextmanager
 def output_lock(stage: str, output: str, wait_s: float = 0.0) -> Iterator[OutputLock | None]:
     """Hold the lock of ``output`` for the block (re-entrant within a process). Child
@@ -328,6 +322,7 @@ def output_lock(stage: str, output: str, wait_s: float = 0.0) -> Iterator[Output
     try:
         lock.acquire(wait_s)
         os.environ[TOKEN_ENV] = lock.token
+        _sweep(output)
         yield lock
     finally:
         if previous is None:

@@ -356,7 +356,10 @@ def load_image(path: str | Path) -> np.ndarray:
     """
     from PIL import Image
 
+    from lanepaint.io.images import to_8bit
+
     with Image.open(path) as im:
+        im = to_8bit(im, str(path))  # 16-bit grey scaled, not clipped to white
         if im.mode in ("L", "LA", "I", "I;16", "F", "1"):
             return np.asarray(im.convert("L"))
         return np.asarray(im.convert("RGB"))

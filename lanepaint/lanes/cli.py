@@ -8,11 +8,15 @@ import sys
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
+    from lanepaint.kit.cli import user_errors
     from lanepaint.lanes.analyze import analyze_path
 
     try:
-        result = analyze_path(args.input, args.mask, max_frames=args.max_frames)
-    except FileNotFoundError as exc:
+        if args.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+        with _local(args.input) as path, _local(args.mask) as mask:
+            result = analyze_path(path, mask, max_frames=args.max_frames)
+    except user_errors() as exc:
         print(f"lanepaint lanes analyze: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -26,6 +30,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"  note: {note}")
     return 0
+
+
+def _local(uri: str | None):
+    """A local file for a local path or a gs:// object (downloaded for the call)."""
+    import contextlib
+
+    from lanepaint.io import storage
+
+    return storage.local_path(uri) if uri else contextlib.nullcontext(None)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -57,7 +57,14 @@ def validate_files(name: str, path: Path) -> None:
             raise ModelError(name, path, f"truncated or not a torch checkpoint: {exc}") from exc
         return
     folders = [path, *(p for p in sorted(path.rglob("*")) if p.is_dir())]
-    weights = [w for folder in folders for w in check_safetensors_in(name, folder)]
+    weights = []
+    for folder in folders:
+        found = check_safetensors_in(name, folder)
+        if not found and (folder / "config.json").is_file():
+            # A component (transformer, vae, text encoder, ...) whose weights are gone:
+            # the other components' weights must not make the folder pass.
+            raise ModelError(name, folder, "component has config.json but no .safetensors")
+        weights += found
     if not weights:
         raise ModelError(name, path, "no .safetensors weights in model folder")
     for json_file in sorted(path.rglob("*.json")):

@@ -49,6 +49,16 @@ def list_inputs(uris: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(sources), problems
 
 
+def require_some(uris: Sequence[str]) -> None:
+    """All inputs missing is a user error (one line, exit 2), not a run of "0 videos";
+    one missing input among others stays a recorded failure of that input."""
+    if not uris:
+        raise ValueError("no videos given: name video files or folders (--videos)")
+    if not any(storage.exists(u) for u in uris):
+        more = f" (nor any of the other {len(uris) - 1} inputs)" if len(uris) > 1 else ""
+        raise FileNotFoundError(f"no video or folder at {uris[0]!r}{more}: check the path")
+
+
 def group_of(source: str) -> str:
     """The parent folder's name (``chunk_0003``), or ``videos`` when there is none."""
     parts = [p for p in source.rstrip("/").split("/") if p]

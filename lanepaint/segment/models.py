@@ -43,6 +43,9 @@ def model_metadata(config: SegmenterSettings, model_root: str | None) -> dict[st
         return {"model_set": "classical", "model_set_label": CLASSICAL_LABEL, "model_root": None}
     if not model_root:
         raise ValueError("--model-root is required with --segmenter sam2 (or use classical)")
+    from lanepaint.kit.guard import require_input
+
+    require_input(model_root, "model root (--model-root)")  # before the output is claimed
     from lanepaint.models.root import SMOKE_LABEL, SMOKE_MARKER
 
     # Only the marker is read: opening a gs:// root would download every model in it.

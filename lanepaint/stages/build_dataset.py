@@ -114,8 +114,12 @@ class BuildConfig:
             raise ValueError("min coverage must be in [0, 1)")
         if any(n < 0 for n in self.frame_numbers) or not self.frame_numbers:
             raise ValueError("frame numbers must be non-negative and at least one")
-        if min(self.chunk_start, self.start_index, self.limit) < 0:
-            raise ValueError("chunk start, start index and limit must be >= 0 (limit 0 = all)")
+        if min(self.chunk_start, self.start_index, self.limit, self.seed) < 0:
+            raise ValueError(
+                "chunk start, start index, limit and seed must be >= 0 (limit 0 = all)"
+            )
+        if self.chunk_end < self.chunk_start:
+            raise ValueError(f"chunk end {self.chunk_end} is before chunk start {self.chunk_start}")
         if self.batch_size < 1:
             raise ValueError("batch size must be >= 1")
 

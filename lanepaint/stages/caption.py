@@ -30,6 +30,7 @@ from lanepaint.kit import (
     from_args,
     guard_output,
     output_settings,
+    require_input,
     setting,
     settings_key,
 )
@@ -88,6 +89,8 @@ def caption_images(
     summary = storage.join(folder, f"{stem}.{reports.SUMMARY_JSON}")
     check_apart([*images, model_root], [output])
     uris = expand_images(images)
+    if captioner is None:  # before the output is claimed
+        require_input(model_root, "model root (--model-root)")
     with guard_output(STAGE, output, file=True, summary=summary):
         return _caption(uris, output, model_root, config, captioner)
 

@@ -184,7 +184,7 @@ class EditConfig:
         for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1")
-        for name in ("mask_dilation", "overlap", "max_frames"):
+        for name in ("mask_dilation", "overlap", "max_frames", "seed", "judge_backoff_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0")
         if not 0 <= self.shard_index < self.num_shards:

@@ -70,7 +70,8 @@ def default_output_dir(edit_dir: str) -> str:
 def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageResult:
     """The run itself, with the output locked and claimed (see :func:`evaluate`)."""
     report = StageReport(STAGE, output_dir)
-    records = [r for r in EditLayout(edit_dir).records() if r.get("status") == "ok"]
+    unreadable: list[tuple[str, str]] = []
+    records = [r for r in EditLayout(edit_dir).records(unreadable) if r.get("status") == "ok"]
     # The edits measured are part of the key: a rerun over the same edits does nothing.
     edited = sorted(
         (r.get("video_id"), r.get("instruction_slug"), r.get("settings_key"), r.get("finished_at"))
@@ -78,13 +79,16 @@ def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageRe
     )
     report.settings, report.settings_key = (
         output_settings(config),
-        settings_key(config, edits=edited),
+        settings_key(config, edits=edited, **_unreadable_key(unreadable)),
     )
     previous = _finished(output_dir, report.settings_key)
     if previous is not None:
         log.info("%s already evaluates these edits with these settings", output_dir)
         return previous
-    report.inputs = len(records)
+    report.inputs = len(records) + len(unreadable)
+    for uri, why in unreadable:  # a record that does not decode is a failure, not a skip
+        log.warning("unreadable edit record %s: %s", uri, why)
+        report.fail(_item_of(edit_dir, uri), f"unreadable record: {why}")
     line, smoke = edits.model_set_line(records)
     report.set_models(edits.edits_model_set(records))
     items, report_items = evaluate_all(records, config, report)
@@ -92,16 +96,33 @@ def _evaluate(edit_dir: str, output_dir: str, config: EvaluateConfig) -> StageRe
     agg = metrics.aggregate(items)
     flat = metrics.flat_metrics(agg)
     report.details = {"model_set_line": line, "edit_dir": edit_dir, **agg, "items": items}
+    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
+    page = html.edit_report(edit_dir, line, smoke, items, report_items, agg, flat)
+    storage.write_text(storage.join(output_dir, "report.html"), page)
+    # summary.json is the commit point (_finished trusts it): written after the report, so
+    # a run killed in between never pairs a new summary with an older report.html.
     summary = report.write()
     # summary.md's first line must say which model set made the edits.
     storage.write_text(
         storage.join(output_dir, reports.SUMMARY_MD), f"{line}\n\n{report.markdown(summary)}"
     )
-    storage.write_text(storage.join(output_dir, "metrics.json"), json.dumps(flat, indent=2))
-    page = html.edit_report(edit_dir, line, smoke, items, report_items, agg, flat)
-    storage.write_text(storage.join(output_dir, "report.html"), page)
     log.info("evaluated %d edits (%d failed) -> %s", len(items), len(report.failures), output_dir)
     return StageResult(output_dir, summary, {"metrics": flat})
+
+
+def _unreadable_key(unreadable: list[tuple[str, str]]) -> dict:
+    """Unreadable records enter the key only when there are some (earlier keys stay)."""
+    return {"unreadable": sorted(u for u, _ in unreadable)} if unreadable else {}
+
+
+def _item_of(edit_dir: str, record_uri: str) -> str:
+    """``<video_id>/<slug>`` of a record.json under the edit folder."""
+    rel = (
+        record_uri[len(edit_dir.rstrip("/")) + 1 :]
+        if record_uri.startswith(edit_dir)
+        else record_uri
+    )
+    return rel.removesuffix("/record.json")
 
 
 def _finished(output_dir: str, key: str) -> StageResult | None:

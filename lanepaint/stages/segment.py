@@ -49,7 +49,13 @@ from lanepaint.kit.cli import register_stage
 from lanepaint.models.device import DEVICE_HELP
 from lanepaint.segment.base import SEGMENTERS, TRACKING_COMPILE_MODES
 from lanepaint.segment.failures import failure_reason
-from lanepaint.segment.inputs import VideoJob, assign_ids, list_inputs, read_video_list
+from lanepaint.segment.inputs import (
+    VideoJob,
+    assign_ids,
+    list_inputs,
+    read_video_list,
+    require_some,
+)
 from lanepaint.segment.models import LoadedSegmenter, load_segmenter, model_identity, model_metadata
 from lanepaint.segment.outputs import video_record, write_media
 from lanepaint.segment.postprocess import PostprocessSettings
@@ -170,6 +176,7 @@ def segment_videos(
     ``model_root``); otherwise it is loaded from ``model_root`` once, if anything is to do.
     """
     config = config or SegmentConfig()
+    require_some(inputs)
     meta = loaded.metadata if loaded else model_metadata(config, model_root)
     key = settings_key(config, **model_identity(meta))
     output_dir = keyed_path(output_dir, key)  # "{settings_key}" in it: a folder per settings

@@ -80,6 +80,7 @@ def _guarded(train_data: str, model_root: str, output_dir: str):
     root, csv_uri = split_train_data(train_data)
     check_apart([root, csv_uri, model_root], [output_dir])
     require_input(csv_uri, "training CSV")
+    require_input(model_root, "model root (--model-root)")  # before the output is claimed
     return guard_output(STAGE, output_dir)
 
 

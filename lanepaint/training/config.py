@@ -171,6 +171,13 @@ class TrainConfig:
                 "memory access on an H100 with torch 2.11 (docs/training.md)",
             ),
             (self.stop_after_steps >= 0, "stop-after-steps must be >= 0 (0 = no stop)"),
+            # AdamW and the timestep sampler refuse these only after the model has loaded
+            (0.0 <= self.adam_beta1 < 1.0, "adam beta1 must be in [0, 1)"),
+            (0.0 <= self.adam_beta2 < 1.0, "adam beta2 must be in [0, 1)"),
+            (self.adam_epsilon >= 0, "adam epsilon must be >= 0"),
+            (self.weight_decay >= 0, "weight decay must be >= 0"),
+            (self.logit_std > 0, "logit std must be > 0"),
+            (self.seed >= 0, "seed must be >= 0"),
         ]
 
 

@@ -30,6 +30,7 @@ from lanepaint.data import fluxfill
 from lanepaint.data.fluxfill import FluxFillRow, Rejection
 from lanepaint.io import storage
 from lanepaint.io.atomic import atomic_path, atomic_write_text
+from lanepaint.io.images import to_8bit
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def load_pair(
     as FluxFillPipeline's mask processor does, so both stay aligned pixel for pixel.
     """
     with Image.open(io.BytesIO(image_bytes)) as im:
-        image = im.convert("RGB")
+        image = to_8bit(im).convert("RGB")
     with Image.open(io.BytesIO(mask_bytes)) as im:
         mask = im.convert("L")
     if image.size != mask.size:
