@@ -37,7 +37,11 @@ STAGE_KEYS = {
     "secrets_volume",
 }
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki|m)?$")
+# A Kubernetes resource quantity (apimachinery's grammar: a number, then a binary suffix,
+# a decimal suffix or a decimal exponent; `k` is kilo, `K` alone is not a suffix).
+QUANTITY = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^[0-9]+s$")
@@ -209,7 +213,7 @@ def validate(data: dict) -> list[str]:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
         st = {**defaults, **own}
         for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm"):
-            if st.get(key) is not None and not _QUANTITY.match(str(st[key])):
+            if st.get(key) is not None and not QUANTITY.match(str(st[key])):
                 problems.append(f"{where}.{key}: {st[key]!r} is not a Kubernetes quantity")
         if not isinstance(st.get("gpus"), int) or st["gpus"] < 0:
             problems.append(f"{where}.gpus must be a non-negative integer")
