@@ -101,15 +101,21 @@ def docker_run(pipeline, params: dict, root: Path, mounts: list[str]):
     runner = local.DockerRunner(labels={RUN_LABEL: run_id}, mounts=binds, network_disabled=True)
     local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
     client = docker.from_env()
+    failed = None
     try:
         with container_exits(client, run_id) as exits:
-            outputs = _call(pipeline, params)
-        bad = {name: code for name, code in exits.items() if code != 0}
-        if bad or not exits:
-            raise RuntimeError(f"containers of this run exited with {bad or 'no exit code'}")
-        return outputs
+            try:
+                outputs = _call(pipeline, params)
+            except RuntimeError as err:  # kfp.local saw a failure: add the exit codes
+                failed = err
     finally:
         client.close()
+    bad = {name: code for name, code in exits.items() if code != 0}
+    if failed or bad or not exits:
+        raise RuntimeError(f"containers of this run exited with {bad or exits or 'nothing'}") from (
+            failed
+        )
+    return outputs
 
 
 def bind_mount(spec: str):

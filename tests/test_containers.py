@@ -9,6 +9,7 @@ fails; a plain pytest without an engine skips this module with the reason.
 from __future__ import annotations
 
 import contextlib
+import csv
 import importlib.util
 import json
 import os
@@ -81,7 +82,12 @@ def images(client):
 def smoke_root(tmp_path_factory) -> Path:
     from lanepaint.models.smoke import build_smoke
 
-    return Path(build_smoke(tmp_path_factory.mktemp("smoke") / "root"))
+    root = Path(build_smoke(tmp_path_factory.mktemp("smoke") / "root"))
+    # transformers' save_pretrained leaves some safetensors files 0600 (owner only): the
+    # containers' user reads the model root, as it would a read-only GCS bucket.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
 
 
 @pytest.fixture
@@ -100,8 +106,9 @@ def open_up(folder: Path) -> None:
 
 def run_pipeline(name: str, params: dict, work: Path, smoke: Path, monkeypatch):
     monkeypatch.setenv("LANEPAINT_IMAGE_REGISTRY", images_local.REGISTRY)
-    open_up(work)
     root = work / "root"
+    root.mkdir(exist_ok=True)
+    open_up(work)
     return local_runner.run_local(
         name, params, root, image_tag=images_local.TAG, mounts=[str(work), f"{smoke}:ro"]
     )
@@ -160,8 +167,10 @@ def test_a_container_exit_code_is_seen_even_when_the_container_is_gone(client, i
 
 
 def test_a_failing_task_fails_the_docker_run(images, work, smoke_root, monkeypatch):
+    """A task that fails inside its container (a missing input; the component raises, the
+    executor exits 1) fails the run, and the error names the container's exit code."""
     missing = work / "no-such-dataset"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"exited with \{'[^']+': 1\}"):
         run_pipeline("filter-dataset", {"input_dir": str(missing)}, work, smoke_root, monkeypatch)
     assert not list(work.glob("no-such-dataset*"))
 
@@ -194,16 +203,14 @@ def test_train_pipeline_in_its_images(images, work, smoke_root, monkeypatch):
 
 
 def test_edit_pipeline_in_its_images(images, work, smoke_root, monkeypatch):
-    """segment -> shard -> edit -> merge -> evaluate, each in its image, as compiled."""
-    video, _ = render_clip(SceneSpec(width=96, height=64), 4, 8.0)
-    clip = work / "in" / "chunk_0000" / "clip.mp4"
-    clip.parent.mkdir(parents=True)
-    write_video(clip, video, 8.0)
+    """segment -> shard -> edit -> merge -> evaluate, each in its image, as compiled. The
+    classical segmenter: the smoke SAM2 marks every pixel as road (see the next test)."""
+    clip = write_clip(work / "in" / "chunk_0000" / "clip.mp4")
     out = work / "vp"
     params = {
         "videos": [str(clip)],
         "model_root": str(smoke_root),
-        "segmenter": "sam2",
+        "segmenter": "classical",
         "max_frames": 2,
         "output_dir": str(out),
         "instruction": "lane single white dashed",
@@ -213,39 +220,66 @@ def test_edit_pipeline_in_its_images(images, work, smoke_root, monkeypatch):
         "first_frame_steps": 2,
     }
     run_pipeline("edit", params, work, smoke_root, monkeypatch)
-    assert (out / "meta.csv").read_text().count("clip") == 1
-    assert json.loads((out / "summary.json").read_text())["details"]["frames_segmented"] == 2
+    rows = list(csv.DictReader((out / "meta.csv").open()))
+    assert [(r["video_id"], r["frames"]) for r in rows] == [("clip", "2")]
     edits = out.parent / "vp__edits"
+    merged = json.loads((edits / "summary.json").read_text())
+    assert (merged["done"], merged["failed"], merged["model_set"]) == (1, 0, "smoke"), merged
     record = json.loads((edits / "clip" / "single_white_dashed" / "record.json").read_text())
     assert record["frames"] == 2 and record["model_set"] == "smoke"
     evaluation = json.loads((edits / "_evaluation" / "summary.json").read_text())
     assert evaluation["done"] == 1 and (edits / "_evaluation" / "report.html").is_file()
 
 
-def test_caption_component_in_its_image(images, work, smoke_root, monkeypatch, tmp_path):
-    """caption is in no pipeline: its compiled component alone, in its image."""
+def write_clip(path: Path) -> Path:
+    video, _ = render_clip(SceneSpec(width=96, height=64), 4, 8.0)
+    path.parent.mkdir(parents=True)
+    write_video(path, video, 8.0)
+    return path
+
+
+def run_component(module: str, name: str, params: dict, work: Path, smoke: Path, tmp: Path):
+    """A stage's component alone, compiled in a fresh interpreter with the local images."""
     from kfp import components
 
+    spec = tmp / f"{name}.yaml"
+    env = {**os.environ, "LANEPAINT_IMAGE_TAG": images_local.TAG}
+    env["LANEPAINT_IMAGE_REGISTRY"] = images_local.REGISTRY
+    code = f"import sys; from kfp import compiler; from components.{module} import {name}; "
+    code += f"compiler.Compiler().compile({name}, sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, str(spec)], cwd=REPO, env=env, check=True)
+    assert ref(cfg.stage_settings(module.replace("_", "-"))["image"]) in spec.read_text()
+    (work / "root").mkdir(exist_ok=True)
+    open_up(work)
+    component = components.load_component_from_file(str(spec))
+    return local_runner.docker_run(component, params, work / "root", [str(work), f"{smoke}:ro"])
+
+
+def test_segment_component_with_sam2_in_its_image(images, work, smoke_root, tmp_path):
+    """The SAM2 video predictor (smoke weights, sam2's own configs) inside the image."""
+    clip = write_clip(work / "in" / "clip.mp4")
+    out = work / "vp"
+    params = {"videos": [str(clip)], "model_root": str(smoke_root), "max_frames": 2}
+    task = run_component(
+        "segment", "segment", {**params, "output_dir": str(out)}, work, smoke_root, tmp_path
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["model_set"]) == (1, "smoke")
+    assert summary["details"]["frames_segmented"] == 2
+    assert (out / "mask_root" / "clip" / "all_masks.npz").stat().st_uid == UID
+    assert json.loads(Path(task.outputs["layout"].path).read_text())["uri"] == str(out)
+
+
+def test_caption_component_in_its_image(images, work, smoke_root, tmp_path):
+    """caption is in no pipeline: its compiled component alone, in its image."""
     folder = work / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name, shape in (("a.png", (48, 64, 3)), ("gray.png", (40, 40))):
         Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(folder / name)
     (folder / "broken.png").write_bytes(b"not an image")
-    spec = tmp_path / "caption.yaml"
-    env = {**os.environ, "LANEPAINT_IMAGE_TAG": images_local.TAG}
-    env["LANEPAINT_IMAGE_REGISTRY"] = images_local.REGISTRY
-    code = "import sys; from kfp import compiler; from components.caption import caption; "
-    code += "compiler.Compiler().compile(caption, sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, str(spec)], cwd=REPO, env=env, check=True)
-    assert ref("caption") in spec.read_text()
-    open_up(work)
-    task = local_runner.docker_run(
-        components.load_component_from_file(str(spec)),
-        {"images": [str(folder)], "model_root": str(smoke_root), "batch_size": 2},
-        work / "root",
-        [str(work), f"{smoke_root}:ro"],
-    )
+    params = {"images": [str(folder)], "model_root": str(smoke_root), "batch_size": 2}
+    task = run_component("caption", "caption", params, work, smoke_root, tmp_path)
     lines = Path(task.outputs["captions"].path).read_text().splitlines()
     assert len(lines) == 3
     assert "captioned" in Path(task.outputs["report"].path).read_text()
