@@ -48,6 +48,7 @@ STANDIN = "localhost/lanepaint-standin"
 DEBIAN_SUITE = "bookworm"  # python3.11 is its system Python
 DEBIAN_MIRROR = os.environ.get("LANEPAINT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SYSTEM_PYTHON = "/usr/bin/python3.11"
+VENDOR_LABEL = "org.opencontainers.image.vendor=lanepaint"  # on every image we build
 INDEX_PORT = int(os.environ.get("LANEPAINT_INDEX_PORT", "8731"))  # fixed: part of the cache key
 
 
@@ -299,7 +300,14 @@ def build(docker: str) -> int:
         if cert:
             command += ["--secret", f"id=ca-bundle,src={cert}"]
         log(shlex.join(command))
-        return subprocess.run(command, cwd=REPO).returncode
+        code = subprocess.run(command, cwd=REPO).returncode
+    # The images a rebuild replaced (untagged now, ours by their vendor label) hold the old
+    # torch layer: gigabytes per rebuild otherwise.
+    subprocess.run(
+        [docker, "image", "prune", "--force", "--filter", f"label={VENDOR_LABEL}"],
+        stdout=subprocess.DEVNULL,
+    )
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
