@@ -142,11 +142,13 @@ def container_exits(client, run_id: str, settle_s: float = 30.0) -> Iterator[dic
     def collect() -> None:
         with contextlib.suppress(Exception):  # the stream ends with an error when closed
             for event in stream:
-                name = event.get("Actor", {}).get("Attributes", {}).get("name", event.get("id"))
-                if event.get("status") == "start":
+                actor = event.get("Actor", {})
+                name = actor.get("Attributes", {}).get("name") or actor.get("ID", "")
+                action = event.get("Action") or event.get("status")  # status: older APIs
+                if action == "start":
                     started.add(name)
-                elif event.get("status") == "die":
-                    exits[name] = int(event["Actor"]["Attributes"].get("exitCode", -1))
+                elif action == "die":
+                    exits[name] = int(actor.get("Attributes", {}).get("exitCode", -1))
 
     thread = threading.Thread(target=collect, name="docker-events", daemon=True)
     thread.start()
