@@ -7,6 +7,7 @@ tests/test_containers.py builds on this with the images themselves."""
 import importlib.util
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -367,6 +368,9 @@ def test_local_indexes_are_served_to_the_build(tmp_path, monkeypatch):
         "find-links": [str(tmp_path / "wheels")],
     }
     monkeypatch.setattr(local, "pip_locations", lambda: found)
+    with socket.socket() as probe:  # a free port: a build here may hold the default one
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(local, "INDEX_PORT", probe.getsockname()[1])
     with local.served_indexes() as args:
         values = dict(a.split("=", 1) for a in args)
         extra = values["UV_EXTRA_INDEX_URL"].split()
