@@ -78,8 +78,9 @@ def apt_install(*packages: str) -> None:
 def docker_client() -> str:
     """A docker CLI that can build with BuildKit: one with the buildx plugin, else Debian's
     own client (docker.io, which has BuildKit built in), else whatever `docker` is."""
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
-        return "docker"
+    with contextlib.suppress(OSError):  # no `docker` on PATH at all
+        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
+            return "docker"
     debian = Path("/usr/bin/docker")
     return str(debian) if debian.is_file() else "docker"
 
