@@ -231,6 +231,33 @@ def test_edit_pipeline_in_its_images(images, work, smoke_root, monkeypatch):
     assert evaluation["done"] == 1 and (edits / "_evaluation" / "report.html").is_file()
 
 
+def test_dataset_build_pipeline_in_its_images(images, work, smoke_root, monkeypatch):
+    """shard -> build-dataset (SAM2 + the smoke VLM) -> merge -> filter-dataset, as compiled."""
+    from lanepaint.data.synth import write_chunks
+
+    source = work / "source"
+    write_chunks(source, chunks=1, per_chunk=2, frames=4, fps=8, width=96, height=64, seed=5)
+    out = work / "datasets" / "run1"
+    params = {
+        "source": str(source),
+        "output_root": str(work / "datasets"),
+        "output_dir": str(out),
+        "model_root": str(smoke_root),
+        "num_shards": 1,
+        "frame_numbers": "0",
+        "min_coverage": 0.0,
+        "segmenter": "sam2",
+        "captioner": "vlm",
+        "require_clear_road": False,
+    }
+    run_pipeline("dataset-build", params, work, smoke_root, monkeypatch)
+    rows, rejected = fluxfill.read_dataset(str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["failed"], summary["model_set"]) == (2, 0, "smoke")
+    assert len(rows) == 2 and not rejected
+    assert (Path(str(out) + "__all") / "train.csv").is_file()
+
+
 def write_clip(path: Path) -> Path:
     video, _ = render_clip(SceneSpec(width=96, height=64), 4, 8.0)
     path.parent.mkdir(parents=True)
