@@ -182,6 +182,23 @@ def test_every_compiled_task_runs_non_root_with_pod_labels(name):
         assert labels[cfg.STAGE_LABEL] in cfg.stages()
 
 
+@pytest.mark.parametrize("name", sorted(pc.PIPELINES))
+def test_every_compiled_quantity_is_a_kubernetes_quantity(name):
+    """What the backend copies into the pod spec (requests, limits, /dev/shm size)."""
+    docs, _ = load_package(pc.COMPILED / f"{name}.yaml")
+    quantities = [
+        value
+        for ex in docs[0]["deploymentSpec"]["executors"].values()
+        for key, value in ex["container"].get("resources", {}).items()
+        if key.startswith("resource")
+    ]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    quantities += [m["sizeLimit"] for p in platform for m in p.get("emptyDirMounts", [])]
+    assert quantities
+    assert [q for q in quantities if not cfg.QUANTITY.match(str(q))] == []
+    assert not cfg.QUANTITY.match("60K") and cfg.QUANTITY.match("60k")
+
+
 def test_a_misspelt_kubernetes_field_fails_the_strict_parse(tmp_path):
     """The PlatformSpec keeps executor configs as Structs: only the KubernetesExecutorConfig
     parse notices a field the backend would silently ignore."""
