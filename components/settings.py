@@ -37,10 +37,22 @@ STAGE_KEYS = {
     "secrets_volume",
 }
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki|m)?$")
+# A Kubernetes resource quantity (apimachinery's grammar: a number, then a binary suffix,
+# a decimal suffix or a decimal exponent; `k` is kilo, `K` alone is not a suffix).
+QUANTITY = re.compile(
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^[0-9]+s$")
+# A label key (optional DNS-subdomain prefix, then a name) and value, as Kubernetes checks them.
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+STAGE_LABEL = "lanepaint.dev/stage"
+WORKLOAD_LABEL = "lanepaint.dev/workload"
 
 
 @cache
@@ -106,10 +118,24 @@ def stage_images() -> dict[str, list[str]]:
     return out
 
 
+def pod_labels(stage: str) -> dict[str, str]:
+    """The labels a task's pod carries: settings' ``pod.labels``, the stage and the kind of
+    work (``gpu-batch`` or ``cpu-batch``, what a priority or quota policy selects on)."""
+    workload = "gpu-batch" if int(stage_settings(stage)["gpus"]) else "cpu-batch"
+    return {**settings()["pod"]["labels"], STAGE_LABEL: stage, WORKLOAD_LABEL: workload}
+
+
 def configure(task, stage: str):
-    """Resources, retries, timeout, caching, secrets and (for GPU stages) accelerator,
-    node selector, toleration and an enlarged /dev/shm."""
+    """Resources, retries, timeout, caching, secrets, the non-root security context and pod
+    labels, and (for GPU stages) accelerator, node selector, toleration and an enlarged
+    /dev/shm."""
     st = stage_settings(stage)
+    pod = settings()["pod"]
+    kubernetes.set_security_context(
+        task, run_as_user=pod["run_as_user"], run_as_group=pod["run_as_group"], run_as_non_root=True
+    )
+    for key, value in pod_labels(stage).items():
+        kubernetes.add_pod_label(task, key, value)
     task.set_cpu_request(str(st["cpu"])).set_memory_request(str(st["memory"]))
     if st.get("cpu_limit"):
         task.set_cpu_limit(str(st["cpu_limit"]))
@@ -157,7 +183,16 @@ def configure(task, stage: str):
 def validate(data: dict) -> list[str]:
     """Problems in a settings document (empty when valid)."""
     problems: list[str] = []
-    for key in ("image_registry", "image_tag", "gpu", "defaults", "stages", "cluster", "schedule"):
+    for key in (
+        "image_registry",
+        "image_tag",
+        "pod",
+        "gpu",
+        "defaults",
+        "stages",
+        "cluster",
+        "schedule",
+    ):
         if key not in data:
             problems.append(f"missing {key!r}")
     if problems:
@@ -167,6 +202,7 @@ def validate(data: dict) -> list[str]:
     for name in data.get("image_pull_secrets") or []:
         if not _DNS_NAME.match(str(name)):
             problems.append(f"image pull secret {name!r} is not a Kubernetes name")
+    problems += _pod_problems(data["pod"])
     defaults = data["defaults"]
     gpus_by_image: dict[str, set[int]] = {}
     for stage, own in data["stages"].items():
@@ -177,7 +213,7 @@ def validate(data: dict) -> list[str]:
             problems.append(f"{where}: unknown keys {sorted(unknown)}")
         st = {**defaults, **own}
         for key in ("cpu", "memory", "cpu_limit", "memory_limit", "shm"):
-            if st.get(key) is not None and not _QUANTITY.match(str(st[key])):
+            if st.get(key) is not None and not QUANTITY.match(str(st[key])):
                 problems.append(f"{where}.{key}: {st[key]!r} is not a Kubernetes quantity")
         if not isinstance(st.get("gpus"), int) or st["gpus"] < 0:
             problems.append(f"{where}.gpus must be a non-negative integer")
@@ -194,6 +230,25 @@ def validate(data: dict) -> list[str]:
     for image, counts in gpus_by_image.items():
         if len(counts) > 1:
             problems.append(f"image {image!r} is shared by stages with different GPU counts")
+    return problems
+
+
+def _pod_problems(pod: dict) -> list[str]:
+    """A non-root uid/gid and labels Kubernetes accepts (the stage labels are added)."""
+    problems = []
+    for key in ("run_as_user", "run_as_group"):
+        value = pod.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            problems.append(f"pod.{key} must be a positive integer (never root)")
+    labels = pod.get("labels") or {}
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(str(key)) or not _LABEL_VALUE.match(str(value)):
+            problems.append(f"pod.labels: {key}={value!r} is not a Kubernetes label")
+    if {STAGE_LABEL, WORKLOAD_LABEL} & set(labels):
+        problems.append(f"pod.labels: {STAGE_LABEL} and {WORKLOAD_LABEL} are set per task")
+    unknown = set(pod) - {"run_as_user", "run_as_group", "labels"}
+    if unknown:
+        problems.append(f"pod: unknown keys {sorted(unknown)}")
     return problems
 
 

@@ -10,6 +10,8 @@ because the images would claim a commit they do not contain.
     python images/build.py [--registry R] [--tag T] [--also-tag v0.1.0] [--no-push]
     python images/build.py --push-only ...    # push what an earlier --no-push built
     python images/build.py --dry-run ...      # print the docker commands only
+    python images/build.py --build-arg CUDA_IMAGE=... --network host --secret id=...,src=...
+                                              # other bases, indexes (images/local.py)
 """
 
 from __future__ import annotations
@@ -65,10 +67,14 @@ def plan(
     build: bool = True,
     push: bool = True,
     docker: str = "docker",
+    build_options: list[str] | None = None,
 ) -> list[list[str]]:
-    """The docker commands, in order: base first, then every stage image on top of it."""
+    """The docker commands, in order: base first, then every stage image on top of it.
+    ``build_options`` (e.g. other base images as --build-arg, --network, --secret) go to
+    every build."""
     base = cfg.image_ref(cfg.BASE_IMAGE, tag, registry)
     label_args = [a for k, v in labels.items() for a in ("--build-arg", f"{k}={v}")]
+    label_args = [*(build_options or []), *label_args]
     builds: list[list[str]] = []
     refs: list[str] = []
 
@@ -107,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--allow-dirty", action="store_true")
     parser.add_argument("--docker", default=os.environ.get("DOCKER", "docker"))
+    parser.add_argument(
+        "--build-arg", action="append", default=[], metavar="K=V", help="e.g. CUDA_IMAGE=..."
+    )
+    parser.add_argument("--network", help="the builds' network (host: indexes on 127.0.0.1)")
+    parser.add_argument("--secret", action="append", default=[], help="id=ca-bundle,src=PATH")
     args = parser.parse_args(argv)
+    options = [a for v in args.build_arg for a in ("--build-arg", v)]
+    options += [a for v in args.secret for a in ("--secret", v)]
+    options += ["--network", args.network] if args.network else []
 
     registry = args.registry or cfg.image_registry()
     tag = args.tag or _git("rev-parse", "--short=12", "HEAD")
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         build=not args.push_only,
         push=not args.no_push,
         docker=args.docker,
+        build_options=options,
     )
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}  # Dockerfile.dockerignore needs BuildKit
     for command in commands:

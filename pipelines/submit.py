@@ -31,6 +31,7 @@ import kfp_server_api
 import urllib3
 import yaml
 from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components import settings as cfg
@@ -142,8 +143,15 @@ def _expected(stage: str) -> dict:
     """What settings.yaml says a task of ``stage`` must carry once compiled."""
     st = cfg.stage_settings(stage)
     gpu = cfg.settings()["gpu"]
+    pod = cfg.settings()["pod"]
     gpus = int(st["gpus"])
     exp = {
+        "security_context": {  # int64 fields are strings in proto JSON
+            "runAsUser": str(pod["run_as_user"]),
+            "runAsGroup": str(pod["run_as_group"]),
+            "runAsNonRoot": True,
+        },
+        "pod_labels": cfg.pod_labels(stage),
         "cpu": str(st["cpu"]),
         "memory": str(st["memory"]),
         "memory_limit": str(st["memory_limit"]) if st.get("memory_limit") else None,
@@ -188,6 +196,8 @@ def _actual(container: dict, platform: dict, task: dict) -> dict:
     res = container.get("resources", {})
     acc = res.get("accelerator")
     return {
+        "security_context": platform.get("securityContext"),
+        "pod_labels": platform.get("podMetadata", {}).get("labels", {}),
         "cpu": res.get("resourceCpuRequest"),
         "memory": res.get("resourceMemoryRequest"),
         "memory_limit": res.get("resourceMemoryLimit"),
@@ -206,21 +216,41 @@ def _actual(container: dict, platform: dict, task: dict) -> dict:
     }
 
 
-def check_compiled(docs: list[dict], expected_tag: str | None = None, text: str = "") -> list[str]:
-    """Problems in a compiled pipeline: strict proto parse, images from settings with one
-    pinned tag, every task placed and sized as its stage's settings say (accelerator, node
-    selector, toleration, /dev/shm, resources, timeout, retries, caching, secrets) and no
-    credential in the text."""
-    problems: list[str] = []
+def strict_parse(docs: list[dict]) -> list[str]:
+    """The spec as PipelineSpec and PlatformSpec, and each executor's kubernetes config as
+    kfp-kubernetes' KubernetesExecutorConfig, all without ignoring unknown fields: the
+    PlatformSpec holds executor configs as free-form Structs, so only the last parse catches
+    a misspelt field (``nodeSelectors``) that the backend would silently drop."""
     try:
         json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
         if len(docs) > 1:
             json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
     except json_format.ParseError as err:
         return [f"not a valid PipelineSpec/PlatformSpec: {err}"]
-    spec = docs[0]
+    problems = []
+    for label, config in _platform_executors(docs).items():
+        try:
+            json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        except json_format.ParseError as err:
+            problems.append(f"executor {label}: not a valid KubernetesExecutorConfig: {err}")
+    return problems
+
+
+def _platform_executors(docs: list[dict]) -> dict[str, dict]:
     platform = (docs[1] if len(docs) > 1 else {}).get("platforms", {}).get("kubernetes", {})
-    platform_execs = platform.get("deploymentSpec", {}).get("executors", {})
+    return platform.get("deploymentSpec", {}).get("executors", {})
+
+
+def check_compiled(docs: list[dict], expected_tag: str | None = None, text: str = "") -> list[str]:
+    """Problems in a compiled pipeline: strict proto parse (strict_parse), images from
+    settings with one pinned tag, every task placed and sized as its stage's settings say
+    (accelerator, node selector, toleration, /dev/shm, resources, timeout, retries, caching,
+    secrets, non-root security context, pod labels) and no credential in the text."""
+    problems = strict_parse(docs)
+    if problems:
+        return problems
+    spec = docs[0]
+    platform_execs = _platform_executors(docs)
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     images = cfg.stage_images()
     prefix = f"{cfg.image_registry()}/{cfg.IMAGE_PREFIX}"

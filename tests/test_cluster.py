@@ -1,6 +1,7 @@
 """Component settings and compiled pipelines against them: every GPU task carries its
-accelerator, node selector, toleration and /dev/shm; images come from settings with a pinned
-tag; caching only with a content key; secrets only by name."""
+accelerator, node selector, toleration and /dev/shm; every task runs non-root with its pod
+labels; each executor's kubernetes config parses strictly; images come from settings with a
+pinned tag; caching only with a content key; secrets only by name."""
 
 import copy
 from pathlib import Path
@@ -11,7 +12,7 @@ from kfp import compiler, dsl
 
 from components import settings as cfg
 from pipelines import compile as pc
-from pipelines.submit import check_compiled, load_package
+from pipelines.submit import check_compiled, load_package, strict_parse
 
 PRODUCT_STAGES = {
     "segment": True,
@@ -125,6 +126,12 @@ def test_image_tag_comes_from_the_environment_and_is_never_latest(monkeypatch):
         (lambda d: d["stages"]["edit"].update(caching=True), "content_key"),
         (lambda d: d["stages"]["edit"].update(gpu=2), "unknown keys"),
         (lambda d: d["stages"]["edit"].update(memory="lots"), "quantity"),
+        (lambda d: d["stages"]["edit"].update(memory="60K"), "quantity"),
+        (lambda d: d["pod"].update(run_as_user=0), "never root"),
+        (lambda d: d["pod"].pop("run_as_group"), "run_as_group"),
+        (lambda d: d["pod"]["labels"].update({"bad key!": "x"}), "not a Kubernetes label"),
+        (lambda d: d["pod"]["labels"].update({"lanepaint.dev/stage": "x"}), "set per task"),
+        (lambda d: d["pod"].update(fs_group=1), "unknown keys"),
         (lambda d: d["stages"]["edit"].update(gpus=-1), "non-negative"),
         (lambda d: d["stages"]["merge"].update(gpus=1), "shared by stages"),
         (lambda d: d.update(image_tag="latest"), "pinned tag"),
@@ -152,6 +159,62 @@ def test_invalid_settings_are_refused(patched_settings, edit, needle):
 def test_every_compiled_pipeline_matches_settings(name):
     docs, text = load_package(pc.COMPILED / f"{name}.yaml")
     assert check_compiled(docs, expected_tag=cfg.settings()["image_tag"], text=text) == []
+
+
+@pytest.mark.parametrize("name", sorted(pc.PIPELINES))
+def test_every_compiled_task_runs_non_root_with_pod_labels(name):
+    docs, _ = load_package(pc.COMPILED / f"{name}.yaml")
+    assert strict_parse(docs) == []
+    executors = docs[0]["deploymentSpec"]["executors"]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(platform) == set(executors)
+    pod = cfg.settings()["pod"]
+    for label, config in platform.items():
+        assert config["securityContext"] == {
+            "runAsUser": str(pod["run_as_user"]),
+            "runAsGroup": str(pod["run_as_group"]),
+            "runAsNonRoot": True,
+        }, label
+        labels = config["podMetadata"]["labels"]
+        assert labels.items() >= pod["labels"].items()
+        gpu = bool(executors[label]["container"].get("resources", {}).get("accelerator"))
+        assert labels[cfg.WORKLOAD_LABEL] == ("gpu-batch" if gpu else "cpu-batch"), label
+        assert labels[cfg.STAGE_LABEL] in cfg.stages()
+
+
+@pytest.mark.parametrize("name", sorted(pc.PIPELINES))
+def test_every_compiled_quantity_is_a_kubernetes_quantity(name):
+    """What the backend copies into the pod spec (requests, limits, /dev/shm size)."""
+    docs, _ = load_package(pc.COMPILED / f"{name}.yaml")
+    quantities = [
+        value
+        for ex in docs[0]["deploymentSpec"]["executors"].values()
+        for key, value in ex["container"].get("resources", {}).items()
+        if key.startswith("resource")
+    ]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    quantities += [m["sizeLimit"] for p in platform for m in p.get("emptyDirMounts", [])]
+    assert quantities
+    assert [q for q in quantities if not cfg.QUANTITY.match(str(q))] == []
+    assert not cfg.QUANTITY.match("60K") and cfg.QUANTITY.match("60k")
+
+
+def test_a_misspelt_kubernetes_field_fails_the_strict_parse(tmp_path):
+    """The PlatformSpec keeps executor configs as Structs: only the KubernetesExecutorConfig
+    parse notices a field the backend would silently ignore."""
+    docs, text = _compile(tmp_path, ["edit"])
+    (config,) = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    assert strict_parse(docs) == [] and check_compiled(docs, text=text) == []
+    config["nodeSelectors"] = config.pop("nodeSelector")
+    (problem,) = strict_parse(docs)
+    assert "KubernetesExecutorConfig" in problem and "nodeSelectors" in problem
+    assert check_compiled(docs, text=text) == [problem]
+    config["nodeSelector"] = config.pop("nodeSelectors")
+    config["securityContext"]["runAsUser"] = "root"
+    assert "runAsUser" in strict_parse(docs)[0]
+    config["securityContext"] = {"runAsUser": "0", "runAsGroup": "0"}
+    (problem,) = check_compiled(docs, text=text)
+    assert "security_context" in problem
 
 
 def test_every_stage_compiles_with_its_gpu_placement(tmp_path):

