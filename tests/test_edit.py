@@ -87,8 +87,8 @@ def test_edit_outputs_resume_and_failures(smoke_root, models, data, tmp_path):
             rec = json.loads((item / "record.json").read_text())
             assert rec["model_set"] == "smoke" and rec["frames"] == frames
             info = probe(item / "edited.mp4")
-            assert info.frames == frames and (info.height, info.width) == (32, 48)
-            assert probe(item / "side_by_side.mp4").width == 96
+            assert info.frames == frames and (info.height, info.width) == (64, 96)  # the source's
+            assert probe(item / "side_by_side.mp4").width == 192
             assert (item / "first_frame" / "attempt_0.png").exists()
             judge = json.loads((item / "judge.json").read_text())
             assert 1 <= len(judge["attempts"]) <= 2
@@ -140,10 +140,10 @@ def test_failed_output_write_is_recorded_and_the_rest_goes_on(
     real = outputs.write_local_video
     broken = {"good": True}
 
-    def flaky(uri, frames, fps, write_video):
+    def flaky(uri, frames, fps, write_video, **options):
         if broken["good"] and "/good/" in uri.replace("\\", "/") and "single_white_solid" in uri:
             raise OSError("disk full (simulated)")
-        return real(uri, frames, fps, write_video)
+        return real(uri, frames, fps, write_video, **options)
 
     monkeypatch.setattr(outputs, "write_local_video", flaky)
     config = replace(FAST, video_ids=("good",))

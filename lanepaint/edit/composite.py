@@ -1,0 +1,123 @@
+"""The video model's work brought back to the source: its inputs made in the view, its
+output composited into the source's own decoded frames at their full resolution.
+
+The repaint region of a frame is its road mask dilated by ``dilation`` and feathered by
+``feather`` source pixels (:class:`Repaint`). The view gets that region (mapped so that it
+never shrinks, see :meth:`Geometry.mask_to_view`), so the model generates every pixel the
+blend will use; back at the source's size, the model's frame (Lanczos through the
+geometry) is blended in with the feathered weight, and every pixel of weight 0 is copied
+from the source unchanged. Frame 0 is FluxFill's full-resolution frame itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lanepaint.data import masks as mask_ops
+from lanepaint.edit.first_frame import FirstFrameConfig
+from lanepaint.edit.geometry import Geometry, make_geometry
+
+REFERENCE_ROWS = 480  # pixel sizes of the settings are given for 480-row frames
+
+
+def at_rows(pixels: int, rows: int) -> int:
+    """A size given at :data:`REFERENCE_ROWS` rows, for a frame of ``rows`` rows."""
+    return round(pixels * rows / REFERENCE_ROWS)
+
+
+@dataclass(frozen=True)
+class Repaint:
+    """How far the propagated region reaches beyond the road mask, in source pixels."""
+
+    dilation: int
+    feather: int
+
+    @classmethod
+    def for_rows(cls, dilation: int, feather: int, rows: int) -> Repaint:
+        """Settings given at 480 rows, for a source of ``rows`` rows."""
+        return cls(at_rows(dilation, rows), at_rows(feather, rows))
+
+    def weight(self, mask: np.ndarray) -> np.ndarray:
+        """Blend weight of the model's pixels, float32 [H, W] in [0, 1]."""
+        return mask_ops.feather(mask_ops.dilate(mask, self.dilation), self.feather)
+
+    def regions(self, masks: np.ndarray) -> np.ndarray:
+        """Per frame, the pixels the blend may change (weight > 0), uint8 [T, H, W]."""
+        return np.stack([(self.weight(m) > 0).astype(np.uint8) for m in masks])
+
+
+def scaled_first_frame(config: FirstFrameConfig, rows: int) -> FirstFrameConfig:
+    """The first frame's settings (pixel sizes given at 480 rows) for a frame of ``rows``."""
+    return replace(
+        config, dilation=at_rows(config.dilation, rows), feather=at_rows(config.feather, rows)
+    )
+
+
+@dataclass
+class ViewInputs:
+    """What the video model is given, and how to bring its output back."""
+
+    geometry: Geometry
+    frames: np.ndarray  # [T, h, w, 3] uint8, the source in the view
+    masks: np.ndarray  # [T, h, w] uint8: the repaint regions in the view (padding 0)
+    first_frame: np.ndarray  # [h, w, 3] the edited frame 0 in the view
+    regions: np.ndarray  # [T, H, W] uint8: the repaint regions at the source's size
+    repaint: Repaint
+
+
+def view_inputs(
+    mode: str,
+    view: tuple[int, int],
+    frames: np.ndarray,
+    masks: np.ndarray,
+    first_frame: np.ndarray,
+    repaint: Repaint,
+) -> ViewInputs:
+    """The geometry of ``mode`` for this video and the model's inputs in its view."""
+    regions = repaint.regions(masks)
+    geometry = make_geometry(mode, frames.shape[1:3], view, regions)
+    return ViewInputs(
+        geometry,
+        np.stack([geometry.to_view(f) for f in frames]),
+        np.stack([geometry.mask_to_view(r) for r in regions]),
+        geometry.to_view(first_frame),
+        regions,
+        repaint,
+    )
+
+
+def composite_frame(
+    source: np.ndarray, generated: np.ndarray, weight: np.ndarray, geometry: Geometry
+) -> np.ndarray:
+    """One source frame with the model's view frame blended in by ``weight``; where the
+    weight is 0 the result is the source, bit for bit."""
+    out = source.copy()
+    t, lf, b, r = geometry.crop
+    alpha = weight[t:b, lf:r]
+    inside = alpha > 0
+    if not inside.any():
+        return out
+    patch = geometry.from_view(generated).astype(np.float32)
+    area = out[t:b, lf:r]
+    a = alpha[inside][:, None]
+    area[inside] = (area[inside] * (1 - a) + patch[inside] * a).round().astype(np.uint8)
+    return out
+
+
+def composite_video(
+    source: np.ndarray,
+    generated: np.ndarray,
+    masks: np.ndarray,
+    first_frame: np.ndarray,
+    geometry: Geometry,
+    repaint: Repaint,
+) -> np.ndarray:
+    """The edited video at the source's size: frame 0 is ``first_frame`` (already at that
+    size), every later frame the source with the model's output composited in."""
+    out = np.empty_like(source)
+    out[0] = first_frame
+    for t in range(1, len(source)):
+        out[t] = composite_frame(source[t], generated[t], repaint.weight(masks[t]), geometry)
+    return out
