@@ -334,8 +334,8 @@ def paint_first_frames(run: EditRun, models: Models) -> dict[str, tuple[FirstFra
             run.ledger.withdraw(item.id)
             try:
                 video_id = item.record.video_id
-                if video_id not in frame0:
-                    frames, masks = load_source(run, item.record)
+                if video_id not in frame0:  # frame 0 alone: full-resolution videos are large
+                    frames, masks = load_item(run.source, item.record, max_frames=1)
                     frame0[video_id] = (frames[0], masks[0])
                 # Pixel sizes at the source's own resolution (given at 480 rows).
                 painter.config = scaled_first_frame(run.first_frame, frame0[video_id][0].shape[0])
