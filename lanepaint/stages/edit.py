@@ -2,12 +2,17 @@
 
 Input is a VideoPainter layout (what segment writes). For each video and instruction:
 1. first frame — FluxFill (+ optional LoRA) paints the dilated, feathered road mask of frame
-   0 from the instruction's caption; the Qwen2.5-VL judge checks it (3-panel image) and on
-   FAIL the caption is revised and FluxFill retried (at most 5 attempts, best kept);
+   0 from the instruction's caption, on a crop around it at the source's resolution; the
+   Qwen2.5-VL judge checks it (3-panel image) and on FAIL the caption is revised and
+   FluxFill retried (at most 5 attempts, best kept);
 2. propagation — CogVideoX-5B-I2V with the VideoPainter branch carries the edited first
-   frame through the video (49-frame windows, overlapping, with ID resampling);
-3. outputs — edited video, side-by-side video, every first-frame attempt, the judge's
-   verdicts and a record with settings, model versions and timings (lanepaint.edit.layout).
+   frame through the video (49-frame windows, overlapping, with ID resampling), on a view of
+   the source made by the ``geometry`` setting (lanepaint.edit.geometry), and its output is
+   composited back into the source's own frames inside the dilated, feathered road mask
+   (lanepaint.edit.composite): the edit has the source's size and every other pixel;
+3. outputs — edited video, side-by-side video, repainted masks, every first-frame attempt,
+   the judge's verdicts and a record with settings, geometry, model versions and timings
+   (lanepaint.edit.layout).
 
 Models are loaded once per run and placed by the placement plan; all first frames are
 painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: CogVideoX), so
