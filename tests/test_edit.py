@@ -209,7 +209,14 @@ def test_first_frame_settings_mirror_the_painter_config():
     ff = EditConfig(first_frame_size=32, max_attempts=2, lora_scale=0.5, seed=7).first_frame
     assert (ff.size, ff.max_attempts, ff.lora_scale, ff.seed) == (32, 2, 0.5, 7)
     assert EditConfig().max_frames == 0  # 0 = every frame
-    for bad in (dict(max_attempts=0), dict(max_frames=-1), dict(instructions="lane triple")):
+    bad_values = (
+        dict(max_attempts=0),
+        dict(max_frames=-1),
+        dict(instructions="lane triple"),
+        dict(geometry="squash"),
+        dict(mask_feather=-1),
+    )
+    for bad in bad_values:
         with pytest.raises(ValueError):
             EditConfig(**bad)
 
@@ -234,6 +241,8 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
         "--compile",
         "--no-compile",
         "--attention",
+        "--geometry",
+        "--mask-feather",
     ):
         assert flag in text, flag
     VideoPainterLayout(str(tmp_path / "vp")).write_meta([])  # a layout without videos
@@ -248,4 +257,7 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
     assert main(["edit", *io, "--instruction", "lane triple white solid"]) == 2
     assert main(["edit", *io, "--max-frames", "-1"]) == 2
     assert main(["edit", *io, "--lora", str(tmp_path / "no-lora")]) == 2
+    with pytest.raises(SystemExit) as refused:  # not one of fit, crop, stretch
+        main(["edit", *io, "--geometry", "squash"])
+    assert refused.value.code == 2
     assert "no pytorch_lora_weights.safetensors" in caplog.text
