@@ -10,7 +10,8 @@ Full size (random bf16 weights built on the GPU, performance.md's work units):
   (first frame + one judge call, then propagation + encoding), models swapped between
   phases as the placement plan does on one GPU.
 - composite: the source-resolution work around propagation, on the CPU, at 1920x1080 for
-  49 frames whatever the size (lanepaint.edit.composite): the repaint regions and the view
+  49 frames (smoke: 480x270, 9 frames; ``--size full --parts composite`` needs no GPU)
+  (lanepaint.edit.composite): the repaint regions and the view
   inputs (frames and masks into the 480x720 view, ``fit``), the model's frames composited
   back (Lanczos + feathered blend), and encoding edited.mp4 + side_by_side.mp4 at that
   size; beside the propagation time of the same run when ``propagate`` ran too.
@@ -282,8 +283,7 @@ def _denoiser_probe(pipe, h: int, w: int, device: str) -> torch.Tensor:
     return out.float().cpu()
 
 
-COMPOSITE_SOURCE = (1080, 1920)  # rows, columns
-COMPOSITE_FRAMES = 49
+COMPOSITE_WORK = {"full": ((1080, 1920), 49), "smoke": ((270, 480), 9)}  # (rows, cols), frames
 
 
 def _drive(h: int, w: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -306,15 +306,16 @@ def _old_resize(video: np.ndarray, road: np.ndarray, size: tuple[int, int]) -> N
         Image.fromarray(m).resize((w, h), Image.NEAREST)
 
 
-def bench_composite(propagate_s: float | None) -> dict:
+def bench_composite(size: str, propagate_s: float | None) -> dict:
     """The composite record (see the module doc)."""
     import tempfile
 
     from lanepaint.edit.composite import Repaint, composite_video, view_inputs
     from lanepaint.io.video import write_video
 
-    video, road = _drive(*COMPOSITE_SOURCE, COMPOSITE_FRAMES)
-    view_size, repaint = (480, 720), Repaint.for_rows(16, 8, COMPOSITE_SOURCE[0])
+    (h, w), frames = COMPOSITE_WORK[size]
+    video, road = _drive(h, w, frames)
+    view_size, repaint = (480, 720), Repaint.for_rows(16, 8, h)
     ref_s, _ = _clock(lambda: _old_resize(video, road, view_size))
     view_s, view = _clock(lambda: view_inputs("fit", view_size, video, road, video[0], repaint))
     generated = 255 - view.frames  # stands in for the model's frames
@@ -329,7 +330,6 @@ def bench_composite(propagate_s: float | None) -> dict:
                 write_video(Path(tmp) / "s.mp4", side, 8.0),
             )
         )
-    h, w = COMPOSITE_SOURCE
     return perf_record(
         "composite",
         view_s + comp_s,
@@ -338,7 +338,7 @@ def bench_composite(propagate_s: float | None) -> dict:
         floor_s=None,
         peak_gib=None,
         extra={
-            "work": f"{COMPOSITE_FRAMES} frames {w}x{h} <-> 480x720 (fit), CPU",
+            "work": f"{frames} frames {w}x{h} <-> 480x720 (fit), CPU",
             "phases_s": {
                 "view_inputs": round(view_s, 3),
                 "composite": round(comp_s, 3),
@@ -462,7 +462,7 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
             )
     if "composite" in parts:
         propagated = [r["ours_s"] for r in results if r["stage"] == "propagate"]
-        results.append(bench_composite(propagated[0] if propagated else None))
+        results.append(bench_composite(size, propagated[0] if propagated else None))
     write_json(results, out_dir, size)
     return results
 
