@@ -2,6 +2,8 @@
 (lanepaint.edit.composite), without models: shapes keep their proportions, padding never
 enters a mask, every source size maps, and the background is the source's bit for bit."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -143,3 +145,29 @@ def test_composite_keeps_every_background_pixel_exactly():
         assert np.array_equal(out[t][keep], frames[t][keep])
         assert (out[t][masks[t] > 0] == 255).all()  # inside the road: the model's pixels
         assert not (view.regions[t] & ~(repaint.weight(masks[t]) > 0)).any()
+
+
+def test_a_video_under_16_pixels_is_refused_before_any_model(tmp_path):
+    """load_item (what both phases of the edit read) refuses it with the reason; an odd
+    size that the encoder padded to even is cut back to its masks' size."""
+    from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
+    from lanepaint.edit.inputs import load_item
+    from lanepaint.io.video import write_video
+
+    layout = VideoPainterLayout(str(tmp_path))
+    records = []
+    for video_id, (h, w) in {"tiny": (8, 40), "odd": (33, 47)}.items():
+        frames = np.full((2, h, w, 3), 100, np.uint8)
+        path = Path(layout.raw_video("g", video_id))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(path, frames, 8.0)  # yuv420p: the odd one becomes 34x48
+        layout.write_masks(video_id, np.ones((2, h, w), np.uint8) * (np.arange(w) < w // 2))
+        rel = layout.raw_video_rel("g", video_id)
+        records.append(VideoRecord(video_id, rel, video_id, 8.0, 2, w, h, 0, 1))
+    layout.write_meta(records)
+    by_id = {r.video_id: r for r in layout.read_meta()}
+    tiny, odd = by_id["tiny"], by_id["odd"]
+    with pytest.raises(ValueError, match="40x8: both sides must be at least 16 pixels"):
+        load_item(layout, tiny)
+    frames, masks = load_item(layout, odd)
+    assert frames.shape == (2, 33, 47, 3) and masks.shape == (2, 33, 47)
