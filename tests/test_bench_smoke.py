@@ -21,7 +21,7 @@ def test_edit_bench_smoke(tmp_path):
     assert propagate["rel_err"] == 0.0  # nothing is compiled on the CPU: identical path
     assert propagate["extra"]["one_step_rel_err"] == 0.0
     composite = json.loads((tmp_path / "composite.smoke.json").read_text())
-    assert composite["extra"]["propagate_s"] == propagate["ours_s"]  # side by side
+    assert composite["extra"]["propagate_s"] == pytest.approx(propagate["ours_s"], abs=1e-3)
     assert set(composite["extra"]["phases_s"]) == {
         "view_inputs", "composite", "encode_edited_and_side_by_side"}
     written = [p.name for p in tmp_path.glob("*.json")]
