@@ -171,3 +171,25 @@ def test_a_video_under_16_pixels_is_refused_before_any_model(tmp_path):
         load_item(layout, tiny)
     frames, masks = load_item(layout, odd)
     assert frames.shape == (2, 33, 47, 3) and masks.shape == (2, 33, 47)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("source", [(270, 480), (1080, 1920), (96, 64), (24, 40)], ids=str)
+def test_the_pipelines_dilation_covers_the_composited_region(mode, source):
+    """The view gets the undilated road masks (as the propagation modes expect) and a
+    dilation whose growth holds every pixel the composite blends in: the model generates
+    all of them."""
+    import torch
+
+    from lanepaint.videopainter.windows import dilate_masks
+
+    frames = np.zeros((2, *source, 3), np.uint8)
+    masks = np.stack([road(source), np.roll(road(source), source[1] // 5, axis=1)])
+    repaint = Repaint.for_rows(16, 8, source[0])
+    view = view_inputs(
+        mode, (32, 48) if source[0] < 100 else VIEW, frames, masks, frames[0], repaint
+    )
+    grown = dilate_masks(torch.as_tensor(view.masks), view.dilation).numpy()
+    mapped = np.stack([view.geometry.mask_to_view(r) for r in view.regions]) > 0
+    assert mapped.any() and not (mapped & ~grown).any()
+    assert not (view.masks & ~mapped).any()  # the road itself lies inside the region

@@ -1,17 +1,20 @@
 """The video model's work brought back to the source: its inputs made in the view, its
 output composited into the source's own decoded frames at their full resolution.
 
-The repaint region of a frame is its road mask dilated by ``dilation`` source pixels, with
-a feathered rim ``feather`` pixels wide beyond it (:class:`Repaint`; one distance transform
-per frame, cheap at 1080p where a 73-pixel structuring element is not). The view gets that
-region (mapped so that it never shrinks, see :meth:`Geometry.mask_to_view`), so the model
-generates every pixel the blend will use; back at the source's size, the model's frame
-(Lanczos through the geometry) is blended in with the feathered weight, and every pixel of
-weight 0 is copied from the source unchanged. Frame 0 is FluxFill's full-resolution frame.
+The repaint region of a frame is its road mask grown by ``dilation`` source pixels, with a
+feathered rim ``feather`` pixels wide beyond it (:class:`Repaint`; one distance transform
+per frame, cheap at 1080p where a 73-pixel structuring element is not). The view gets the
+road masks themselves (undilated, as the pipeline's propagation modes expect; mapped so that
+they never shrink, see :meth:`Geometry.mask_to_view`) and a pipeline dilation wide enough
+that the model generates every pixel the blend will use; back at the source's size, the
+model's frame (Lanczos through the geometry) is blended in with the feathered weight, and
+every pixel of weight 0 is copied from the source unchanged. Frame 0 is FluxFill's
+full-resolution frame.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import cv2
@@ -37,8 +40,19 @@ class Repaint:
 
     @classmethod
     def for_rows(cls, dilation: int, feather: int, rows: int) -> Repaint:
-        """Settings given at 480 rows, for a source of ``rows`` rows."""
-        return cls(at_rows(dilation, rows), at_rows(feather, rows))
+        """The stage's settings (given at 480 rows) for a source of ``rows`` rows: the mask
+        dilation is a kernel width, as the pipeline's (half of it on each side); the
+        feather is the rim's width."""
+        return cls(round(at_rows(dilation, rows) / 2), at_rows(feather, rows))
+
+    def view_kernel(self, geometry: Geometry) -> int:
+        """The pipeline's ``mask_dilation`` (a square kernel width, in view pixels) whose
+        growth of the view's masks covers this region in the view: the reach scaled, one
+        pixel more for where pixel grids meet."""
+        reach = self.dilation + self.feather
+        if reach == 0:
+            return 0
+        return 2 * (math.ceil(reach * max(geometry.scale)) + 1) + 1
 
     def weight(self, mask: np.ndarray) -> np.ndarray:
         """Blend weight of the model's pixels, float32 [H, W]: 1 within ``dilation`` of the
@@ -68,10 +82,11 @@ class ViewInputs:
 
     geometry: Geometry
     frames: np.ndarray  # [T, h, w, 3] uint8, the source in the view
-    masks: np.ndarray  # [T, h, w] uint8: the repaint regions in the view (padding 0)
+    masks: np.ndarray  # [T, h, w] uint8: the road masks in the view (padding 0)
     first_frame: np.ndarray  # [h, w, 3] the edited frame 0 in the view
     regions: np.ndarray  # [T, H, W] uint8: the repaint regions at the source's size
     repaint: Repaint
+    dilation: int  # the pipeline's mask_dilation for ``masks`` (Repaint.view_kernel)
 
 
 def view_inputs(
@@ -88,10 +103,11 @@ def view_inputs(
     return ViewInputs(
         geometry,
         np.stack([geometry.to_view(f) for f in frames]),
-        np.stack([geometry.mask_to_view(r) for r in regions]),
+        np.stack([geometry.mask_to_view(m) for m in masks]),
         geometry.to_view(first_frame),
         regions,
         repaint,
+        repaint.view_kernel(geometry),
     )
 
 

@@ -71,6 +71,7 @@ from lanepaint.kit import (
 from lanepaint.kit.cli import register_stage
 from lanepaint.kit.lock import output_lock
 from lanepaint.models.kernels import BACKENDS, sdpa_context
+from lanepaint.videopainter.modes import DEFAULT_MODE, MODE_NAMES
 
 # default_output_dir: still imported from here by pipeline specs compiled before it moved.
 __all__ = ["EditConfig", "default_output_dir", "edit_videos", "load_models", "merge_edits"]
@@ -135,8 +136,8 @@ class EditConfig:
     conditioning_scale: float = setting(1.0, help="strength of the VideoPainter branch")
     mask_dilation: int = setting(
         16,
-        help="dilation of the propagation masks, pixels at 480 rows (scaled with the source's "
-        "height)",
+        help="dilation of the propagation masks: a kernel this many pixels wide at 480 rows "
+        "(half on each side; scaled with the source's height)",
     )
     mask_feather: int = setting(
         8,
@@ -154,6 +155,14 @@ class EditConfig:
     id_resample: bool = setting(True, help="target-region ID resampling between windows")
     prev_clip_weight: float = setting(
         1.0, help="weight of the previous window's tokens in ID resampling (0 = off)"
+    )
+    propagation: str = setting(
+        DEFAULT_MODE,
+        choices=MODE_NAMES,
+        help="how propagation holds the known region: reference = as the released "
+        "VideoPainter (replacement noise = the initial noise, known video with the mask "
+        "blacked out, only frame 0 kept); lanepaint = our earlier variant "
+        "(docs/videopainter.md)",
     )
     max_frames: int = setting(0, help="edit the first N frames of each video (0 = all)")
     seed: int = setting(
@@ -187,6 +196,8 @@ class EditConfig:
         self.first_frame  # noqa: B018 - FirstFrameConfig validates its fields
         if self.vlm_size not in ("7B", "72B"):
             raise ValueError(f"vlm size must be 7B or 72B, not {self.vlm_size!r}")
+        if self.propagation not in MODE_NAMES:
+            raise ValueError(f"propagation must be one of {MODE_NAMES}, not {self.propagation!r}")
         if self.attention not in BACKENDS:
             raise ValueError(f"attention must be one of {BACKENDS}, not {self.attention!r}")
         for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
@@ -364,10 +375,10 @@ def propagate(
         "num_inference_steps": cfg.steps,
         "guidance_scale": cfg.guidance,
         "conditioning_scale": cfg.conditioning_scale,
-        "mask_dilation": 0,  # the masks come dilated at the source's size (view_inputs)
         "overlap": cfg.overlap,
         "id_resample": cfg.id_resample,
         "prev_clip_weight": cfg.prev_clip_weight,
+        "mode": cfg.propagation,
         "seed": cfg.seed,
     }
     writer = WriteBehind(
@@ -388,6 +399,7 @@ def propagate(
                         view.masks,
                         item.instruction.prompt_2,
                         view.first_frame,
+                        mask_dilation=view.dilation,  # covers the composite's region
                         **options,
                     )
                 t_prop = time.perf_counter() - t0
