@@ -12,6 +12,13 @@ Full size (random bf16 weights built on the GPU, performance.md's work units):
 - whole_edit: one video through the stage's two phases as the edit stage runs them
   (first frame + one judge call, then propagation + encoding), models swapped between
   phases as the placement plan does on one GPU.
+- composite: the source-resolution work around propagation, on the CPU, at 1920x1080 for
+  49 frames (smoke: 480x270, 9 frames; ``--size full --parts composite`` needs no GPU)
+  (lanepaint.edit.composite): the repaint regions and the view
+  inputs (frames and masks into the 480x720 view, ``fit``), the model's frames composited
+  back (Lanczos + feathered blend), and encoding edited.mp4 + side_by_side.mp4 at that
+  size; beside the propagation time of the same run when ``propagate`` ran too.
+  Reference: what the stage did before, a bicubic resize of frames and masks to the view.
 Outputs are compared with the reference on the same weights and inputs (relative L2 of the
 output images / latents). Smoke size runs the same code on the tiny models on the CPU.
 """
@@ -285,6 +292,73 @@ def _denoiser_probe(pipe, h: int, w: int, device: str) -> torch.Tensor:
     return out.float().cpu()
 
 
+COMPOSITE_WORK = {"full": ((1080, 1920), 49), "smoke": ((270, 480), 9)}  # (rows, cols), frames
+
+
+def _drive(h: int, w: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 1080p drive cheaply: one rendered frame panned by a pixel per frame."""
+    video, road = _scene(h, w, 1)
+    shifts = range(frames)
+    return (
+        np.stack([np.roll(video[0], k, axis=1) for k in shifts]),
+        np.stack([np.roll(road[0], k, axis=1) for k in shifts]),
+    )
+
+
+def _old_resize(video: np.ndarray, road: np.ndarray, size: tuple[int, int]) -> None:
+    """The stage's former way into the view: bicubic frames, nearest masks (PIL)."""
+    from PIL import Image
+
+    h, w = size
+    for f, m in zip(video, road, strict=True):
+        Image.fromarray(f).resize((w, h), Image.BICUBIC)
+        Image.fromarray(m).resize((w, h), Image.NEAREST)
+
+
+def bench_composite(size: str, propagate_s: float | None) -> dict:
+    """The composite record (see the module doc)."""
+    import tempfile
+
+    from lanepaint.edit.composite import Repaint, composite_video, view_inputs
+    from lanepaint.io.video import write_video
+
+    (h, w), frames = COMPOSITE_WORK[size]
+    video, road = _drive(h, w, frames)
+    view_size, repaint = (480, 720), Repaint.for_rows(16, 8, h)
+    ref_s, _ = _clock(lambda: _old_resize(video, road, view_size))
+    view_s, view = _clock(lambda: view_inputs("fit", view_size, video, road, video[0], repaint))
+    generated = 255 - view.frames  # stands in for the model's frames
+    comp_s, edited = _clock(
+        lambda: composite_video(video, generated, road, video[0], view.geometry, repaint)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        side = (np.concatenate([s, e], axis=1) for s, e in zip(video, edited, strict=True))
+        enc_s, _ = _clock(
+            lambda: (
+                write_video(Path(tmp) / "e.mp4", edited, 8.0),
+                write_video(Path(tmp) / "s.mp4", side, 8.0),
+            )
+        )
+    return perf_record(
+        "composite",
+        view_s + comp_s,
+        ref_s,
+        None,
+        floor_s=None,
+        peak_gib=None,
+        extra={
+            "work": f"{frames} frames {w}x{h} <-> 480x720 (fit), CPU",
+            "phases_s": {
+                "view_inputs": round(view_s, 3),
+                "composite": round(comp_s, 3),
+                "encode_edited_and_side_by_side": round(enc_s, 3),
+            },
+            "propagate_s": round(propagate_s, 3) if propagate_s is not None else None,
+            "reference": "bicubic resize of frames and masks to 480x720 (the former path)",
+        },
+    )
+
+
 def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> list[dict]:
     device = "cuda" if size == "full" else "cpu"
     results = []
@@ -398,13 +472,16 @@ def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> 
                     },
                 )
             )
+    if "composite" in parts:
+        propagated = [r["ours_s"] for r in results if r["stage"] == "propagate"]
+        results.append(bench_composite(size, propagated[0] if propagated else None))
     write_json(results, out_dir, size)
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument("--parts", default="first_frame,propagate,whole_edit")
+    parser.add_argument("--parts", default="first_frame,propagate,whole_edit,composite")
     parser.add_argument(
         "--propagation",
         choices=MODE_NAMES,

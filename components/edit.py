@@ -48,6 +48,8 @@ def edit_shard(
     guidance: float = 6.0,
     conditioning_scale: float = 1.0,
     mask_dilation: int = 16,
+    mask_feather: int = 8,
+    geometry: str = "fit",
     overlap: int = 5,
     id_resample: bool = True,
     prev_clip_weight: float = 1.0,

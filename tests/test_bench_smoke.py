@@ -13,13 +13,17 @@ def test_edit_bench_smoke(tmp_path):
     from bench import edit
 
     assert edit.main(["--size", "smoke", "--out-dir", str(tmp_path),
-                      "--parts", "first_frame,propagate,whole_edit"]) == 0
-    for stage in ("first_frame", "propagate", "whole_edit"):
+                      "--parts", "first_frame,propagate,whole_edit,composite"]) == 0
+    for stage in ("first_frame", "propagate", "whole_edit", "composite"):
         record = json.loads((tmp_path / f"{stage}.smoke.json").read_text())
         assert KEYS <= set(record) and record["stage"] == stage and record["card"] == "cpu"
     propagate = json.loads((tmp_path / "propagate.smoke.json").read_text())
     assert propagate["rel_err"] == 0.0  # nothing is compiled on the CPU: identical path
     assert propagate["extra"]["one_step_rel_err"] == 0.0
+    composite = json.loads((tmp_path / "composite.smoke.json").read_text())
+    assert composite["extra"]["propagate_s"] == pytest.approx(propagate["ours_s"], abs=1e-3)
+    assert set(composite["extra"]["phases_s"]) == {
+        "view_inputs", "composite", "encode_edited_and_side_by_side"}
     assert propagate["extra"]["propagation"] == "reference"  # the edit stage's default
     written = [p.name for p in tmp_path.glob("*.json")]
     assert written and all(n.endswith(".smoke.json") for n in written), written

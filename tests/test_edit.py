@@ -88,8 +88,8 @@ def test_edit_outputs_resume_and_failures(smoke_root, models, data, tmp_path):
             assert rec["model_set"] == "smoke" and rec["frames"] == frames
             assert rec["propagation"] == "reference"  # the default mode, as the record says
             info = probe(item / "edited.mp4")
-            assert info.frames == frames and (info.height, info.width) == (32, 48)
-            assert probe(item / "side_by_side.mp4").width == 96
+            assert info.frames == frames and (info.height, info.width) == (64, 96)  # the source's
+            assert probe(item / "side_by_side.mp4").width == 192
             assert (item / "first_frame" / "attempt_0.png").exists()
             judge = json.loads((item / "judge.json").read_text())
             assert 1 <= len(judge["attempts"]) <= 2
@@ -141,10 +141,10 @@ def test_failed_output_write_is_recorded_and_the_rest_goes_on(
     real = outputs.write_local_video
     broken = {"good": True}
 
-    def flaky(uri, frames, fps, write_video):
+    def flaky(uri, frames, fps, write_video, **options):
         if broken["good"] and "/good/" in uri.replace("\\", "/") and "single_white_solid" in uri:
             raise OSError("disk full (simulated)")
-        return real(uri, frames, fps, write_video)
+        return real(uri, frames, fps, write_video, **options)
 
     monkeypatch.setattr(outputs, "write_local_video", flaky)
     config = replace(FAST, video_ids=("good",))
@@ -210,7 +210,14 @@ def test_first_frame_settings_mirror_the_painter_config():
     ff = EditConfig(first_frame_size=32, max_attempts=2, lora_scale=0.5, seed=7).first_frame
     assert (ff.size, ff.max_attempts, ff.lora_scale, ff.seed) == (32, 2, 0.5, 7)
     assert EditConfig().max_frames == 0  # 0 = every frame
-    for bad in (dict(max_attempts=0), dict(max_frames=-1), dict(instructions="lane triple")):
+    bad_values = (
+        dict(max_attempts=0),
+        dict(max_frames=-1),
+        dict(instructions="lane triple"),
+        dict(geometry="squash"),
+        dict(mask_feather=-1),
+    )
+    for bad in bad_values:
         with pytest.raises(ValueError):
             EditConfig(**bad)
 
@@ -235,6 +242,8 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
         "--compile",
         "--no-compile",
         "--attention",
+        "--geometry",
+        "--mask-feather",
     ):
         assert flag in text, flag
     VideoPainterLayout(str(tmp_path / "vp")).write_meta([])  # a layout without videos
@@ -249,4 +258,7 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
     assert main(["edit", *io, "--instruction", "lane triple white solid"]) == 2
     assert main(["edit", *io, "--max-frames", "-1"]) == 2
     assert main(["edit", *io, "--lora", str(tmp_path / "no-lora")]) == 2
+    with pytest.raises(SystemExit) as refused:  # not one of fit, crop, stretch
+        main(["edit", *io, "--geometry", "squash"])
+    assert refused.value.code == 2
     assert "no pytorch_lora_weights.safetensors" in caplog.text

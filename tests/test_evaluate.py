@@ -201,3 +201,25 @@ def test_rerun_over_the_same_edits_is_skipped(tmp_path):
     record.write_text(json.dumps({**content, "finished_at": "2030-01-01T00:00:00+00:00"}))
     third = evaluate(str(edit_dir), str(tmp_path / "eval"))
     assert third.summary["done"] == first.summary["done"] and not third.skipped
+
+
+def test_sharpness_says_how_soft_the_repainted_region_is():
+    """An edit whose region is the source blurred (as an upsampled view is) is softer than
+    the source there; an edit that keeps the region's detail is not."""
+    import cv2
+
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 255, (3, 96, 160, 3), dtype=np.uint8)
+    masks = np.zeros((3, 96, 160), np.uint8)
+    masks[:, 40:, 30:130] = 1
+    same = metrics.sharpness(frames, frames, masks)
+    assert same["softness"] == pytest.approx(1.0)
+    assert same["sharpness_ratio_edited"] == same["sharpness_ratio_original"]
+    soft = frames.copy()
+    for t in range(3):  # the region down by 2.67 and back up, as 1080p through a 405-row view
+        small = cv2.resize(frames[t], (60, 36), interpolation=cv2.INTER_AREA)
+        up = cv2.resize(small, (160, 96), interpolation=cv2.INTER_LANCZOS4)
+        soft[t][masks[t] > 0] = up[masks[t] > 0]
+    blurred = metrics.sharpness(frames, soft, masks)
+    assert blurred["softness"] < 0.5 and blurred["sharpness_ratio_edited"] < 0.5
+    assert metrics.sharpness(frames, frames, np.zeros_like(masks))["softness"] is None

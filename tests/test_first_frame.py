@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter, working_size
+from lanepaint.edit.first_frame import FirstFrameConfig, FirstFramePainter
 from lanepaint.edit.instructions import parse_instruction, parse_instructions
 from lanepaint.vlm.parse import parse_verdict
 
@@ -51,12 +51,6 @@ def test_instructions():
     for bad in ["lane single white", "lane triple white solid", "lane single white yellow solid"]:
         with pytest.raises(ValueError):
             parse_instruction(bad)
-
-
-def test_working_size():
-    assert working_size(480, 720, 1024) == (688, 1024)
-    h, w = working_size(37, 53, 100)
-    assert h % 16 == 0 and w % 16 == 0
 
 
 def test_paint_keeps_pixels_outside_the_feathered_mask(flux, scene):

@@ -30,7 +30,9 @@ class FirstFrameConfig:
     stage, which take default and help from here)."""
 
     size: int = setting(
-        1024, help="long side of FluxFill's working resolution in pixels (rounded to 16)"
+        1024,
+        help="FluxFill paints a crop around the mask at about size x size pixels (sides "
+        "multiples of 16), blended back at the frame's own resolution",
     )
     steps: int = setting(50, help="FluxFill denoising steps for the first frame")
     guidance: float = setting(30.0, help="FluxFill guidance scale")
@@ -121,12 +123,6 @@ class FirstFrameResult:
         }
 
 
-def working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(h, w) with the long side ``long_side``, aspect kept, both multiples of 16."""
-    scale = long_side / max(height, width)
-    return (max(16, round(height * scale / 16) * 16), max(16, round(width * scale / 16) * 16))
-
-
 def prepare_mask(mask: np.ndarray, config: FirstFrameConfig) -> tuple[np.ndarray, np.ndarray]:
     """(binary dilated mask for the painter, feathered float mask for blending back)."""
     grown = mask_ops.dilate(mask, config.dilation)
@@ -193,12 +189,17 @@ class FirstFramePainter:
     def paint(
         self, frame: np.ndarray, mask: np.ndarray, caption: str, prompt_2: str, seed: int
     ) -> np.ndarray:
-        """One FluxFill inpaint at the working size, blended back at the frame's size."""
+        """One FluxFill inpaint of the crop around the mask (at about ``size``² pixels,
+        :func:`~lanepaint.edit.geometry.paint_box`), blended back into the frame at the
+        frame's own resolution; outside the feathered mask the frame is untouched."""
         import torch
+
+        from lanepaint.edit.geometry import paint_box
 
         cfg = self.config
         grown, soft = prepare_mask(mask, cfg)
-        h, w = working_size(*frame.shape[:2], cfg.size)
+        box = paint_box(soft > 0, cfg.size)
+        (h, w), mask_u8 = box.work, np.where(grown > 0, 255, 0).astype(np.uint8)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         kwargs = {}
         if getattr(self.pipe, "get_active_adapters", None) and self.pipe.get_active_adapters():
@@ -206,8 +207,8 @@ class FirstFramePainter:
         out = self.pipe(
             prompt=caption,
             prompt_2=prompt_2 or None,
-            image=Image.fromarray(frame),
-            mask_image=Image.fromarray(np.where(grown > 0, 255, 0).astype(np.uint8)),
+            image=Image.fromarray(box.cut(frame)),
+            mask_image=Image.fromarray(box.cut(mask_u8)),
             height=h,
             width=w,
             num_inference_steps=cfg.steps,
@@ -216,13 +217,8 @@ class FirstFramePainter:
             output_type="np",
             **kwargs,
         ).images[0]
-        painted = np.asarray(
-            Image.fromarray((np.clip(out, 0, 1) * 255).round().astype(np.uint8)).resize(
-                (frame.shape[1], frame.shape[0]), Image.BICUBIC
-            )
-        )
-        blended = frame * (1 - soft[..., None]) + painted * soft[..., None]
-        return blended.round().astype(np.uint8)
+        painted = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+        return box.blend(frame, painted, soft)
 
     def _judge(self, frame, mask, result, caption) -> Verdict | None:
         if self.judge is None:

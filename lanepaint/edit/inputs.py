@@ -18,10 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
+from lanepaint.edit.geometry import check_size
 from lanepaint.edit.instructions import Instruction
 from lanepaint.edit.layout import item_id
 from lanepaint.edit.models import LoraAdapter, fetch_lora
@@ -180,8 +178,10 @@ def unsafe_record(record: VideoRecord) -> str | None:
 
 
 def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int = 0):
-    """Frames and masks of one video (the first ``max_frames``; 0 = all), checked: a mask
-    per frame, not empty, not everything."""
+    """Frames and masks of one video (the first ``max_frames``; 0 = all) at the source's
+    size, checked: a mask per frame, not empty, not everything, sides of 16 pixels or more.
+    A video one row or column larger than its masks is an odd-sized source that H.264 4:2:0
+    padded to even sides (segment writes it so): cut back to the masks' size."""
     from lanepaint.io.video import read_frames
 
     with storage.local_path(layout.video_for(record)) as path:
@@ -197,26 +197,15 @@ def load_item(layout: VideoPainterLayout, record: VideoRecord, max_frames: int =
             "%s: %d frames but %d masks; using %d", record.video_id, len(frames), len(masks), n
         )
     frames, masks = frames[:n], masks[:n]
+    h, w = masks.shape[1:]
+    if frames.shape[1:3] == (h + h % 2, w + w % 2):  # an odd size the encoder padded to even
+        frames = frames[:, :h, :w]
     if masks.shape[1:] != frames.shape[1:3]:
         raise ValueError(f"mask size {masks.shape[1:]} != frame size {frames.shape[1:3]}")
+    check_size(h, w)
     coverage = float((masks > 0).mean())
     if not (masks[0] > 0).any():
         raise ValueError("empty mask on the first frame: nothing to edit")
     if coverage > MAX_MASK_COVERAGE:
         raise ValueError(f"mask covers {coverage:.1%} of the video: no background to keep")
     return frames, masks
-
-
-def resize_video(frames: np.ndarray, masks: np.ndarray, size: tuple[int, int]):
-    """Frames (bicubic) and masks (nearest) at the model's size."""
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames, (masks > 0).astype(np.uint8)
-    out_f = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC)) for f in frames])
-    out_m = np.stack(
-        [
-            np.asarray(Image.fromarray((m > 0).astype(np.uint8)).resize((w, h), Image.NEAREST))
-            for m in masks
-        ]
-    )
-    return out_f, out_m

@@ -1,6 +1,6 @@
 """What the edit stage writes per item (see :mod:`lanepaint.edit.layout`): first-frame
-attempts and verdicts, the videos, the source at the model's size, the repainted masks,
-the record, and the run's manifest.
+attempts and verdicts, the videos and the repainted masks at the source's size, the record,
+and the run's manifest.
 
 Videos are encoded locally and then published, so a gs:// output never holds half a file.
 """
@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
-from lanepaint.edit.first_frame import FirstFrameConfig, FirstFrameResult
+from lanepaint.data.videopainter import VideoPainterLayout
+from lanepaint.edit.composite import ViewInputs
+from lanepaint.edit.first_frame import FirstFrameConfig, FirstFrameResult, prepare_mask
 from lanepaint.edit.inputs import Item
 from lanepaint.edit.layout import EditLayout
 from lanepaint.io import reports, storage
@@ -39,33 +40,37 @@ def write_item_files(
     source: VideoPainterLayout,
     item: Item,
     frames: np.ndarray,
-    masks: np.ndarray,
-    result: Any,
-    first_frame: FirstFrameConfig,
+    edited: np.ndarray,
+    repainted: np.ndarray,
 ) -> tuple[dict, float]:
-    """An item's videos (edited, side by side), its source at the model's size and the
-    repainted masks: (the record's fields naming them, seconds spent encoding the videos)."""
+    """An item's videos (edited, and source | edited side by side, both at the source's
+    size) and its repainted masks: (the record's fields naming them, seconds spent encoding
+    the videos). The source compared against is the layout's own video."""
     from lanepaint.io.video import write_video
 
     key, fps = item.key, item.record.fps
+    pix_fmt = video_pix_fmt(*edited.shape[1:3])
     t0 = time.perf_counter()
-    write_local_video(out.edited(*key), result.frames, fps, write_video)
-    side = np.concatenate([frames, result.frames], axis=2)
-    write_local_video(out.side_by_side(*key), side, fps, write_video)
+    write_local_video(out.edited(*key), edited, fps, write_video, pix_fmt=pix_fmt)
+    side = (np.concatenate([s, e], axis=1) for s, e in zip(frames, edited, strict=True))
+    write_local_video(out.side_by_side(*key), side, fps, write_video, pix_fmt=pix_fmt)
     t_enc = time.perf_counter() - t0
     files = {
-        "source_video": resized_source(out, key, frames, item.record, source, write_video),
-        # The region actually repainted (dilated): evaluate measures background outside it.
-        "mask_uri": write_masks(
-            out.item(*key, "repainted_masks.npz"),
-            repainted_masks(result.masks, masks[0], first_frame),
-        ),
+        "source_video": source.video_for(item.record),
+        # The region actually repainted: evaluate measures the background outside it.
+        "mask_uri": write_masks(out.item(*key, "repainted_masks.npz"), repainted),
         "item_dir": out.item(*key),
         "edited": out.edited(*key),
         "side_by_side": out.side_by_side(*key),
         "judge": out.judge(*key),
     }
     return files, t_enc
+
+
+def video_pix_fmt(height: int, width: int) -> str:
+    """yuv420p (what every player plays) unless a side is odd, which 4:2:0 cannot hold;
+    then yuv444p, so the edit keeps the source's exact size."""
+    return "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
 
 
 def item_record(
@@ -88,46 +93,33 @@ def item_record(
         "first_frame": first.as_dict(),
         "frames": int(len(result.frames)),
         "fps": item.record.fps,
-        "size": list(result.frames.shape[1:3]),
+        "view_size": list(result.frames.shape[1:3]),
         "windows": list(result.window_starts),
         "propagation": result.mode,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
-def write_local_video(uri: str, frames: np.ndarray, fps: float, write_video) -> None:
+def write_local_video(uri: str, frames, fps: float, write_video, **options) -> None:
     """Encode locally, then publish (gs:// or local) atomically."""
     import tempfile
     from pathlib import Path
 
     if not storage.is_gcs(uri):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        write_video(uri, frames, fps)
+        write_video(uri, frames, fps, **options)
         return
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "video.mp4"
-        write_video(local, frames, fps)
+        write_video(local, frames, fps, **options)
         storage.upload_file(local, uri)
 
 
-def resized_source(out: EditLayout, key, frames, record: VideoRecord, vp, write_video) -> str:
-    """The original at the model's size (what evaluate compares against)."""
-    if (record.height, record.width) == frames.shape[1:3]:
-        return vp.video_for(record)
-    uri = out.item(*key, "original.mp4")
-    write_local_video(uri, frames, record.fps, write_video)
-    return uri
-
-
-def repainted_masks(
-    propagated: np.ndarray, first_mask: np.ndarray, ff_config: FirstFrameConfig
-) -> np.ndarray:
-    """Per frame, the pixels the edit may change: the propagation's (dilated) masks, and on
-    frame 0 FluxFill's dilated mask plus its feathered rim."""
-    from lanepaint.data.masks import dilate
-
-    out = np.asarray(propagated).astype(np.uint8).copy()
-    out[0] |= dilate(first_mask, ff_config.dilation + ff_config.feather)
+def repainted_masks(view: ViewInputs, first_mask: np.ndarray, ff_config: FirstFrameConfig):
+    """Per frame, the pixels the edit may change, at the source's size: the composited
+    region (weight > 0), and on frame 0 FluxFill's dilated mask with its feathered rim."""
+    out = view.regions.copy()
+    out[0] = prepare_mask(first_mask, ff_config)[1] > 0
     return out
 
 

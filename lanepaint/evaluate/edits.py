@@ -1,7 +1,10 @@
 """One finished edit, read back from its record: its measures and its report section.
 
 The edit stage's record names the source video, the edited video, the mask and the first
-frame's attempts; everything here reads those and nothing else.
+frame's attempts; everything here reads those and nothing else. The source is the true
+source (the layout's own video, at its size) for edits made at the source's resolution,
+and ``original.mp4`` (the source at the model's size) for older edits: both are measured
+at the edit's own size.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ REPORT_METRICS = (
     "background_ssim",
     "warp_error_edited",
     "warp_error_original",
+    "size",
+    "sharpness_ratio_edited",
+    "sharpness_ratio_original",
+    "softness",
     "attempts",
     "first_attempt_passed",
     "passed",
@@ -51,6 +58,9 @@ def evaluate_item(record: dict, max_frames: int) -> dict:
     masks = read_masks(record["mask_uri"])
     n = min(len(original), len(edited), len(masks))
     original, edited, masks = original[:n], edited[:n], masks[:n]
+    h, w = edited.shape[1:3]
+    if original.shape[1:3] == (h + h % 2, w + w % 2):  # an odd source padded to even
+        original = original[:, :h, :w]
     if edited.shape[1:3] != original.shape[1:3]:
         raise ValueError(f"edited size {edited.shape[1:3]} != original {original.shape[1:3]}")
     wanted = LaneAttributes(**record["attributes"])
@@ -61,8 +71,10 @@ def evaluate_item(record: dict, max_frames: int) -> dict:
         "video_id": record["video_id"],
         "instruction": record["instruction"],
         "frames": n,
+        "size": [h, w],
         **metrics.background_preservation(original, edited, masks),
         **metrics.temporal_stability(original, edited, masks),
+        **metrics.sharpness(original, edited, masks),
         **metrics.lane_attributes(edited, masks, wanted),
         "judged": judged,
         "attempts": len(attempts),

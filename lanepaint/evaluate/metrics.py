@@ -5,6 +5,11 @@
 - temporal stability inside the mask: the mean absolute difference between each frame and
   the next one warped back by optical flow (Farneback), on the edited video and, for
   reference, on the original; flicker raises it;
+- sharpness of the repainted region: the mean squared Laplacian inside the mask over the
+  same in a ring of background around it, on the edited video and, for reference, on the
+  original (roads are smoother than their surroundings); their quotient, the softness, says
+  how much detail the repainted region lost (1 = as sharp as the source there; a region
+  upsampled from the model's view is below 1);
 - lane attributes inside the mask: the weights-free lane analyzer over the edited frames,
   compared attribute by attribute with the instruction.
 """
@@ -96,6 +101,51 @@ def temporal_stability(original: np.ndarray, edited: np.ndarray, masks: np.ndarr
     }
 
 
+RING_ROWS = 16  # width of the background ring, pixels at 480 rows
+
+
+def _detail(frame: np.ndarray) -> np.ndarray:
+    """Squared Laplacian of the gray frame: local high-frequency energy."""
+    return cv2.Laplacian(_gray(frame), cv2.CV_32F) ** 2
+
+
+def sharpness_ratio(frames: np.ndarray, masks: np.ndarray) -> float | None:
+    """Mean squared Laplacian inside the masks (their edge left out) over the same in a
+    ring of background around them (``RING_ROWS`` at 480 rows, scaled with the height)."""
+    from lanepaint.data.masks import dilate
+
+    width = max(2, round(RING_ROWS * frames.shape[1] / 480))
+    inner_sum = ring_sum = 0.0
+    inner_n = ring_n = 0
+    for frame, mask in zip(frames, masks, strict=False):
+        binary = (mask > 0).astype(np.uint8)
+        inner = cv2.erode(binary, np.ones((3, 3), np.uint8)) > 0
+        ring = (dilate(binary, width) > 0) & ~(dilate(binary, 1) > 0)
+        if not inner.any() or not ring.any():
+            continue
+        detail = _detail(frame)
+        inner_sum, inner_n = inner_sum + float(detail[inner].sum()), inner_n + int(inner.sum())
+        ring_sum, ring_n = ring_sum + float(detail[ring].sum()), ring_n + int(ring.sum())
+    if not inner_n or not ring_n or ring_sum == 0:
+        return None
+    return round((inner_sum / inner_n) / (ring_sum / ring_n), 4)
+
+
+def sharpness(original: np.ndarray, edited: np.ndarray, masks: np.ndarray) -> dict:
+    """How sharp the repainted region is against the background around it, in the edit and
+    in the original, and their quotient (softness: 1 = as sharp as the source there)."""
+    edited_ratio = sharpness_ratio(edited, masks)
+    original_ratio = sharpness_ratio(original, masks)
+    softness = None
+    if edited_ratio is not None and original_ratio:
+        softness = round(edited_ratio / original_ratio, 4)
+    return {
+        "sharpness_ratio_edited": edited_ratio,
+        "sharpness_ratio_original": original_ratio,
+        "softness": softness,
+    }
+
+
 def lane_attributes(
     edited: np.ndarray, masks: np.ndarray, wanted: LaneAttributes, max_frames: int = 24
 ) -> dict:
@@ -137,6 +187,8 @@ def aggregate(items: list[dict]) -> dict:
         "background_psnr_db": _mean([i["background_psnr_db"] for i in items]),
         "background_ssim": _mean([i["background_ssim"] for i in items]),
         "warp_error_ratio": _mean([i["warp_error_ratio"] for i in items]),
+        "sharpness_ratio_edited": _mean([i.get("sharpness_ratio_edited") for i in items]),
+        "softness": _mean([i.get("softness") for i in items]),
         "time_per_stage_s": {s: _mean([i["timings_s"].get(s) for i in items]) for s in stage_names},
         "time_per_video_s": _mean([i["timings_s"].get("total") for i in items]),
     }

@@ -293,8 +293,9 @@ def read_frames_at(path: str | Path, indices: Sequence[int]) -> dict[int, np.nda
     return out
 
 
-def _prepare(frame: np.ndarray, path: str | Path) -> tuple[np.ndarray, str]:
-    """Validate one input frame; pad odd sides by edge replication (yuv420p needs even)."""
+def _prepare(frame: np.ndarray, path: str | Path, pad: bool = True) -> tuple[np.ndarray, str]:
+    """Validate one input frame; with ``pad``, pad odd sides by edge replication (yuv420p
+    needs even ones)."""
     arr = np.asarray(frame)
     if arr.dtype != np.uint8:
         raise ValueError(f"frames for {path} must be uint8, got {arr.dtype}")
@@ -306,7 +307,7 @@ def _prepare(frame: np.ndarray, path: str | Path) -> tuple[np.ndarray, str]:
         fmt = "rgb24"
     else:
         raise ValueError(f"frames for {path} must be HxWx3 RGB or HxW gray, got {arr.shape}")
-    pad_h, pad_w = arr.shape[0] % 2, arr.shape[1] % 2
+    pad_h, pad_w = (arr.shape[0] % 2, arr.shape[1] % 2) if pad else (0, 0)
     if pad_h or pad_w:
         pad = ((0, pad_h), (0, pad_w)) + (((0, 0),) if arr.ndim == 3 else ())
         arr = np.pad(arr, pad, mode="edge")
@@ -319,8 +320,12 @@ def write_video(
     fps: float,
     crf: int = 18,
     codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
 ) -> int:
-    """Encode frames to an H.264 yuv420p file at exactly ``fps``; returns the frame count.
+    """Encode frames to an H.264 file at exactly ``fps``; returns the frame count.
+
+    ``pix_fmt`` yuv420p (default, plays everywhere) pads odd sides by one edge row or
+    column; yuv444p keeps any size exactly.
 
     Written to a temp file and renamed, so a crashed or retried task leaves no half video.
     Local paths only (publish with storage.upload_file).
@@ -332,7 +337,8 @@ def write_video(
     first = next(it, None)
     if first is None:
         raise VideoError(f"no frames to write to {path}")
-    arr, fmt = _prepare(first, path)
+    pad = pix_fmt == "yuv420p"
+    arr, fmt = _prepare(first, path, pad)
     height, width = arr.shape[:2]
     count = 0
     with atomic_path(path) as tmp:
@@ -341,7 +347,7 @@ def write_video(
             fmt_name = None if Path(path).suffix else "mp4"
             with av.open(str(tmp), "w", format=fmt_name) as container:
                 stream = container.add_stream(codec, rate=rate)
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
                 if codec in ("libx264", "libx265"):
                     stream.options = {"crf": str(crf)}
                 time_base = Fraction(1) / rate
@@ -358,7 +364,7 @@ def write_video(
                     nxt = next(it, None)
                     if nxt is None:
                         break
-                    arr, fmt = _prepare(nxt, path)
+                    arr, fmt = _prepare(nxt, path, pad)
                 container.mux(stream.encode(None))
         except av.error.FFmpegError as exc:
             raise VideoError(f"cannot encode video {path}: {exc}") from exc

@@ -2,12 +2,17 @@
 
 Input is a VideoPainter layout (what segment writes). For each video and instruction:
 1. first frame — FluxFill (+ optional LoRA) paints the dilated, feathered road mask of frame
-   0 from the instruction's caption; the Qwen2.5-VL judge checks it (3-panel image) and on
-   FAIL the caption is revised and FluxFill retried (at most 5 attempts, best kept);
+   0 from the instruction's caption, on a crop around it at the source's resolution; the
+   Qwen2.5-VL judge checks it (3-panel image) and on FAIL the caption is revised and
+   FluxFill retried (at most 5 attempts, best kept);
 2. propagation — CogVideoX-5B-I2V with the VideoPainter branch carries the edited first
-   frame through the video (49-frame windows, overlapping, with ID resampling);
-3. outputs — edited video, side-by-side video, every first-frame attempt, the judge's
-   verdicts and a record with settings, model versions and timings (lanepaint.edit.layout).
+   frame through the video (49-frame windows, overlapping, with ID resampling), on a view of
+   the source made by the ``geometry`` setting (lanepaint.edit.geometry), and its output is
+   composited back into the source's own frames inside the dilated, feathered road mask
+   (lanepaint.edit.composite): the edit has the source's size and every other pixel;
+3. outputs — edited video, side-by-side video, repainted masks, every first-frame attempt,
+   the judge's verdicts and a record with settings, geometry, model versions and timings
+   (lanepaint.edit.layout).
 
 Models are loaded once per run and placed by the placement plan; all first frames are
 painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: CogVideoX), so
@@ -24,19 +29,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
 from lanepaint.edit import outputs
+from lanepaint.edit.composite import Repaint, composite_video, scaled_first_frame, view_inputs
 from lanepaint.edit.first_frame import (
     FirstFrameConfig,
     FirstFramePainter,
     FirstFrameResult,
     mirrored_setting,
 )
+from lanepaint.edit.geometry import MODES
 from lanepaint.edit.inputs import (
     EditInputs,
     Item,
@@ -44,7 +51,6 @@ from lanepaint.edit.inputs import (
     load_item,
     make_items,
     parse_ids,
-    resize_video,
     select_videos,
 )
 from lanepaint.edit.instructions import parse_instructions
@@ -73,7 +79,6 @@ __all__ = ["EditConfig", "default_output_dir", "edit_videos", "load_models", "me
 log = logging.getLogger(__name__)
 
 STAGE = "edit"
-REFERENCE_ROWS = 480  # pixel sizes (mask dilation, feathering) are given for 480-row frames
 MERGE_WAIT_S = 600.0  # a merge (or a shard claiming the output) waits for the one before
 
 # EditConfig setting -> the FirstFrameConfig field it mirrors.
@@ -130,7 +135,21 @@ class EditConfig:
     guidance: float = setting(6.0, help="propagation guidance scale (dynamic CFG)")
     conditioning_scale: float = setting(1.0, help="strength of the VideoPainter branch")
     mask_dilation: int = setting(
-        16, help="dilation of the propagation masks, pixels at 480 rows (scaled to the model)"
+        16,
+        help="dilation of the propagation masks: a kernel this many pixels wide at 480 rows "
+        "(half on each side; scaled with the source's height)",
+    )
+    mask_feather: int = setting(
+        8,
+        help="width of the feathered rim that blends the propagated region into the source's "
+        "frames, pixels at 480 rows (scaled with the source's height)",
+    )
+    geometry: str = setting(
+        "fit",
+        choices=MODES,
+        help="how the video model's view is made from the source: fit (whole frame, one "
+        "scale, padded: lane geometry undistorted), crop (around the road, one scale) or "
+        "stretch (resized to the model's aspect, VideoPainter's own; distorts 16:9 footage)",
     )
     overlap: int = setting(5, help="frames shared by consecutive propagation windows")
     id_resample: bool = setting(True, help="target-region ID resampling between windows")
@@ -184,7 +203,16 @@ class EditConfig:
         for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1")
-        for name in ("mask_dilation", "overlap", "max_frames", "seed", "judge_backoff_s"):
+        if self.geometry not in MODES:
+            raise ValueError(f"geometry must be one of {', '.join(MODES)}, not {self.geometry!r}")
+        for name in (
+            "mask_dilation",
+            "mask_feather",
+            "overlap",
+            "max_frames",
+            "seed",
+            "judge_backoff_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0")
         if not 0 <= self.shard_index < self.num_shards:
@@ -211,7 +239,7 @@ class EditRun:
     lora: LoraAdapter | None
     device: str = "cpu"  # where the SDPA kernel choice applies
     size: tuple[int, int] = (0, 0)  # the video model's frame size, once models are loaded
-    first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)  # at that size
+    first_frame: FirstFrameConfig = field(default_factory=FirstFrameConfig)  # at 480 rows
 
 
 def edit_videos(
@@ -298,8 +326,8 @@ def plan_run(inputs: EditInputs, output_dir: str, config: EditConfig) -> EditRun
 
 
 def prepare_models(run: EditRun, model_root: str, models: Models | None) -> Models:
-    """Load the models unless given (then they must hold the run's LoRA); the first-frame
-    settings at the video model's frame size."""
+    """Load the models unless given (then they must hold the run's LoRA) and note the video
+    model's frame size."""
     if models is None:
         with run.report.phase("load_models"):
             models = load_models(model_root, run.config, run.lora)
@@ -307,11 +335,7 @@ def prepare_models(run: EditRun, model_root: str, models: Models | None) -> Mode
     elif _sha(models.lora) != _sha(run.lora):
         raise ValueError("the models given were loaded with another LoRA than this run's")
     run.size = model_size(models.painter)
-    scale = run.size[0] / REFERENCE_ROWS
-    ff = run.config.first_frame
-    run.first_frame = replace(
-        ff, dilation=round(ff.dilation * scale), feather=round(ff.feather * scale)
-    )
+    run.first_frame = run.config.first_frame
     run.report.details["placement"] = models.plan.describe().splitlines()
     return models
 
@@ -333,9 +357,11 @@ def paint_first_frames(run: EditRun, models: Models) -> dict[str, tuple[FirstFra
             run.ledger.withdraw(item.id)
             try:
                 video_id = item.record.video_id
-                if video_id not in frame0:
-                    frames, masks = load_resized(run, item.record)
+                if video_id not in frame0:  # frame 0 alone: full-resolution videos are large
+                    frames, masks = load_item(run.source, item.record, max_frames=1)
                     frame0[video_id] = (frames[0], masks[0])
+                # Pixel sizes at the source's own resolution (given at 480 rows).
+                painter.config = scaled_first_frame(run.first_frame, frame0[video_id][0].shape[0])
                 with sdpa_context(run.config.attention, run.device):  # single use: one per call
                     result = painter.run(*frame0[video_id], item.instruction)
                 outputs.write_first_frame(run.out, item, result)
@@ -352,12 +378,10 @@ def propagate(
     record are written on a thread while the GPU propagates the next item (two items'
     frames in memory at most); a failed write loses only that item."""
     cfg = run.config
-    scale = run.size[0] / REFERENCE_ROWS
     options = {
         "num_inference_steps": cfg.steps,
         "guidance_scale": cfg.guidance,
         "conditioning_scale": cfg.conditioning_scale,
-        "mask_dilation": round(cfg.mask_dilation * scale),
         "overlap": cfg.overlap,
         "id_resample": cfg.id_resample,
         "prev_clip_weight": cfg.prev_clip_weight,
@@ -374,10 +398,16 @@ def propagate(
             first, t0 = firsts[item.id], time.perf_counter()
             try:
                 # Decoded again rather than held: a shard's videos need not fit in memory.
-                frames, masks = load_resized(run, item.record)
+                frames, masks = load_source(run, item.record)
+                view = source_view(run, frames, masks, first[0].best.image)
                 with sdpa_context(cfg.attention, run.device):  # single use: one per call
                     result = models.painter(
-                        frames, masks, item.instruction.prompt_2, first[0].best.image, **options
+                        view.frames,
+                        view.masks,
+                        item.instruction.prompt_2,
+                        view.first_frame,
+                        mask_dilation=view.dilation,  # covers the composite's region
+                        **options,
                     )
                 t_prop = time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 - recorded; the batch goes on
@@ -386,34 +416,56 @@ def propagate(
                 free_gpu_memory()
                 _fail(run.report, item, "propagation", exc)
                 continue
-            writer.submit(item, write_item, run, item, frames, masks, result, first, t0, t_prop)
+            source = (frames, masks, view)
+            writer.submit(item, write_item, run, item, source, result, first, t0, t_prop)
 
 
 def _count_done(report: StageReport) -> None:
     report.done += 1
 
 
-def write_item(run: EditRun, item: Item, frames, masks, result, first, t0, t_prop) -> dict:
-    """An item's videos, its source at the model's size and the repainted masks; its record
-    last (the item's commit point)."""
-    ff, ff_seconds = first
+def source_view(run: EditRun, frames: np.ndarray, masks: np.ndarray, first: np.ndarray):
+    """The video model's inputs in its view of this source (the run's geometry setting)."""
+    cfg = run.config
+    repaint = Repaint.for_rows(cfg.mask_dilation, cfg.mask_feather, frames.shape[1])
+    return view_inputs(cfg.geometry, run.size, frames, masks, first, repaint)
+
+
+def write_item(run: EditRun, item: Item, source, result, first, t0, t_prop) -> dict:
+    """The model's output composited into the source's frames at their size (``source``:
+    frames, masks and view inputs), the videos and the repainted masks; the record last
+    (the item's commit point)."""
+    (frames, masks, view), (ff, ff_seconds) = source, first
+    t1 = time.perf_counter()
+    edited = composite_video(
+        frames, result.frames, masks, ff.best.image, view.geometry, view.repaint
+    )
+    t_composite = time.perf_counter() - t1
+    ff_config = scaled_first_frame(run.first_frame, frames.shape[1])
     files, t_enc = outputs.write_item_files(
-        run.out, run.source, item, frames, masks, result, run.first_frame
+        run.out,
+        run.source,
+        item,
+        frames,
+        edited,
+        outputs.repainted_masks(view, masks[0], ff_config),
     )
     timings = {
         "first_frame": ff_seconds,
         "propagate": t_prop,
         **{f"propagate_{k}": v for k, v in result.timings.items()},
+        "composite": t_composite,
         "encode": t_enc,
         "total": ff_seconds + time.perf_counter() - t0,
     }
     record = outputs.item_record(item, run.identity, files, ff, result, timings)
+    record.update(size=list(edited.shape[1:3]), geometry=view.geometry.as_dict())
     return run.ledger.commit(item.id, record)
 
 
-def load_resized(run: EditRun, record: VideoRecord) -> tuple[np.ndarray, np.ndarray]:
-    """Frames and masks of one video, checked, at the video model's size."""
-    return resize_video(*load_item(run.source, record, run.config.max_frames), run.size)
+def load_source(run: EditRun, record: VideoRecord) -> tuple[np.ndarray, np.ndarray]:
+    """Frames and masks of one video, checked, at the source's own size."""
+    return load_item(run.source, record, run.config.max_frames)
 
 
 def merge_edits(output_dir: str, num_shards: int = 0) -> StageResult:
