@@ -65,6 +65,9 @@ from lanepaint.kit import (
 from lanepaint.kit.cli import register_stage
 from lanepaint.kit.lock import output_lock
 from lanepaint.models.kernels import BACKENDS, sdpa_context
+from lanepaint.models.presets import PRESETS
+from lanepaint.models.presets import check_supported as check_preset
+from lanepaint.models.presets import parse as parse_preset
 
 # default_output_dir: still imported from here by pipeline specs compiled before it moved.
 __all__ = ["EditConfig", "default_output_dir", "edit_videos", "load_models", "merge_edits"]
@@ -140,6 +143,13 @@ class EditConfig:
     seed: int = setting(
         42, help="seed of the propagation and of first-frame attempt 0 (attempt k: seed + k)"
     )
+    preset: str = setting(
+        "exact",
+        choices=PRESETS,
+        help="speed preset: exact (bf16), fp8 (torchao float8, CUDA compute capability >= 8.9), "
+        "cache (diffusers TaylorSeer-lite step cache) or fp8+cache; not bit-exact, so part of "
+        "the settings key; times and drift in docs/performance.md",
+    )
     compile: bool = setting(
         True,
         output=False,
@@ -168,6 +178,7 @@ class EditConfig:
         self.first_frame  # noqa: B018 - FirstFrameConfig validates its fields
         if self.vlm_size not in ("7B", "72B"):
             raise ValueError(f"vlm size must be 7B or 72B, not {self.vlm_size!r}")
+        parse_preset(self.preset)  # ValueError naming the presets
         if self.attention not in BACKENDS:
             raise ValueError(f"attention must be one of {BACKENDS}, not {self.attention!r}")
         for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
@@ -221,6 +232,7 @@ def edit_videos(
     before anything is written or loaded."""
     config = config or EditConfig()
     check_apart([data_dir, model_root, lora], [output_dir, summary_dir])
+    check_preset(config.preset)  # FP8 on a machine that cannot run it: before anything loads
     inputs = check_inputs(data_dir, model_root, lora, config.vlm_size if config.judge else None)
     with hold_output(output_dir, summary_dir):
         run = plan_run(inputs, output_dir, config)
@@ -279,7 +291,9 @@ def plan_run(inputs: EditInputs, output_dir: str, config: EditConfig) -> EditRun
     }
     counts = (len(videos), len(instructions), len(done), len(todo))
     log.info("%d videos x %d instructions; %d done, %d to do", *counts)
+    report.details["speed_preset"] = config.preset
     identity = {**model_set, "lora": report.details["lora"], "lora_sha256": sha}
+    identity["speed_preset"] = config.preset
     out = EditLayout(output_dir)
     run = EditRun(config, inputs.source, out, ledger, report, todo, identity, adapter)
     run.device = resolve_device("auto")
@@ -295,6 +309,8 @@ def prepare_models(run: EditRun, model_root: str, models: Models | None) -> Mode
             models.owned = True
     elif _sha(models.lora) != _sha(run.lora):
         raise ValueError("the models given were loaded with another LoRA than this run's")
+    elif models.preset != run.config.preset:
+        raise ValueError(f"the models given were loaded with speed preset {models.preset!r}")
     run.size = model_size(models.painter)
     scale = run.size[0] / REFERENCE_ROWS
     ff = run.config.first_frame
@@ -449,6 +465,7 @@ def _run(args) -> int:
     s = result.summary
     print(
         f"edited {s['done']} of {s['inputs']} (video, instruction) items "
-        f"({s['skipped_done']} already done, {s['failed']} failed) -> {args.output_dir}"
+        f"({s['skipped_done']} already done, {s['failed']} failed, speed preset "
+        f"{config.preset}) -> {args.output_dir}"
     )
     return 0 if s["failed"] == 0 else 1
