@@ -53,6 +53,7 @@ def edit_shard(
     prev_clip_weight: float = 1.0,
     max_frames: int = 0,
     seed: int = 42,
+    preset: str = "exact",
     compile: bool = True,
     attention: str = "auto",
     video_ids: str = "",
