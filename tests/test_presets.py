@@ -114,3 +114,58 @@ def test_evaluate_names_the_presets_of_the_edits():
     ]
     line, smoke = model_set_line(records)
     assert line == "Made with: real weights (speed preset: cache, exact)" and not smoke
+
+
+@pytest.mark.slow
+def test_compare_presets_edits_and_evaluates_each_preset(tmp_path):
+    """One command: an edit and an evaluation per preset, side by side; a rerun redoes
+    nothing; an unrunnable preset stops it before anything is written."""
+    import json
+
+    from lanepaint.data.synth import SceneSpec, render_clip
+    from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
+    from lanepaint.evaluate.presets import compare_presets
+    from lanepaint.io.video import write_video
+    from lanepaint.models.smoke import build_smoke
+    from lanepaint.stages.edit import EditConfig
+
+    root = str(build_smoke(tmp_path / "models"))
+    layout = VideoPainterLayout(str(tmp_path / "vp"))
+    video, road = render_clip(SceneSpec(width=96, height=64), 6, 8.0)
+    rel = layout.raw_video_rel("chunk_0000", "v")
+    (tmp_path / "vp" / rel).parent.mkdir(parents=True)
+    write_video(layout.raw_video("chunk_0000", "v"), video, 8.0)
+    layout.write_masks("v", road)
+    layout.write_meta([VideoRecord("v", rel, "v", 8.0, 6, 96, 64, 0, 5)])
+    config = EditConfig(
+        judge=False,
+        first_frame_size=32,
+        first_frame_steps=2,
+        first_frame_dilation=2,
+        first_frame_feather=1,
+        steps=2,
+        mask_dilation=2,
+        overlap=1,
+    )
+    out = tmp_path / "cmp"
+    comparison = compare_presets(str(tmp_path / "vp"), str(out), root, ["exact", "cache"], config)
+    assert comparison["presets"] == ["exact", "cache"]
+    table = (out / "comparison.md").read_text()
+    assert "| | exact | cache |" in table and "seconds per edit: propagate" in table
+    records = {
+        p: json.loads((out / p / "v" / "single_white_solid" / "record.json").read_text())
+        for p in ("exact", "cache")
+    }
+    assert {p: r["speed_preset"] for p, r in records.items()} == {
+        "exact": "exact",
+        "cache": "cache",
+    }
+    assert records["exact"]["settings_key"] != records["cache"]["settings_key"]
+    first = (out / "cache" / "_evaluation" / "summary.md").read_text().splitlines()[0]
+    assert first.endswith("(speed preset: cache)")
+    again = compare_presets(str(tmp_path / "vp"), str(out), root, ["exact", "cache"], config)
+    assert again["rows"]["cache"]["metrics"] == comparison["rows"]["cache"]["metrics"]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="compute capability"):
+            compare_presets(str(tmp_path / "vp"), str(tmp_path / "new"), root, ["fp8"], config)
+        assert not (tmp_path / "new").exists()
