@@ -13,12 +13,16 @@
 ``fp8+cache`` both.
 =========== =====================================================================================
 
-Why TaylorSeer-lite among diffusers' caches (checked on the smoke models, docs/performance.md):
-FirstBlockCache skips blocks inside their forward, so the VideoPainter branch's forward hooks
-would still add features on skipped blocks (counted twice); FasterCache drops half of the CFG
-batch the branch features are shaped for; PyramidAttentionBroadcast needs a timestep callback
-the dual pipeline does not have and saves only attention; MagCache needs per-model calibrated
-ratios (none ship for CogVideoX). TaylorSeer-lite's decisions depend on the step count only.
+Why TaylorSeer-lite among diffusers 0.42's caches (each tried on the smoke FluxFill and the
+smoke dual pipeline, two windows with the branch and ID resampling; docs/performance.md):
+FasterCache fails on both (the dual pipeline's CFG batch of 2 meets a halved batch; FluxFill:
+IndexError). FirstBlockCache runs, but it skips blocks inside their forward, so the branch's
+forward hooks still add their features on every skipped block, on top of the cached residual
+that already holds them (read from the hook code). PyramidAttentionBroadcast runs given a
+timestep callback (the dual pipeline has none) and saves attention only. MagCache needs
+per-model calibrated ratios (diffusers ships Flux's, none for CogVideoX). TaylorSeer-lite runs
+on both with the hooks and the regional compile, and its decisions depend on the step count
+only, so the time it saves on random weights is the time it saves on real ones.
 
 A preset changes the outputs, so it is an output setting of the edit stage (settings key,
 records, summary); it is applied once when the models are loaded (:func:`apply`), and each
