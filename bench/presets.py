@@ -32,7 +32,7 @@ from lanepaint.models import presets
 from lanepaint.models.kernels import sdpa_context
 
 ORDER = ("exact", "cache", "fp8+cache", "fp8")
-WARMUP_STEPS = 12  # > presets.WARMUP: the warm-up call also runs (and compiles) predicted steps
+WARMUP_STEPS = 10  # > presets.WARMUP: the warm-up call also runs (and compiles) predicted steps
 
 
 def psnr(reference: np.ndarray, other: np.ndarray, where: np.ndarray | None = None) -> float | None:
