@@ -163,7 +163,7 @@ def bench_propagate(size: str, device: str, names: list[str]) -> list[dict]:
     return run_presets("propagate", models, call, steps, names, compare)
 
 
-def run(size: str, out_dir: Path, parts: set[str], names: list[str]) -> dict:
+def run(size: str, out_dir: Path, parts: list[str], names: list[str]) -> dict:
     device = "cuda" if size == "full" else "cpu"
     # Every preset adds graphs of the same block code; a stage run uses one preset, this
     # run all four: keep dynamo from falling back to eager for the later ones.
@@ -173,9 +173,9 @@ def run(size: str, out_dir: Path, parts: set[str], names: list[str]) -> dict:
     result: dict = {"presets": todo, "not_run": skipped}
     suffix = ".json" if size == "full" else ".smoke.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for part, bench in (("first_frame", bench_first_frame), ("propagate", bench_propagate)):
-        if part not in parts:
-            continue
+    benches = {"first_frame": bench_first_frame, "propagate": bench_propagate}
+    for part in parts:  # in the order given
+        bench = benches[part]
         result[part] = bench(size, device, todo)
         path = out_dir / f"presets_{part}{suffix}"
         path.write_text(json.dumps({**result, part: result[part]}, indent=2, default=str) + "\n")
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="first_frame,propagate")
     parser.add_argument("--presets", default=",".join(ORDER))
     args = parser.parse_args(argv)
-    result = run(args.size, args.out_dir, set(args.parts.split(",")), args.presets.split(","))
+    result = run(args.size, args.out_dir, args.parts.split(","), args.presets.split(","))
     print(table(result))
     return 0
 
