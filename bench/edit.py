@@ -6,6 +6,9 @@ Full size (random bf16 weights built on the GPU, performance.md's work units):
   transformer blocks (compile time reported separately, paid once per component run).
 - propagate: CogVideoX-5B-I2V + VideoPainter branch, 49 frames at 480x720, 50 steps, CFG as
   one batch of 2. Reference: our dual pipeline called eagerly; ours: compiled blocks.
+  Both in the propagation mode ``--propagation`` names (default: the edit stage's default,
+  ``reference``; ``lanepaint`` = our earlier variant), recorded under ``extra.propagation``:
+  run the bench once per mode to compare their speed.
 - whole_edit: one video through the stage's two phases as the edit stage runs them
   (first frame + one judge call, then propagation + encoding), models swapped between
   phases as the placement plan does on one GPU.
@@ -26,6 +29,7 @@ import torch
 from bench.common import bench_parser, format_table, perf_record, rel_l2, sync, write_json
 from lanepaint.edit.first_frame import compile_flux
 from lanepaint.models.kernels import sdpa_context
+from lanepaint.videopainter.modes import DEFAULT_MODE, MODE_NAMES
 
 GiB = 1024**3
 
@@ -146,9 +150,9 @@ def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dic
     return record, pipe, {"frame": frame[0], "mask": road[0]}
 
 
-def build_painter(size: str, device: str):
+def build_painter(size: str, device: str, mode: str = DEFAULT_MODE):
     """(dual pipeline with a trained-like branch, ``call(n_steps)`` on the benchmark's clip
-    (one window of the model's frame count), steps) at ``size``."""
+    (one window of the model's frame count) in propagation ``mode``, steps) at ``size``."""
     from diffusers import CogVideoXDPMScheduler
 
     from lanepaint.videopainter.branch import VideoPainterBranch
@@ -189,14 +193,18 @@ def build_painter(size: str, device: str):
             guidance_scale=6.0,
             seed=0,
             mask_dilation=16 if size == "full" else 2,
+            mode=mode,
         )
 
     return painter, call, steps
 
 
-def bench_propagate(size: str, device: str, measure: bool = True) -> tuple[dict, object]:
-    """(record, painter); ``measure=False`` only builds and compiles (for whole_edit)."""
-    painter, call, steps = build_painter(size, device)
+def bench_propagate(
+    size: str, device: str, measure: bool = True, mode: str = DEFAULT_MODE
+) -> tuple[dict, object]:
+    """(record, painter); ``measure=False`` only builds and compiles (for whole_edit).
+    ``mode``: the propagation mode of every call (reference and ours alike)."""
+    painter, call, steps = build_painter(size, device, mode)
     pipe = painter.pipe
     cfg = pipe.transformer.config
     h = cfg.sample_height * pipe.vae_scale_factor_spatial
@@ -235,6 +243,7 @@ def bench_propagate(size: str, device: str, measure: bool = True) -> tuple[dict,
             "work": f"{frames} frames {h}x{w}, {steps} steps, CFG",
             "compile_s": round(t_compile, 1),
             "variant": f"regionally compiled blocks + SDPA {ATTENTION}",
+            "propagation": mode,
             "ref_timings": ref.timings,
             "ours_timings": ours.timings,
             "pixel_rel_err": rel_l2(ref.frames, ours.frames),
@@ -297,7 +306,7 @@ def _denoiser_probe(pipe, h: int, w: int, device: str) -> torch.Tensor:
     return out.float().cpu()
 
 
-def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
+def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> list[dict]:
     device = "cuda" if size == "full" else "cpu"
     results = []
     whole: dict[str, float] = {}
@@ -350,7 +359,7 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
             _free(flux)
         del flux
     if parts & {"propagate", "whole_edit"}:
-        record, painter = bench_propagate(size, device, "propagate" in parts)
+        record, painter = bench_propagate(size, device, "propagate" in parts, mode)
         if record is not None:
             results.append(record)
             write_json(results, out_dir, size)
@@ -363,7 +372,9 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
             steps = 50 if size == "full" else 3
 
             phase2 = _ours(
-                lambda: painter(video, road, "a road", video[0], num_inference_steps=steps, seed=0)
+                lambda: painter(
+                    video, road, "a road", video[0], num_inference_steps=steps, seed=0, mode=mode
+                )
             )
 
             if torch.cuda.is_available():
@@ -396,6 +407,7 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
                         "phases_s": {k: round(v, 3) for k, v in whole.items()},
                         "once_per_run_s": {k: round(v, 3) for k, v in once.items()},
                         "videos_per_hour": round(3600 / total, 2),
+                        "propagation": mode,
                         # The stage writes an item's videos on a thread while the next item
                         # propagates, so in a run of many videos encoding is off the path.
                         # ... and the release happens once per run, not per video.
@@ -414,8 +426,14 @@ def run(size: str, out_dir: Path, parts: set[str]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
     parser.add_argument("--parts", default="first_frame,propagate,whole_edit")
+    parser.add_argument(
+        "--propagation",
+        choices=MODE_NAMES,
+        default=DEFAULT_MODE,
+        help="propagation mode of propagate and whole_edit (lanepaint.videopainter.modes)",
+    )
     args = parser.parse_args(argv)
-    results = run(args.size, args.out_dir, set(args.parts.split(",")))
+    results = run(args.size, args.out_dir, set(args.parts.split(",")), args.propagation)
     print(json.dumps({r["stage"]: r["extra"] for r in results}, default=str))
     print(format_table(results))  # last, as every bench does
     return 0

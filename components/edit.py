@@ -51,6 +51,7 @@ def edit_shard(
     overlap: int = 5,
     id_resample: bool = True,
     prev_clip_weight: float = 1.0,
+    propagation: str = "reference",
     max_frames: int = 0,
     seed: int = 42,
     preset: str = "exact",

@@ -20,8 +20,23 @@ def test_edit_bench_smoke(tmp_path):
     propagate = json.loads((tmp_path / "propagate.smoke.json").read_text())
     assert propagate["rel_err"] == 0.0  # nothing is compiled on the CPU: identical path
     assert propagate["extra"]["one_step_rel_err"] == 0.0
+    assert propagate["extra"]["propagation"] == "reference"  # the edit stage's default
     written = [p.name for p in tmp_path.glob("*.json")]
     assert written and all(n.endswith(".smoke.json") for n in written), written
+
+
+@pytest.mark.slow
+def test_edit_bench_runs_the_other_propagation_mode(tmp_path):
+    """``--propagation lanepaint`` times and compares our earlier variant the same way."""
+    from bench import edit
+
+    assert edit.main(["--size", "smoke", "--out-dir", str(tmp_path), "--parts", "propagate",
+                      "--propagation", "lanepaint"]) == 0
+    propagate = json.loads((tmp_path / "propagate.smoke.json").read_text())
+    assert propagate["extra"]["propagation"] == "lanepaint"
+    assert propagate["rel_err"] == 0.0 and propagate["ours_s"] > 0
+    with pytest.raises(SystemExit):
+        edit.main(["--size", "smoke", "--out-dir", str(tmp_path), "--propagation", "official"])
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def test_edit_outputs_resume_and_failures(smoke_root, models, data, tmp_path):
             item = out / vid / slug
             rec = json.loads((item / "record.json").read_text())
             assert rec["model_set"] == "smoke" and rec["frames"] == frames
+            assert rec["propagation"] == "reference"  # the default mode, as the record says
             info = probe(item / "edited.mp4")
             assert info.frames == frames and (info.height, info.width) == (32, 48)
             assert probe(item / "side_by_side.mp4").width == 96

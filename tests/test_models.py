@@ -278,6 +278,28 @@ def test_check_fails_on_a_missing_required_model(smoke_root: Path, tmp_path: Pat
     assert "qwen_vl_7b: not found" in out and "problems:" in out
 
 
+def test_check_requires_the_branch_and_checks_one_stage(
+    smoke_root: Path, tmp_path: Path, capsys
+) -> None:
+    """edit always loads the VideoPainter branch, so a root without it fails the check
+    (issue 26); ``--stage`` checks only what one stage reads, so a root that lacks the
+    branch still passes for segment, and an unknown stage is one line, exit 2."""
+    from lanepaint.models.root import VIDEOPAINTER_BRANCH_DIR
+
+    root = derived_root(smoke_root, tmp_path / "root", drop=[VIDEOPAINTER_BRANCH_DIR.split("/")[0]])
+    assert cli_main(["models", "check", str(root), "--files-only"]) == 1
+    assert "videopainter_branch: not found" in capsys.readouterr().out
+    assert cli_main(["models", "check", str(root), "--files-only", "--stage", "edit"]) == 1
+    out = capsys.readouterr().out
+    assert "videopainter_branch: not found" in out and "sam2" not in out
+    assert cli_main(["models", "check", str(root), "--json", "--stage", "segment"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in report["models"]] == ["sam2"] and report["ok"]
+    assert cli_main(["models", "check", str(root), "--stage", "paint"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--stage: 'paint' is not one of" in err
+
+
 def test_check_fails_on_broken_files(smoke_root: Path, tmp_path: Path, capsys) -> None:
     root = derived_root(smoke_root, tmp_path / "root", copy=[COGVIDEOX_I2V_DIR])
     (root / COGVIDEOX_I2V_DIR / "vae" / "config.json").write_text("{not json")
@@ -395,6 +417,36 @@ def test_sentencepiece_only_tokenizer_is_explained(
     assert info.value.model == "cogvideox_i2v" and info.value.path == folder
 
 
+def test_sentencepiece_only_tokenizer_loads(smoke_root: Path, tmp_path: Path) -> None:
+    """A CogVideoX tokenizer folder as the real download has it (spiece.model, no
+    tokenizer.json) loads and tokenizes exactly as sentencepiece itself does (issue 26:
+    sentencepiece 0.2.3's model proto needed protobuf >= 7; 0.2.1 is pinned)."""
+    import sentencepiece as spm
+
+    root = derived_root(smoke_root, tmp_path / "root", copy=[COGVIDEOX_I2V_DIR])
+    folder = root / COGVIDEOX_I2V_DIR / "tokenizer"
+    (folder / "tokenizer.json").unlink()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("single white solid lane\ndouble yellow dashed line\n" * 50)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=20,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    text = "double white dashed lane"
+    expected = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model")).encode(text)
+    tokenizer = load_cogvideox_i2v(root).tokenizer
+    assert not (folder / "tokenizer.json").exists()
+    assert tokenizer(text).input_ids == [*expected, tokenizer.eos_token_id]
+    assert tokenizer.eos_token_id == 1 and tokenizer.pad_token_id == 0
+
+
 def test_sam2_checkpoint_is_loaded_weights_only(smoke_root: Path, tmp_path: Path) -> None:
     root = derived_root(smoke_root, tmp_path / "root", drop=[SAM2_CHECKPOINT])
     marker = tmp_path / "unpickled"
@@ -459,3 +511,17 @@ def test_gcs_root_is_fetched_once_and_loads(smoke_root: Path, gcs_bucket: str, t
     assert model.config.vision_config.spatial_merge_size == 2
     storage.delete_prefix(uri)  # a second open must reuse the cache, not download again
     assert ModelRoot.open(uri, cache_root=cache).path == root.path
+
+
+def test_full_size_and_smoke_qwen_stop_generating_alike() -> None:
+    """Both Qwen2.5-VL builders carry the released generation config (stop at <|im_end|>
+    or <|endoftext|>, pad with <|endoftext|>); the full-size one is built on the meta
+    device, so no 7B weights are allocated."""
+    from lanepaint.models.fullsize import build_qwen_vl
+
+    full, processor = build_qwen_vl(device="meta")
+    small, _ = tiny_qwen_vl()
+    tokens = processor.tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    for model in (full, small):
+        assert model.generation_config.eos_token_id == tokens
+        assert model.generation_config.pad_token_id == tokens[1]

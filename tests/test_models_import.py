@@ -61,7 +61,7 @@ def _field(number: int, wire: int, payload: bytes) -> bytes:
 
 def spiece_model(vocab: list[list]) -> bytes:
     """A SentencePiece Unigram ModelProto with ``vocab``'s pieces and scores, written by hand
-    (sentencepiece's own protobuf module needs a newer protobuf runtime than the pinned one)."""
+    (the test needs exact pieces and scores, which sentencepiece's trainer does not give)."""
     kinds = {"<pad>": 3, "</s>": 3, "<unk>": 2}  # CONTROL, CONTROL, UNKNOWN; NORMAL is 1
     pieces = b"".join(
         _field(

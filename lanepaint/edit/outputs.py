@@ -90,6 +90,7 @@ def item_record(
         "fps": item.record.fps,
         "size": list(result.frames.shape[1:3]),
         "windows": list(result.window_starts),
+        "propagation": result.mode,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 

@@ -110,9 +110,16 @@ def _human(size: int | None) -> str:
 
 
 def format_report(root: ModelRoot, results: list[CheckResult]) -> str:
-    rows = [("MODEL", "REQUIRED", "SIZE", "STATUS", "PATH")]
+    rows = [("MODEL", "REQUIRED", "USED BY", "SIZE", "STATUS", "PATH")]
     rows += [
-        (r.name, "yes" if r.required else "no", _human(r.size_bytes), r.status, r.path)
+        (
+            r.name,
+            "yes" if r.required else "no",
+            ",".join(MODEL_SPECS[r.name].used_by) if r.name in MODEL_SPECS else "-",
+            _human(r.size_bytes),
+            r.status,
+            r.path,
+        )
         for r in results
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

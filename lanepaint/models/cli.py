@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="validate files (configs, safetensors headers) without loading any model",
     )
     check.add_argument("--cache-dir", type=Path, default=None, help="local cache for a gs:// root")
+    check.add_argument(
+        "--stage",
+        default=None,
+        help="check only the models this stage reads (segment, caption, build-dataset, "
+        "train-lora, edit); default: every slot",
+    )
     check.set_defaults(func=_check)
     _register_import(sub)
 
@@ -109,16 +115,18 @@ def _check(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
     from lanepaint.models.check import check_root, format_report
+    from lanepaint.models.registry import specs_for_stage
     from lanepaint.models.root import ModelError, ModelRoot
 
     transformers_logging.disable_progress_bar()  # one bar per loaded model drowns the table
 
     try:
+        specs = specs_for_stage(args.stage) if args.stage else None
         root = ModelRoot.open(args.root, cache_root=args.cache_dir)
-    except ModelError as exc:
+    except (ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = check_root(root, load=not args.files_only)
+    results = check_root(root, load=not args.files_only, specs=specs)
     ok = all(r.ok for r in results)
     if args.json:
         report = {

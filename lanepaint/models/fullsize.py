@@ -25,7 +25,7 @@ from lanepaint.models.architectures import (
     qwen_vl_config,
     qwen_vl_processor,
 )
-from lanepaint.models.tokenizers import qwen_token_ids, qwen_tokenizer
+from lanepaint.models.tokenizers import qwen_tokenizer, set_released_generation_config
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -94,7 +94,7 @@ def build_qwen_vl(
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
-    model.generation_config.pad_token_id = qwen_token_ids(tokenizer)["pad_token_id"]
+    set_released_generation_config(model, tokenizer)
     return model.eval(), qwen_vl_processor(tokenizer)
 
 

@@ -285,9 +285,9 @@ def plan_import(
 
 
 def add_t5_tokenizer_json(root: Path, slots: list[Slot]) -> list[str]:
-    """A T5 tokenizer folder with only ``spiece.model`` gets a ``tokenizer.json``: the loaders
-    read that file (transformers' own conversion of spiece.model needs a protobuf runtime
-    newer than the pinned one). It is borrowed from another T5 tokenizer of the import or
+    """A T5 tokenizer folder with only ``spiece.model`` gets a ``tokenizer.json``, so no
+    load has to convert spiece.model (and a root stays loadable where sentencepiece is
+    trimmed from an image). It is borrowed from another T5 tokenizer of the import or
     of the root (FLUX.1-Fill-dev/tokenizer_2 for CogVideoX) after checking that it has the
     same vocabulary and tokenizes the samples alike. Returns the destinations it added."""
     new = [s for s in slots if s.action == "linked"]

@@ -36,6 +36,8 @@ class ModelSpec:
     required: bool
     description: str
     load: Loader | None = None
+    # The stages that read this slot (``lanepaint models check --stage``).
+    used_by: tuple[str, ...] = ()
 
 
 def _flux_fill(root: ModelRoot) -> Any:
@@ -80,20 +82,29 @@ def _sam2(root: ModelRoot) -> Any:
 MODEL_SPECS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("flux_fill", FLUX_FILL_DIR, True, "FLUX.1-Fill-dev (first frame)", _flux_fill),
+        ModelSpec(
+            "flux_fill",
+            FLUX_FILL_DIR,
+            True,
+            "FLUX.1-Fill-dev (first frame)",
+            _flux_fill,
+            ("edit", "train-lora"),
+        ),
         ModelSpec(
             "cogvideox_i2v",
             COGVIDEOX_I2V_DIR,
             True,
             "CogVideoX-5B-I2V (propagation backbone)",
             _cogvideox_i2v,
+            ("edit",),
         ),
         ModelSpec(
             "videopainter_branch",
             VIDEOPAINTER_BRANCH_DIR,
-            False,
-            "VideoPainter context branch",
+            True,
+            "VideoPainter context branch (edit always loads it)",
             _videopainter_branch,
+            ("edit",),
         ),
         ModelSpec(
             "videopainter_id_lora",
@@ -101,13 +112,41 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             False,
             "VideoPainter ID-resampling LoRA (edit loads it when present)",
             _videopainter_id_lora,
+            ("edit",),
         ),
         ModelSpec(
-            "qwen_vl_7b", QWEN_VL_DIRS["7B"], True, "Qwen2.5-VL-7B (judge, caption)", _qwen_vl("7B")
+            "qwen_vl_7b",
+            QWEN_VL_DIRS["7B"],
+            True,
+            "Qwen2.5-VL-7B (judge, caption)",
+            _qwen_vl("7B"),
+            ("caption", "build-dataset", "edit"),
         ),
         ModelSpec(
-            "qwen_vl_72b", QWEN_VL_DIRS["72B"], False, "Qwen2.5-VL-72B (option)", _qwen_vl("72B")
+            "qwen_vl_72b",
+            QWEN_VL_DIRS["72B"],
+            False,
+            "Qwen2.5-VL-72B (option)",
+            _qwen_vl("72B"),
+            ("caption", "build-dataset", "edit"),
         ),
-        ModelSpec("sam2", SAM2_CHECKPOINT, True, "SAM2.1 hiera-large (road masks)", _sam2),
+        ModelSpec(
+            "sam2",
+            SAM2_CHECKPOINT,
+            True,
+            "SAM2.1 hiera-large (road masks)",
+            _sam2,
+            ("segment", "build-dataset"),
+        ),
     )
 }
+
+
+STAGES_WITH_MODELS = ("segment", "caption", "build-dataset", "train-lora", "edit")
+
+
+def specs_for_stage(stage: str) -> list[ModelSpec]:
+    """The slots ``stage`` reads, in layout order (``models check --stage``)."""
+    if stage not in STAGES_WITH_MODELS:
+        raise ValueError(f"--stage: {stage!r} is not one of {', '.join(STAGES_WITH_MODELS)}")
+    return [spec for spec in MODEL_SPECS.values() if stage in spec.used_by]

@@ -38,7 +38,11 @@ from lanepaint.models.root import (
     VIDEOPAINTER_BRANCH_DIR,
     ModelError,
 )
-from lanepaint.models.tokenizers import qwen_token_ids, qwen_tokenizer, write_clip_vocab_files
+from lanepaint.models.tokenizers import (
+    qwen_tokenizer,
+    set_released_generation_config,
+    write_clip_vocab_files,
+)
 
 if TYPE_CHECKING:
     from diffusers import CogVideoXImageToVideoPipeline, FluxFillPipeline
@@ -80,9 +84,7 @@ def tiny_qwen_vl(seed: int = 0) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwe
     config = qwen_vl_config(tokenizer, smoke=True)
     _seed(seed, "qwen_vl_7b")
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    ids = qwen_token_ids(tokenizer)
-    model.generation_config.eos_token_id = [ids["eos_token_id"], ids["bos_token_id"]]
-    model.generation_config.pad_token_id = ids["pad_token_id"]
+    set_released_generation_config(model, tokenizer)
     return model, qwen_vl_processor(tokenizer, smoke=True)
 
 

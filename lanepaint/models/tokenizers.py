@@ -136,3 +136,12 @@ def qwen_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
+
+
+def set_released_generation_config(model, tokenizer: Qwen2Tokenizer) -> None:
+    """The generation config of the released Qwen2.5-VL-Instruct: stop at <|im_end|> or
+    <|endoftext|>, pad with <|endoftext|>. One place, so the smoke set and the full-size
+    builder stop generating alike."""
+    ids = qwen_token_ids(tokenizer)
+    model.generation_config.eos_token_id = [ids["eos_token_id"], ids["bos_token_id"]]
+    model.generation_config.pad_token_id = ids["pad_token_id"]

@@ -68,6 +68,7 @@ from lanepaint.models.kernels import BACKENDS, sdpa_context
 from lanepaint.models.presets import PRESETS
 from lanepaint.models.presets import check_supported as check_preset
 from lanepaint.models.presets import parse as parse_preset
+from lanepaint.videopainter.modes import DEFAULT_MODE, MODE_NAMES
 
 # default_output_dir: still imported from here by pipeline specs compiled before it moved.
 __all__ = ["EditConfig", "default_output_dir", "edit_videos", "load_models", "merge_edits"]
@@ -139,6 +140,14 @@ class EditConfig:
     prev_clip_weight: float = setting(
         1.0, help="weight of the previous window's tokens in ID resampling (0 = off)"
     )
+    propagation: str = setting(
+        DEFAULT_MODE,
+        choices=MODE_NAMES,
+        help="how propagation holds the known region: reference = as the released "
+        "VideoPainter (replacement noise = the initial noise, known video with the mask "
+        "blacked out, only frame 0 kept); lanepaint = our earlier variant "
+        "(docs/videopainter.md)",
+    )
     max_frames: int = setting(0, help="edit the first N frames of each video (0 = all)")
     seed: int = setting(
         42, help="seed of the propagation and of first-frame attempt 0 (attempt k: seed + k)"
@@ -179,6 +188,8 @@ class EditConfig:
         if self.vlm_size not in ("7B", "72B"):
             raise ValueError(f"vlm size must be 7B or 72B, not {self.vlm_size!r}")
         parse_preset(self.preset)  # ValueError naming the presets
+        if self.propagation not in MODE_NAMES:
+            raise ValueError(f"propagation must be one of {MODE_NAMES}, not {self.propagation!r}")
         if self.attention not in BACKENDS:
             raise ValueError(f"attention must be one of {BACKENDS}, not {self.attention!r}")
         for name in ("steps", "judge_max_new_tokens", "judge_visual_tokens", "num_shards"):
@@ -366,6 +377,7 @@ def propagate(
         "overlap": cfg.overlap,
         "id_resample": cfg.id_resample,
         "prev_clip_weight": cfg.prev_clip_weight,
+        "mode": cfg.propagation,
         "seed": cfg.seed,
     }
     writer = WriteBehind(

@@ -8,7 +8,8 @@ things inside it that the stock loop has no place for:
 * the branch runs on ``noisy | masked-video latents | latent mask`` each step and its features are
   added to the backbone's blocks by hooks (:class:`~.injection.BranchInjector`);
 * after each scheduler step the known (unmasked) latents are replaced by the ground-truth video
-  latents noised to the next timestep (clean after the last step);
+  latents noised to the next timestep (clean after the last step), as the propagation mode
+  says (:mod:`lanepaint.videopainter.modes`: the released VideoPainter's way by default);
 * long videos run in overlapping windows whose latents are averaged on one global latent grid,
   window k+1 conditioned on window k's latent at the overlap start;
 * target-region ID resampling between windows (:mod:`lanepaint.videopainter.id_resample`).
@@ -36,6 +37,13 @@ from lanepaint.models.presets import cache_scope
 from lanepaint.videopainter.branch import VideoPainterBranch
 from lanepaint.videopainter.id_resample import IDResampler
 from lanepaint.videopainter.injection import BranchInjector, token_mask_from_latent_mask
+from lanepaint.videopainter.modes import (
+    DEFAULT_MODE,
+    PropagationMode,
+    black_out,
+    blacked_region,
+    resolve_mode,
+)
 from lanepaint.videopainter.windows import (
     WindowPlan,
     dilate_masks,
@@ -57,6 +65,7 @@ class PropagationResult:
     window_starts: tuple[int, ...]  # first frame of each window
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode/denoise/decode/total
     id_tokens: list[int] = field(default_factory=list)  # tokens kept per window for ID resampling
+    mode: str = DEFAULT_MODE  # the propagation mode's name (lanepaint.videopainter.modes)
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,11 @@ class _Options:
     id_resample: bool
     prev_clip_weight: float
     id_source: str
+    mode: PropagationMode
     callback: Callable[[int, int], None] | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", resolve_mode(self.mode))
 
     @classmethod
     def of(cls, arguments: dict[str, Any]) -> _Options:
@@ -102,6 +115,8 @@ class _Run:
     steps: list[int]  # the timesteps as Python ints
     guidance: list[float]  # per step
     use_cfg: bool
+    mode: PropagationMode
+    blank: torch.Tensor | None  # [T', H, W] bool: black in the known video (None: none), padded
     injector: BranchInjector | None = None
     resampler: IDResampler | None = None
     timings: dict[str, float] = field(
@@ -261,6 +276,7 @@ class VideoPainterPipeline:
         id_resample: bool = True,
         prev_clip_weight: float = 1.0,
         id_source: Literal["input", "output"] = "input",
+        mode: str | PropagationMode = DEFAULT_MODE,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         callback: Callable[[int, int], None] | None = None,
@@ -283,9 +299,12 @@ class VideoPainterPipeline:
             window, overlap: frames per window (default: the transformer's ``sample_frames``)
                 and frames shared by consecutive windows; ``window - overlap`` must be a
                 multiple of 4.
-            keep_first_frame: treat each window's first frame as known (window 0: frame 0;
-                later windows: the previous window's latent at the overlap start).
+            keep_first_frame: treat frame 0 (the edited frame) as known; in a mode without
+                ``first_frame_only`` also each later window's latent 0 (the previous
+                window's latent at the overlap start).
             replace_known: replace unmasked latents by noised ground truth after every step.
+            mode: how the known region is held: ``"reference"`` (the released VideoPainter),
+                ``"lanepaint"`` (our earlier variant) or a :class:`PropagationMode`.
             paste_back: copy input pixels outside the mask into the output.
             id_resample, prev_clip_weight, id_source: target-region ID resampling between
                 windows (weight 0 disables it); see :class:`IDResampler`.
@@ -309,6 +328,7 @@ class VideoPainterPipeline:
             window_starts=run.plan.starts,
             timings=run.timings,
             id_tokens=id_tokens,
+            mode=opts.mode.name,
         )
 
     def check_inputs(
@@ -393,6 +413,7 @@ class VideoPainterPipeline:
             else opts.guidance_scale
             for t in steps
         ]
+        blank = blacked_region(masks) if opts.mode.blacked_known else None
         return _Run(
             plan=plan,
             frames=frames,
@@ -405,6 +426,8 @@ class VideoPainterPipeline:
             steps=steps,
             guidance=guidance,
             use_cfg=use_cfg,
+            mode=opts.mode,
+            blank=None if blank is None else pad_frames(blank, plan.padded_frames),
         )
 
     def denoise(
@@ -470,12 +493,16 @@ class VideoPainterPipeline:
         """Window ``k``'s conditioning and initial noise: ground-truth and masked-video
         latents (one VAE batch), the latent mask, and the image latent (window 0: the edited
         frame encoded alone; later windows: the previous window's latent at the overlap
-        start, also taken as known when ``keep_first_frame``)."""
+        start, also taken as known when ``keep_first_frame`` and the mode keeps not only
+        frame 0). The known latents are noised with the initial noise or a draw of their own,
+        as the mode says."""
         device, dtype = self.device, self.pipe.transformer.dtype
         plan, start, latent_window = run.plan, run.plan.starts[k], run.plan.latent_window
         scale = self.pipe.vae_scale_factor_spatial
         frames = run.video[start : start + plan.window].to(device)
         known_px = ~run.repaint[start : start + plan.window].to(device)
+        if run.blank is not None:  # the known video, as the released inference encodes it
+            frames = black_out(frames, run.blank[start : start + plan.window].to(device))
         pixels = frames.permute(3, 0, 1, 2)[None].to(dtype) / 127.5 - 1.0
         # Ground truth and masked video in one VAE batch.
         both = torch.cat([pixels, pixels * known_px.to(dtype)])
@@ -486,15 +513,18 @@ class VideoPainterPipeline:
         else:
             j0 = plan.latent_stride
             image_latent = previous[:, j0 : j0 + 1]
-            if keep_first_frame:
+            if keep_first_frame and not run.mode.first_frame_only:
                 gt_latents[:, :1] = image_latent
                 masked_latents[:, :1] = image_latent
                 latent_mask[:, :1] = 0
         channels = self.pipe.transformer.config.out_channels
         shape = (1, latent_window, channels, frames.shape[1] // scale, frames.shape[2] // scale)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        latents = latents * self.pipe.scheduler.init_noise_sigma
-        gt_noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        gt_noise = (
+            noise
+            if run.mode.initial_noise
+            else randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        )
         image_latents = torch.cat(
             [image_latent, image_latent.new_zeros((1, latent_window - 1, *shape[2:]))], dim=1
         )
@@ -503,7 +533,7 @@ class VideoPainterPipeline:
             image_latents = torch.cat([image_latents] * 2)
             branch_cond = torch.cat([branch_cond] * 2)
         return _Window(
-            latents=latents,
+            latents=noise * self.pipe.scheduler.init_noise_sigma,
             gt_latents=gt_latents,
             gt_noise=gt_noise,
             image_latents=image_latents,
