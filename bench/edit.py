@@ -85,8 +85,9 @@ def _scene(h: int, w: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
     return video, road
 
 
-def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dict, object, dict]:
-    """(record, pipeline, scene); ``measure=False`` only builds and compiles (for whole_edit)."""
+def build_flux(size: str, device: str):
+    """(FluxFill pipeline, ``call(n_steps, **kwargs)`` on the benchmark's frame, working
+    size, steps, (frames, road masks)) at ``size``."""
     from PIL import Image
 
     if size == "full":
@@ -103,7 +104,7 @@ def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dic
     image, mask = Image.fromarray(frame[0]), Image.fromarray(road[0] * 255)
     caption = "road with single white solid lane markings"
 
-    def call(n_steps=steps):
+    def call(n_steps=steps, **kwargs):
         g = torch.Generator("cpu").manual_seed(0)
         return pipe(
             prompt=caption,
@@ -115,7 +116,15 @@ def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dic
             guidance_scale=30.0,
             generator=g,
             output_type="np",
+            **kwargs,
         ).images[0]
+
+    return pipe, call, res, steps, (frame, road)
+
+
+def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dict, object, dict]:
+    """(record, pipeline, scene); ``measure=False`` only builds and compiles (for whole_edit)."""
+    pipe, call, res, steps, (frame, road) = build_flux(size, device)
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -148,11 +157,11 @@ def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dic
     return record, pipe, {"frame": frame[0], "mask": road[0]}
 
 
-def bench_propagate(
-    size: str, device: str, measure: bool = True, mode: str = DEFAULT_MODE
-) -> tuple[dict, object]:
-    """(record, painter); ``measure=False`` only builds and compiles (for whole_edit).
-    ``mode``: the propagation mode of every call (reference and ours alike)."""
+def build_painter(size: str, device: str, mode: str = DEFAULT_MODE):
+    """(dual pipeline with a trained-like branch, ``call(n_steps)`` on the benchmark's clip
+    (one window of the model's frame count) in propagation ``mode``, steps) at ``size``."""
+    from diffusers import CogVideoXDPMScheduler
+
     from lanepaint.videopainter.branch import VideoPainterBranch
     from lanepaint.videopainter.pipeline import VideoPainterPipeline
 
@@ -166,8 +175,6 @@ def bench_propagate(
 
         pipe = tiny_cogvideox_i2v().to(device)
         steps = 3
-    from diffusers import CogVideoXDPMScheduler
-
     pipe.scheduler = CogVideoXDPMScheduler.from_config(
         pipe.scheduler.config, timestep_spacing="trailing"
     )
@@ -179,8 +186,7 @@ def bench_propagate(
     cfg = pipe.transformer.config
     h = cfg.sample_height * pipe.vae_scale_factor_spatial
     w = cfg.sample_width * pipe.vae_scale_factor_spatial
-    frames = cfg.sample_frames
-    video, road = _scene(h, w, frames)
+    video, road = _scene(h, w, cfg.sample_frames)
     first = video[0].copy()
     first[road[0] > 0] = 255 - first[road[0] > 0]
 
@@ -196,6 +202,21 @@ def bench_propagate(
             mask_dilation=16 if size == "full" else 2,
             mode=mode,
         )
+
+    return painter, call, steps
+
+
+def bench_propagate(
+    size: str, device: str, measure: bool = True, mode: str = DEFAULT_MODE
+) -> tuple[dict, object]:
+    """(record, painter); ``measure=False`` only builds and compiles (for whole_edit).
+    ``mode``: the propagation mode of every call (reference and ours alike)."""
+    painter, call, steps = build_painter(size, device, mode)
+    pipe = painter.pipe
+    cfg = pipe.transformer.config
+    h = cfg.sample_height * pipe.vae_scale_factor_spatial
+    w = cfg.sample_width * pipe.vae_scale_factor_spatial
+    frames = cfg.sample_frames
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

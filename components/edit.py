@@ -56,6 +56,7 @@ def edit_shard(
     propagation: str = "reference",
     max_frames: int = 0,
     seed: int = 42,
+    preset: str = "exact",
     compile: bool = True,
     attention: str = "auto",
     video_ids: str = "",

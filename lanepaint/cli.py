@@ -20,6 +20,7 @@ COMMANDS = [
     "lanepaint.stages.train_lora",
     "lanepaint.stages.edit",
     "lanepaint.stages.evaluate",
+    "lanepaint.evaluate.presets",
     "lanepaint.lanes.cli",
     "lanepaint.data.synth",
     "lanepaint.models.cli",

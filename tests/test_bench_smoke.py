@@ -64,3 +64,19 @@ def test_attention_bench_smoke(tmp_path):
     timed = {k: v for k, v in row.items() if isinstance(v, dict) and "ms" in v}
     assert timed and row["fastest"] in timed
     assert all(v["rel_err_vs_fp32"] < 1e-5 for v in timed.values())  # fp32 on the CPU
+
+
+@pytest.mark.slow
+def test_presets_bench_smoke(tmp_path):
+    """Every preset this machine runs is timed beside exact (same run); the FP8 ones are
+    recorded as not run where torchao cannot run them (the CPU)."""
+    from bench import presets
+
+    assert presets.main(["--size", "smoke", "--out-dir", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "presets_propagate.smoke.json").read_text())
+    rows = {r["extra"]["preset"]: r for r in result["propagate"]}
+    assert rows["exact"]["extra"]["latents_rel_l2"] == 0.0 and "cache" in rows
+    assert all(KEYS <= set(r) for r in rows.values())
+    ran_fp8 = any("fp8" in name for name in rows)
+    assert ran_fp8 or set(result["not_run"]) == {"fp8", "fp8+cache"}
+    assert (tmp_path / "presets_first_frame.smoke.json").exists()

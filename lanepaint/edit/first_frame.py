@@ -19,6 +19,7 @@ from lanepaint.data import masks as mask_ops
 from lanepaint.data.vocab import LaneAttributes, parse_caption
 from lanepaint.edit.instructions import Instruction
 from lanepaint.kit.settings import setting
+from lanepaint.models.presets import cache_scope
 from lanepaint.vlm.parse import Verdict
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ class FirstFramePainter:
         for index in range(self.config.max_attempts):
             start = time.perf_counter()
             seed = self.config.seed + index
-            image = self.paint(frame, mask, caption, prompt_2, seed)
+            with cache_scope(self.pipe.transformer, "cond"):  # a speed preset's step cache
+                image = self.paint(frame, mask, caption, prompt_2, seed)
             verdict = self._judge(frame, mask, image, instruction.caption)
             analysis = analyze_image(image, mask)
             matches = _matches(parse_caption(analysis.caption), instruction.attributes)

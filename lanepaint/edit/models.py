@@ -89,6 +89,7 @@ class Models:
     # Loaded by the stage run itself: nothing else will use phase one's models again, so
     # they are dropped rather than copied back to the CPU (~40 s for FluxFill + the VLM).
     owned: bool = False
+    preset: str = "exact"  # the speed preset the models were loaded with
 
     def release_phase_one(self) -> None:
         """Free what the plan says must not stay beside CogVideoX (each model by its flag)."""
@@ -106,8 +107,9 @@ def load_models(model_root: str, config: Any, lora: str | LoraAdapter | None = N
     """FluxFill (+LoRA), the judge and CogVideoX+branch, placed by the plan.
 
     ``config`` is the edit stage's config (read: ``judge``, ``vlm_size``,
-    ``judge_max_new_tokens``, ``judge_visual_tokens``, ``compile``); ``lora`` a LoRA folder
-    or an adapter from :func:`fetch_lora`."""
+    ``judge_max_new_tokens``, ``judge_visual_tokens``, ``compile``, ``preset`` with
+    ``first_frame_steps`` and ``steps``); ``lora`` a LoRA folder or an adapter from
+    :func:`fetch_lora`."""
     import torch
 
     from lanepaint.models import placement
@@ -120,30 +122,34 @@ def load_models(model_root: str, config: Any, lora: str | LoraAdapter | None = N
     first = ("flux_fill", vlm) if config.judge else ("flux_fill",)
     plan = placement.plan_placement(visible_gpus(), (first, ("cogvideox_i2v",)))
     log.info("placement plan:\n%s", plan.describe())
-    flux = _load_flux(root, plan["flux_fill"], adapter, config.compile)
+    preset = getattr(config, "preset", "exact")
+    flux = _load_flux(root, plan["flux_fill"], adapter, config.compile, preset, config)
     judge = _load_judge(root, plan[vlm], config) if config.judge else None
-    painter = _load_painter(root, plan["cogvideox_i2v"], config.compile)
+    painter = _load_painter(root, plan["cogvideox_i2v"], config.compile, preset, config)
     metadata = {
         **root.metadata(),
         "lora": adapter.uri if adapter else None,
         "lora_sha256": adapter.sha256 if adapter else None,
         "torch": torch.__version__,
     }
-    return Models(root, flux, judge, painter, plan, metadata, vlm, adapter)
+    return Models(root, flux, judge, painter, plan, metadata, vlm, adapter, preset=preset)
 
 
-def _load_flux(root, where, adapter: LoraAdapter | None, compile: bool):
+def _load_flux(root, where, adapter: LoraAdapter | None, compile: bool, preset: str, config):
     from lanepaint.edit.first_frame import compile_flux
-    from lanepaint.models import loaders, placement
+    from lanepaint.models import loaders, placement, presets
     from lanepaint.models.device import dtype_for
 
     flux = loaders.load_flux_fill(root, dtype_for(where.device), "cpu")
     if adapter is not None:
         flux.load_lora_weights(str(adapter.folder), adapter_name="lanepaint")
     placement.apply_placement(flux, where)
+    steps = getattr(config, "first_frame_steps", 50)
+    log.info("FluxFill speed preset: %s", presets.apply(preset, [flux.transformer], steps))
     if compile and str(where.device).startswith("cuda"):
         if where.offload == "none":
-            compile_flux(flux)
+            # FP8 quantizes the separate q/k/v projections: nothing left to fuse.
+            compile_flux(flux, fuse_qkv=not presets.parse(preset).fp8)
         else:  # offload hooks move weights per call: nothing to fuse or compile in place
             log.info("FluxFill is offloaded (%s): not compiled", where.offload)
     return flux
@@ -168,10 +174,10 @@ def _load_judge(root, where, config):
     )
 
 
-def _load_painter(root, where, compile: bool):
+def _load_painter(root, where, compile: bool, preset: str, config):
     from diffusers import CogVideoXDPMScheduler
 
-    from lanepaint.models import loaders
+    from lanepaint.models import loaders, presets
     from lanepaint.models.device import dtype_for
     from lanepaint.videopainter.pipeline import VideoPainterPipeline
 
@@ -185,6 +191,8 @@ def _load_painter(root, where, compile: bool):
     if (root / VIDEOPAINTER_ID_LORA_FILE).is_file():
         painter.load_id_lora(root / VIDEOPAINTER_ID_LORA_FILE)
     painter.to(where.device if where.offload == "none" else "cpu")
+    applied = presets.apply(preset, [pipe.transformer, branch], getattr(config, "steps", 50))
+    log.info("CogVideoX speed preset: %s", applied)
     if compile and str(where.device).startswith("cuda"):
         painter.compile_blocks()
     return painter

@@ -129,11 +129,14 @@ def attempt_thumbnails(record: dict) -> list[dict]:
 
 
 def model_set_line(records: list[dict]) -> tuple[str, bool]:
-    """The sentence naming the model set(s) that made the edits, and whether any is smoke."""
+    """The sentence naming the model set(s) and speed preset(s) that made the edits, and
+    whether any is smoke (records written before presets existed were exact)."""
     labels = sorted({r.get("model_set_label", "unknown model set") for r in records})
     smoke = any(r.get("model_set") == "smoke" for r in records)
     prefix = "Made with the SMOKE model set" if smoke else "Made with"
-    return f"{prefix}: {'; '.join(labels) or 'no edits found'}", smoke
+    presets = sorted({r.get("speed_preset", "exact") for r in records})
+    speed = f" (speed preset: {', '.join(presets)})" if presets else ""
+    return f"{prefix}: {'; '.join(labels) or 'no edits found'}{speed}", smoke
 
 
 def edits_model_set(records: list[dict]) -> dict:

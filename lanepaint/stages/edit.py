@@ -71,6 +71,9 @@ from lanepaint.kit import (
 from lanepaint.kit.cli import register_stage
 from lanepaint.kit.lock import output_lock
 from lanepaint.models.kernels import BACKENDS, sdpa_context
+from lanepaint.models.presets import PRESETS
+from lanepaint.models.presets import check_supported as check_preset
+from lanepaint.models.presets import parse as parse_preset
 from lanepaint.videopainter.modes import DEFAULT_MODE, MODE_NAMES
 
 # default_output_dir: still imported from here by pipeline specs compiled before it moved.
@@ -168,6 +171,13 @@ class EditConfig:
     seed: int = setting(
         42, help="seed of the propagation and of first-frame attempt 0 (attempt k: seed + k)"
     )
+    preset: str = setting(
+        "exact",
+        choices=PRESETS,
+        help="speed preset: exact (bf16), fp8 (torchao float8, CUDA compute capability >= 8.9), "
+        "cache (diffusers TaylorSeer-lite step cache) or fp8+cache; not bit-exact, so part of "
+        "the settings key; times and drift in docs/performance.md",
+    )
     compile: bool = setting(
         True,
         output=False,
@@ -196,6 +206,7 @@ class EditConfig:
         self.first_frame  # noqa: B018 - FirstFrameConfig validates its fields
         if self.vlm_size not in ("7B", "72B"):
             raise ValueError(f"vlm size must be 7B or 72B, not {self.vlm_size!r}")
+        parse_preset(self.preset)  # ValueError naming the presets
         if self.propagation not in MODE_NAMES:
             raise ValueError(f"propagation must be one of {MODE_NAMES}, not {self.propagation!r}")
         if self.attention not in BACKENDS:
@@ -260,6 +271,7 @@ def edit_videos(
     before anything is written or loaded."""
     config = config or EditConfig()
     check_apart([data_dir, model_root, lora], [output_dir, summary_dir])
+    check_preset(config.preset)  # FP8 on a machine that cannot run it: before anything loads
     inputs = check_inputs(data_dir, model_root, lora, config.vlm_size if config.judge else None)
     with hold_output(output_dir, summary_dir):
         run = plan_run(inputs, output_dir, config)
@@ -318,7 +330,9 @@ def plan_run(inputs: EditInputs, output_dir: str, config: EditConfig) -> EditRun
     }
     counts = (len(videos), len(instructions), len(done), len(todo))
     log.info("%d videos x %d instructions; %d done, %d to do", *counts)
+    report.details["speed_preset"] = config.preset
     identity = {**model_set, "lora": report.details["lora"], "lora_sha256": sha}
+    identity["speed_preset"] = config.preset
     out = EditLayout(output_dir)
     run = EditRun(config, inputs.source, out, ledger, report, todo, identity, adapter)
     run.device = resolve_device("auto")
@@ -334,6 +348,8 @@ def prepare_models(run: EditRun, model_root: str, models: Models | None) -> Mode
             models.owned = True
     elif _sha(models.lora) != _sha(run.lora):
         raise ValueError("the models given were loaded with another LoRA than this run's")
+    elif models.preset != run.config.preset:
+        raise ValueError(f"the models given were loaded with speed preset {models.preset!r}")
     run.size = model_size(models.painter)
     run.first_frame = run.config.first_frame
     run.report.details["placement"] = models.plan.describe().splitlines()
@@ -513,6 +529,7 @@ def _run(args) -> int:
     s = result.summary
     print(
         f"edited {s['done']} of {s['inputs']} (video, instruction) items "
-        f"({s['skipped_done']} already done, {s['failed']} failed) -> {args.output_dir}"
+        f"({s['skipped_done']} already done, {s['failed']} failed, speed preset "
+        f"{config.preset}) -> {args.output_dir}"
     )
     return 0 if s["failed"] == 0 else 1

@@ -33,6 +33,7 @@ import torch
 from diffusers import CogVideoXDPMScheduler, CogVideoXImageToVideoPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
+from lanepaint.models.presets import cache_scope
 from lanepaint.videopainter.branch import VideoPainterBranch
 from lanepaint.videopainter.id_resample import IDResampler
 from lanepaint.videopainter.injection import BranchInjector, token_mask_from_latent_mask
@@ -467,7 +468,9 @@ class VideoPainterPipeline:
                     id_tokens.append(int(capture.numel()))
                 t1 = self._sync(device)
                 run.timings["encode"] += t1 - t0
-                latents = self.denoise_window(run, win, opts, generator, capture, k)
+                # Each window is its own trajectory for a speed preset's step cache.
+                with cache_scope(self.pipe.transformer, "cond_uncond"):
+                    latents = self.denoise_window(run, win, opts, generator, capture, k)
                 if run.injector is not None:
                     run.injector.samples = None
                 if run.resampler is not None:
