@@ -26,18 +26,28 @@ from lanepaint.lanes import classify, detect
 log = logging.getLogger(__name__)
 
 ATTRIBUTES = LaneAttributes.FIELDS
+#: What one side reports: whether a line is there, then the line's attributes.
+SIDE_FIELDS = ("presence", *ATTRIBUTES)
+PRESENT, ABSENT = "present", "absent"
 # Below this (on a 0..1 scale) a decision is reported as unknown rather than guessed.
 MIN_CONFIDENCE = 0.55
+# Confidence that a side has no line when the other side's line was found.
+ABSENT_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)
 class SideResult:
-    """One ego-lane line: each attribute with its own confidence (0..1)."""
+    """One ego-lane line: whether it is there (present/absent/unknown) and each attribute,
+    each with its own confidence (0..1). A value is ``unknown`` where the evidence was too
+    weak to answer: the analyzer abstains rather than guess."""
 
     count: str = UNKNOWN
     color: str = UNKNOWN
     pattern: str = UNKNOWN
-    confidence: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in ATTRIBUTES})
+    confidence: dict[str, float] = field(
+        default_factory=lambda: {name: 0.0 for name in SIDE_FIELDS}
+    )
+    presence: str = UNKNOWN
 
     @property
     def attributes(self) -> LaneAttributes:
@@ -45,6 +55,7 @@ class SideResult:
 
     def as_dict(self) -> dict:
         return {
+            "presence": self.presence,
             "count": self.count,
             "color": self.color,
             "pattern": self.pattern,
@@ -89,12 +100,16 @@ def _near_row(lines, maps, bev) -> int | None:
 
 
 def _side(
-    line: detect.Line | None, maps, bev, near_row: int | None
+    line: detect.Line | None, maps, bev, near_row: int | None, absent_confidence: float
 ) -> tuple[SideResult, classify.LineEvidence | None]:
+    """One side's answer; below MIN_CONFIDENCE a value is ``unknown`` (an abstention)."""
     if line is None:
-        return SideResult(), None
+        conf = {name: 0.0 for name in SIDE_FIELDS} | {"presence": absent_confidence}
+        presence = ABSENT if absent_confidence >= MIN_CONFIDENCE else UNKNOWN
+        return SideResult(confidence=conf, presence=presence), None
     ev = classify.measure(line, maps, bev, near_row)
     decisions = {
+        "presence": classify.decide_presence(line, ev),
         "count": classify.decide_count(ev),
         "color": classify.decide_color(ev),
         "pattern": classify.decide_pattern(ev),
@@ -103,7 +118,11 @@ def _side(
         k: (d.value if d.confidence >= MIN_CONFIDENCE else UNKNOWN) for k, d in decisions.items()
     }
     conf = {k: d.confidence for k, d in decisions.items()}
-    return SideResult(values["count"], values["color"], values["pattern"], conf), ev
+    if values["presence"] != PRESENT:  # a doubtful line is not described
+        values |= {name: UNKNOWN for name in ATTRIBUTES}
+    return SideResult(
+        values["count"], values["color"], values["pattern"], conf, values["presence"]
+    ), ev
 
 
 def _road_mask(mask: object, shape: tuple[int, int]) -> np.ndarray | None:
@@ -248,8 +267,11 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
     if det.left is None and det.right is None:
         return LaneAnalysis(notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
-    left, det.evidence["left"] = _side(det.left, maps, bev, near)
-    right, det.evidence["right"] = _side(det.right, maps, bev, near)
+    # A side without a line is absent, the more surely the better the other side is seen.
+    found = [ln for ln in (det.left, det.right) if ln is not None]
+    absent = ABSENT_CONFIDENCE if len(found) == 1 else 0.0
+    left, det.evidence["left"] = _side(det.left, maps, bev, near, absent)
+    right, det.evidence["right"] = _side(det.right, maps, bev, near, absent)
     for name, line in (("left", det.left), ("right", det.right)):
         if line is None:
             notes.append(f"no {name} ego-lane line found")
@@ -262,7 +284,7 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
 def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
     """Per attribute: the value with the largest summed confidence over frames."""
     values, conf = {}, {}
-    for name in ATTRIBUTES:
+    for name in SIDE_FIELDS:
         weight: dict[str, float] = defaultdict(float)
         for side in sides:
             value = getattr(side, name)
@@ -279,7 +301,9 @@ def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
         conf[name] = round(share * float(np.mean(agreeing)), 3)
         if conf[name] < MIN_CONFIDENCE * 0.8:
             values[name] = UNKNOWN
-    return SideResult(values["count"], values["color"], values["pattern"], conf)
+    if values["presence"] != PRESENT:
+        values |= {name: UNKNOWN for name in ATTRIBUTES}
+    return SideResult(values["count"], values["color"], values["pattern"], conf, values["presence"])
 
 
 def _sample_frames(source: str | Path, max_frames: int) -> tuple[list[int], list[np.ndarray]]:

@@ -23,11 +23,15 @@ from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, Marki
 # Decision thresholds (tuned on synthetic scenes and the Udacity frames; see docs/quality.md).
 YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
 SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
+DASHED_COVERAGE = 0.56  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the lower one
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
+
+LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
+BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
@@ -60,6 +64,8 @@ class LineEvidence:
     profile_peaks: int
     peak_separation: float
     dip_ratio: float
+    lift: float = float("nan")  # paint lightness over the road's typical lightness in its rows
+    balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
 
 
 def is_plausible(line: Line) -> bool:
@@ -100,6 +106,29 @@ def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
         else:
             chosen_l = None
     return chosen_l, chosen_r
+
+
+def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
+    """How unlike the road is on the line's two sides: median |log(lightness ratio)|.
+
+    Paint lies on the road, with road on both sides; a gutter or curb has sidewalk on one
+    side, the edge of a snow cover has snow, a car's flank has the car. 0 for a line on
+    uniform road; the near rows (z <= 4) decide, where both sides are resolved.
+    """
+    if maps.surface is None:
+        return 0.0
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
+    cols = maps.surface.shape[1]
+    ratios = []
+    for r in np.nonzero(bev.z <= 4.0)[0]:
+        jc = centre[r]
+        if jc - wide < 0 or jc + wide >= cols or not maps.valid[r, jc - wide : jc + wide + 1].all():
+            continue
+        left = float(np.median(maps.surface[r, jc - wide : jc - half - 1]))
+        right = float(np.median(maps.surface[r, jc + half + 2 : jc + wide + 1]))
+        ratios.append(abs(math.log((left + 15.0) / (right + 15.0))))
+    return float(np.median(ratios)) if len(ratios) >= 10 else 0.0
 
 
 def _strength(maps: MarkingMaps) -> np.ndarray:
@@ -150,13 +179,15 @@ def measure(
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
     seen, on = occupancy(line, maps, bev)
     strength = _strength(maps)
+    row_surface = _row_surface(maps)
     # The cross-section only tells double from single where an image pixel is small next
     # to the gap between two stripes (~0.1 camera heights): a pixel spans z / (H - vy)
     # camera heights at distance z, so only rows nearer than this take part.
     profile_z = min(5.0, RESOLVE_PX * (bev.height - bev.vy))
     line_px: list[np.ndarray] = []
     road_px: list[np.ndarray] = []
-    profiles = []
+    lifts: list[np.ndarray] = []
+    profiles, shifts, profile_rows = [], [], []
     for r in np.nonzero(on & (z <= 5.0))[0]:
         jc = centre[r]
         if z[r] <= 4.0:  # colour from near paint: far paint is thin and loses its chroma
@@ -165,10 +196,20 @@ def measure(
             side = np.r_[jc - wide : jc - half - 2, jc + half + 3 : jc + wide + 1]
             free = maps.valid[r, side] & ~maps.mask[r, side]
             road_px.append(maps.chroma[r, side][free])
+            if maps.surface is not None and row_surface[r] > 0:
+                surf = maps.surface[r, jc - half : jc + half + 1][win]
+                value = surf + maps.bright[r, jc - half : jc + half + 1][win] * (surf + 25.0)
+                lifts.append(value / row_surface[r])
         core = strength[r, jc - half : jc + half + 1]
-        if z[r] <= profile_z and core.sum() > 0:  # centre each row on its paint, then average
-            shift = int(round(float((core * np.arange(-half, half + 1)).sum() / core.sum())))
-            j0 = jc + shift
+        if z[r] <= profile_z and core.sum() > 0:
+            shifts.append(float((core * np.arange(-half, half + 1)).sum() / core.sum()))
+            profile_rows.append(r)
+    # Centre the rows on the paint, then average. One shift for all rows (a median): a row
+    # where one stripe of a double line is worn away must not be centred on the other.
+    if shifts:
+        shift = int(round(float(np.median(shifts))))
+        for r in profile_rows:
+            j0 = centre[r] + shift
             if j0 - wide >= 0 and j0 + wide < cols_n:
                 profiles.append(strength[r, j0 - wide : j0 + wide + 1])
     # pattern: coverage from the nearest paint in view to this line's farthest paint
@@ -211,7 +252,20 @@ def measure(
         profile_peaks=peaks,
         peak_separation=separation,
         dip_ratio=dip,
+        lift=float(np.median(np.concatenate(lifts))) if lifts else float("nan"),
+        balance=side_balance(line, maps, bev),
     )
+
+
+def _row_surface(maps: MarkingMaps) -> np.ndarray:
+    """Per BEV row, the median road lightness in view (0 where none)."""
+    if maps.surface is None:
+        return np.zeros(maps.mask.shape[0])
+    out = np.zeros(maps.mask.shape[0])
+    for r, (row, ok) in enumerate(zip(maps.surface, maps.valid, strict=True)):
+        if ok.any():
+            out[r] = float(np.median(row[ok]))
+    return out
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -241,7 +295,9 @@ def decide_pattern(ev: LineEvidence) -> Decision:
         # solid: confident when coverage is well above the threshold and the line is long
         conf = _sigmoid(-margin) * min(1.0, ev.visible_range / 3.0)
         return Decision("solid", round(conf, 3))
-    conf = _sigmoid(margin) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
+    # dashed: confident only well below the threshold. Paint on half the length or more
+    # is as likely a worn or partly hidden solid line as a dashed one.
+    conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
     return Decision("dashed", round(conf, 3))
 
 
@@ -262,3 +318,18 @@ def decide_count(ev: LineEvidence) -> Decision:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.08), 3))
     conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP) / 0.08) if ev.profile_peaks >= 2 else 0.95
     return Decision("single", round(conf, 3))
+
+
+def decide_presence(line: Line, ev: LineEvidence) -> Decision:
+    """A found line is present, the more surely the more rows hold paint and the longer it
+    is, the lighter it is than the road in its rows (the plain asphalt strip between a
+    parked car's shadow and the lane is not), and the more alike the road on its two sides
+    (a curb or the edge of a snow cover has other ground beyond it)."""
+    conf = _sigmoid((line.rows - MIN_ROWS) / 8.0) * min(1.0, 0.4 + line.extent / 1.5)
+    if math.isnan(ev.lift) or math.isnan(ev.chroma_delta):
+        conf *= 0.3  # no paint near enough to see what it is
+    else:
+        conf *= _sigmoid((ev.lift - LIFT_MIN) / 0.05)
+    conf *= _sigmoid((ev.coverage - 0.15) / 0.04)
+    conf *= _sigmoid((BALANCE_MAX - ev.balance) / 0.08)
+    return Decision("present", round(conf, 3))

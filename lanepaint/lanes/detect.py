@@ -264,6 +264,7 @@ class MarkingMaps:
     chroma: np.ndarray  # (R - B) / (R + G + B): yellow-ness, independent of exposure
     mask: np.ndarray  # bool: paint candidates
     valid: np.ndarray  # bool: inside the image (and the road mask when given)
+    surface: np.ndarray | None = None  # lightness of the road surface (paint removed)
 
 
 def _open_h(channel: np.ndarray, width: int) -> np.ndarray:
@@ -317,7 +318,7 @@ def marking_maps(bev: np.ndarray, valid: np.ndarray) -> MarkingMaps:
     )
     mask &= valid & (surface >= 0.22 * row_surface[:, None])
     mask = _elongated(mask)
-    return MarkingMaps(bright, yellow, chroma, mask, valid)
+    return MarkingMaps(bright, yellow, chroma, mask, valid, surface)
 
 
 # ----------------------------------------------------------------------------- lines
