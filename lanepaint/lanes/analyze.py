@@ -88,6 +88,30 @@ class LaneAnalysis:
         }
 
 
+#: The confidence an analyzer attribute needs to count in a cross-check (caption
+#: agreement, evaluate): stricter than answering, so a borderline answer is never
+#: held against a caption or an edit.
+CHECK_CONFIDENCE = 0.7
+
+
+def trusted_attributes(analysis: dict, min_confidence: float = CHECK_CONFIDENCE) -> LaneAttributes:
+    """The summary attributes of an analysis (``LaneAnalysis.as_dict()``) that both ego
+    lines support with at least ``min_confidence``; the others become ``unknown``.
+
+    A missing line or a low-confidence attribute is no evidence either way, so it must
+    not count as a disagreement with a caption or as a wrong edit.
+    """
+    sides = []
+    for side in (analysis.get("left") or {}, analysis.get("right") or {}):
+        conf = side.get("confidence") or {}
+        values = (
+            side.get(name, UNKNOWN) if float(conf.get(name, 0.0)) >= min_confidence else UNKNOWN
+            for name in ATTRIBUTES
+        )
+        sides.append(LaneAttributes(*values))
+    return LaneAttributes.combine(*sides)
+
+
 def _unknown(reason: str, frames: int = 1) -> LaneAnalysis:
     log.debug("lane analysis unknown: %s", reason)
     return LaneAnalysis(notes=(reason,), frames=frames)
