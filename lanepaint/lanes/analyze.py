@@ -264,6 +264,7 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
         return _unknown("too dark to see lane markings")
     if detect.noise_ratio(image) > 0.6:
         return _unknown("image is dominated by pixel noise: no road structure")
+    image = detect.suppress_streaks(image)
     candidates = detect.vanishing_points(image, mask, k=3)
     candidates = [vp for vp in candidates if 0.1 * h <= vp.y <= 0.85 * h]
     if not candidates:
