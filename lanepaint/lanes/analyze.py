@@ -149,6 +149,17 @@ def _side(
     ), ev
 
 
+def _absent_confidence(lines: list[detect.Line], sign: int, found: int) -> float:
+    """How sure a side without an ego line has none: sure when the other side's line was
+    found and nothing line-like was seen on this side; not when a weak or crooked
+    candidate was (a worn line may be one), nor when no line was found at all."""
+    if found != 1:
+        return 0.0
+    lo, hi = classify.EGO_RANGE
+    weak = [ln for ln in lines if lo <= sign * ln.a0 <= hi and ln.rows >= classify.MIN_ROWS // 2]
+    return ABSENT_CONFIDENCE * (0.5 if weak else 1.0)
+
+
 def _road_mask(mask: object, shape: tuple[int, int]) -> np.ndarray | None:
     """A {0,1} uint8 mask of the image's size, or None when it cannot be one."""
     arr = np.asarray(mask)
@@ -292,11 +303,13 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
     if det.left is None and det.right is None:
         return LaneAnalysis(notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
-    # A side without a line is absent, the more surely the better the other side is seen.
     found = [ln for ln in (det.left, det.right) if ln is not None]
-    absent = ABSENT_CONFIDENCE if len(found) == 1 else 0.0
-    left, det.evidence["left"] = _side(det.left, maps, bev, near, absent)
-    right, det.evidence["right"] = _side(det.right, maps, bev, near, absent)
+    left, det.evidence["left"] = _side(
+        det.left, maps, bev, near, _absent_confidence(det.lines, -1, len(found))
+    )
+    right, det.evidence["right"] = _side(
+        det.right, maps, bev, near, _absent_confidence(det.lines, 1, len(found))
+    )
     for name, line in (("left", det.left), ("right", det.right)):
         if line is None:
             notes.append(f"no {name} ego-lane line found")

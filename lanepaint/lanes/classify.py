@@ -31,6 +31,8 @@ DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
 
 LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
+# Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
+MAX_WIDTH = (0.19, 0.29)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
@@ -66,6 +68,7 @@ class LineEvidence:
     dip_ratio: float
     lift: float = float("nan")  # paint lightness over the road's typical lightness in its rows
     balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
+    width: float = 0.0  # camera heights: the paint's width at half its peak (all stripes)
 
 
 def is_plausible(line: Line) -> bool:
@@ -179,7 +182,7 @@ def measure(
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
     seen, on = occupancy(line, maps, bev)
     strength = _strength(maps)
-    row_surface = _row_surface(maps)
+    row_surface = _row_surface(maps, bev)
     # The cross-section only tells double from single where an image pixel is small next
     # to the gap between two stripes (~0.1 camera heights): a pixel spans z / (H - vy)
     # camera heights at distance z, so only rows nearer than this take part.
@@ -239,9 +242,11 @@ def measure(
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
     # cross-section
-    peaks, separation, dip = 0, 0.0, 1.0
+    peaks, separation, dip, width = 0, 0.0, 1.0, 0.0
     if len(profiles) >= 3:
-        peaks, separation, dip = _two_peaks(np.mean(profiles, axis=0))
+        mean_profile = np.mean(profiles, axis=0)
+        peaks, separation, dip = _two_peaks(mean_profile)
+        width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -254,15 +259,20 @@ def measure(
         dip_ratio=dip,
         lift=float(np.median(np.concatenate(lifts))) if lifts else float("nan"),
         balance=side_balance(line, maps, bev),
+        width=width,
     )
 
 
-def _row_surface(maps: MarkingMaps) -> np.ndarray:
-    """Per BEV row, the median road lightness in view (0 where none)."""
+def _row_surface(maps: MarkingMaps, bev: Birdseye) -> np.ndarray:
+    """Per BEV row, the median road lightness straight ahead (|a| <= 0.6 camera heights,
+    inside the ego lane; 0 where none is in view): the asphalt the paint must outshine,
+    not the snow, sidewalk or car beside it."""
     if maps.surface is None:
         return np.zeros(maps.mask.shape[0])
+    ahead = np.abs(bev.a) <= 0.6
     out = np.zeros(maps.mask.shape[0])
     for r, (row, ok) in enumerate(zip(maps.surface, maps.valid, strict=True)):
+        ok = ok & ahead
         if ok.any():
             out[r] = float(np.median(row[ok]))
     return out
@@ -331,5 +341,8 @@ def decide_presence(line: Line, ev: LineEvidence) -> Decision:
     else:
         conf *= _sigmoid((ev.lift - LIFT_MIN) / 0.05)
     conf *= _sigmoid((ev.coverage - 0.15) / 0.04)
+    if ev.width > 0:  # paint is narrow: a gutter pan or a car's flank is not
+        limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+        conf *= _sigmoid((limit - ev.width) / 0.02)
     conf *= _sigmoid((BALANCE_MAX - ev.balance) / 0.08)
     return Decision("present", round(conf, 3))
