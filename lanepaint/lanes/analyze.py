@@ -149,15 +149,19 @@ def _side(
     ), ev
 
 
-def _absent_confidence(lines: list[detect.Line], sign: int, found: int) -> float:
+def _absent_confidence(
+    lines: list[detect.Line], dropped: list[detect.Line], sign: int, found: int
+) -> float:
     """How sure a side without an ego line has none: sure when the other side's line was
-    found and nothing line-like was seen on this side; not when a weak or crooked
-    candidate was (a worn line may be one), nor when no line was found at all."""
+    found and nothing line-like was seen on this side; not when a weak candidate was (a
+    worn line may be one) or a candidate was dropped as not paint (a line half hidden by
+    snow or a car may look like that), nor when no line was found at all."""
     if found != 1:
         return 0.0
     lo, hi = classify.EGO_RANGE
     weak = [ln for ln in lines if lo <= sign * ln.a0 <= hi and ln.rows >= classify.MIN_ROWS // 2]
-    return ABSENT_CONFIDENCE * (0.5 if weak else 1.0)
+    doubt = weak or any(sign * ln.a0 > 0 for ln in dropped)
+    return ABSENT_CONFIDENCE * (0.5 if doubt else 1.0)
 
 
 def _road_mask(mask: object, shape: tuple[int, int]) -> np.ndarray | None:
@@ -297,18 +301,46 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
             break
     if best is None:
         return _unknown(reason)
-    det.vanishing, det.bev, det.lines = best.vp, best.bev, best.lines
-    det.left, det.right = best.left, best.right
-    maps, bev = best.maps, best.bev
+    return _describe(best, notes, det)
+
+
+def _pick_paint(view: _View, det: Detection) -> tuple[list[detect.Line], list[detect.Line]]:
+    """Choose the ego lines, dropping a chosen one that is clearly not paint (too wide,
+    an edge between unlike grounds, no lighter than the asphalt) for the next candidate
+    out; returns the candidates left and those dropped."""
+    lines = list(view.lines)
+    dropped: list[detect.Line] = []
+    det.left, det.right = view.left, view.right
+    for _ in range(3):
+        near = _near_row((det.left, det.right), view.maps, view.bev)
+        bad = [
+            ln
+            for ln in (det.left, det.right)
+            if ln is not None
+            and classify.not_paint(classify.measure(ln, view.maps, view.bev, near))
+        ]
+        if not bad:
+            break
+        dropped += bad
+        lines = [ln for ln in lines if all(ln is not b for b in bad)]
+        det.left, det.right = classify.ego_pair(lines)
+    return lines, dropped
+
+
+def _describe(view: _View, notes: list[str], det: Detection) -> LaneAnalysis:
+    """Both sides' answers from the chosen view."""
+    det.vanishing, det.bev, det.lines = view.vp, view.bev, view.lines
+    maps, bev = view.maps, view.bev
+    lines, dropped = _pick_paint(view, det)
     if det.left is None and det.right is None:
         return LaneAnalysis(notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
     found = [ln for ln in (det.left, det.right) if ln is not None]
     left, det.evidence["left"] = _side(
-        det.left, maps, bev, near, _absent_confidence(det.lines, -1, len(found))
+        det.left, maps, bev, near, _absent_confidence(lines, dropped, -1, len(found))
     )
     right, det.evidence["right"] = _side(
-        det.right, maps, bev, near, _absent_confidence(det.lines, 1, len(found))
+        det.right, maps, bev, near, _absent_confidence(lines, dropped, 1, len(found))
     )
     for name, line in (("left", det.left), ("right", det.right)):
         if line is None:

@@ -31,6 +31,10 @@ DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
 
 LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
+# A row where the line's place is this much darker/lighter than the asphalt ahead, or
+# this much more coloured, is hidden (a car), not a gap.
+HIDDEN_RATIO = (0.3, 1.7)
+HIDDEN_TINT = 0.12
 # Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
 MAX_WIDTH = (0.19, 0.29)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
@@ -145,20 +149,53 @@ def _centres(line: Line, bev: Birdseye) -> np.ndarray:
 def occupancy(
     line: Line, maps: MarkingMaps, bev: Birdseye, z_limit: float = 6.8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per BEV row: whether the line's window is in view (seen), and whether it has paint."""
+    """Per BEV row: whether the line's window is in view (seen), and whether it has paint.
+
+    A row where something unlike the road covers the line's place (a car: far darker or
+    lighter than the asphalt ahead, or coloured) is not seen: a solid line hidden by
+    traffic has no gap there, it is out of view.
+    """
     rows_n, cols_n = maps.mask.shape
     centre = _centres(line, bev)
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
+    surface_ref, chroma_ref = _row_refs(maps, bev)
     seen = np.zeros(rows_n, bool)
     on = np.zeros(rows_n, bool)
     for r in range(rows_n):
         jc = centre[r]
         if bev.z[r] > z_limit or jc - wide < 0 or jc + wide >= cols_n:
             continue
-        if maps.valid[r, jc - half : jc + half + 1].all():
-            seen[r] = True
-            on[r] = maps.mask[r, jc - half : jc + half + 1].any()
+        window = slice(jc - half, jc + half + 1)
+        if not maps.valid[r, window].all():
+            continue
+        on[r] = maps.mask[r, window].any()
+        seen[r] = on[r] or not _hidden(maps, r, window, surface_ref[r], chroma_ref[r])
     return seen, on
+
+
+def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: float) -> bool:
+    if maps.surface is None or not surface > 0:
+        return False
+    ratio = float(np.median(maps.surface[r, window])) / surface
+    tint = abs(float(np.median(maps.chroma[r, window])) - chroma)
+    return ratio < HIDDEN_RATIO[0] or ratio > HIDDEN_RATIO[1] or tint > HIDDEN_TINT
+
+
+def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]:
+    """Per BEV row, the median lightness and chroma of the road straight ahead (|a| <= 0.6
+    camera heights, inside the ego lane; NaN where none is in view): the asphalt that
+    paint must outshine and that a car is unlike."""
+    rows_n = maps.mask.shape[0]
+    if maps.surface is None:
+        return np.full(rows_n, np.nan), np.full(rows_n, np.nan)
+    ahead = maps.valid & (np.abs(bev.a) <= 0.6)[None, :]
+    any_ahead = ahead.any(axis=1)
+    surface = np.where(ahead, maps.surface, np.nan)[any_ahead]
+    chroma = np.where(ahead, maps.chroma, np.nan)[any_ahead]
+    out_s, out_c = np.full(rows_n, np.nan), np.full(rows_n, np.nan)
+    out_s[any_ahead] = np.nanmedian(surface, axis=1)
+    out_c[any_ahead] = np.nanmedian(chroma, axis=1)
+    return out_s, out_c
 
 
 def nearest_paint_row(line: Line, maps: MarkingMaps, bev: Birdseye) -> int | None:
@@ -182,7 +219,7 @@ def measure(
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
     seen, on = occupancy(line, maps, bev)
     strength = _strength(maps)
-    row_surface = _row_surface(maps, bev)
+    row_surface = np.nan_to_num(_row_refs(maps, bev)[0])
     # The cross-section only tells double from single where an image pixel is small next
     # to the gap between two stripes (~0.1 camera heights): a pixel spans z / (H - vy)
     # camera heights at distance z, so only rows nearer than this take part.
@@ -263,21 +300,6 @@ def measure(
     )
 
 
-def _row_surface(maps: MarkingMaps, bev: Birdseye) -> np.ndarray:
-    """Per BEV row, the median road lightness straight ahead (|a| <= 0.6 camera heights,
-    inside the ego lane; 0 where none is in view): the asphalt the paint must outshine,
-    not the snow, sidewalk or car beside it."""
-    if maps.surface is None:
-        return np.zeros(maps.mask.shape[0])
-    ahead = np.abs(bev.a) <= 0.6
-    out = np.zeros(maps.mask.shape[0])
-    for r, (row, ok) in enumerate(zip(maps.surface, maps.valid, strict=True)):
-        ok = ok & ahead
-        if ok.any():
-            out[r] = float(np.median(row[ok]))
-    return out
-
-
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
     """(number of significant peaks, separation of the top two in camera heights, dip ratio)."""
     p = np.convolve(profile, np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
@@ -328,6 +350,17 @@ def decide_count(ev: LineEvidence) -> Decision:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.08), 3))
     conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP) / 0.08) if ev.profile_peaks >= 2 else 0.95
     return Decision("single", round(conf, 3))
+
+
+def not_paint(ev: LineEvidence) -> bool:
+    """Clearly not a painted line: far too wide, an edge between unlike grounds, or no
+    lighter than the asphalt ahead (the caller then looks for the next line out)."""
+    limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+    return (
+        ev.width > limit + 0.05
+        or ev.balance > BALANCE_MAX + 0.1
+        or (not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1)
+    )
 
 
 def decide_presence(line: Line, ev: LineEvidence) -> Decision:
