@@ -23,6 +23,7 @@ from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, Marki
 # Decision thresholds (tuned on synthetic scenes and the Udacity frames; see docs/quality.md).
 YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
 SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
+DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
 DASHED_COVERAGE = 0.56  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
@@ -73,6 +74,7 @@ class LineEvidence:
     lift: float = float("nan")  # paint lightness over the road's typical lightness in its rows
     balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
     width: float = 0.0  # camera heights: the paint's width at half its peak (all stripes)
+    longest_gap: float = 0.0  # z units: the longest run of seen rows without paint
 
 
 def is_plausible(line: Line) -> bool:
@@ -252,24 +254,7 @@ def measure(
             j0 = centre[r] + shift
             if j0 - wide >= 0 and j0 + wide < cols_n:
                 profiles.append(strength[r, j0 - wide : j0 + wide + 1])
-    # pattern: coverage from the nearest paint in view to this line's farthest paint
-    idx = np.nonzero(on)[0]
-    coverage, gaps, vis_range = 0.0, 0, 0.0
-    if len(idx):
-        lo, hi = int(idx.min()), int(idx.max())
-        if near_row is not None:
-            hi = max(hi, near_row)
-        occ = on[lo : hi + 1][seen[lo : hi + 1]]
-        coverage = float(occ.mean()) if len(occ) else 0.0
-        vis_range = float(z[lo] - z[hi])
-        step = float(z[0] - z[1])
-        run = 0
-        for v in np.append(occ, True):
-            if v:
-                gaps += int(run * step >= GAP_MIN)
-                run = 0
-            else:
-                run += 1
+    coverage, gaps, vis_range, longest = _coverage(on, seen, z, near_row)
     # colour
     chroma_delta = float("nan")
     if line_px:
@@ -297,7 +282,34 @@ def measure(
         lift=float(np.median(np.concatenate(lifts))) if lifts else float("nan"),
         balance=side_balance(line, maps, bev),
         width=width,
+        longest_gap=longest,
     )
+
+
+def _coverage(
+    on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
+) -> tuple[float, int, float, float]:
+    """(share of seen rows with paint, long gaps, z range, longest gap) from the nearest
+    paint in view to this line's farthest paint."""
+    idx = np.nonzero(on)[0]
+    coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
+    if len(idx):
+        lo, hi = int(idx.min()), int(idx.max())
+        if near_row is not None:
+            hi = max(hi, near_row)
+        occ = on[lo : hi + 1][seen[lo : hi + 1]]
+        coverage = float(occ.mean()) if len(occ) else 0.0
+        vis_range = float(z[lo] - z[hi])
+        step = float(z[0] - z[1])
+        run = 0
+        for v in np.append(occ, True):
+            if v:
+                gaps += int(run * step >= GAP_MIN)
+                longest = max(longest, run * step)
+                run = 0
+            else:
+                run += 1
+    return coverage, gaps, vis_range, longest
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -329,7 +341,9 @@ def decide_pattern(ev: LineEvidence) -> Decision:
         return Decision("solid", round(conf, 3))
     # dashed: confident only well below the threshold. Paint on half the length or more
     # is as likely a worn or partly hidden solid line as a dashed one.
+    # And a dash gap is metres long: worn paint leaves holes of a metre or so.
     conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
+    conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
     return Decision("dashed", round(conf, 3))
 
 
