@@ -371,7 +371,7 @@ def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
         conf[name] = round(share * float(np.mean(agreeing)), 3)
         if conf[name] < MIN_CONFIDENCE * 0.8:
             values[name] = UNKNOWN
-    if values["presence"] != PRESENT:
+    if values["presence"] == ABSENT:  # most frames see no line there
         values |= {name: UNKNOWN for name in ATTRIBUTES}
     return SideResult(values["count"], values["color"], values["pattern"], conf, values["presence"])
 

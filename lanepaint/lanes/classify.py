@@ -24,7 +24,7 @@ from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, Marki
 YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
 SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
 DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
-DASHED_COVERAGE = 0.56  # ... and below which it is dashed (between them: abstain)
+DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
