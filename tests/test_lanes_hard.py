@@ -73,8 +73,8 @@ def test_hard_specs_are_seeded_and_labelled():
     b = [spec for _, _, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5)]
     c = [spec for _, _, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 6)]
     assert a == b and a != c
-    by = {}
-    for spec, (_, condition, _) in zip(a, hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5)):
+    by: dict[str, list[SceneSpec]] = {}
+    for _, condition, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5):
         by.setdefault(condition, []).append(spec)
     assert all(len(spec.absent) == 1 and spec.curb for spec in by["curb_parked"])
     assert all(spec.left.count == "double" and spec.oncoming for spec in by["double_oncoming"])
@@ -86,9 +86,7 @@ def test_hard_specs_are_seeded_and_labelled():
 def test_curb_side_is_never_reported_as_a_line():
     # parked cars and a curb where the ego lane has no right line
     for seed in (1, 2, 3):
-        spec = SceneSpec(
-            left=YELLOW_SOLID, absent=("right",), curb=True, lanes_right=0, seed=seed
-        )
+        spec = SceneSpec(left=YELLOW_SOLID, absent=("right",), curb=True, lanes_right=0, seed=seed)
         rgb, _, lane = render_frame(spec, 1.0)
         assert not (lane == 2).any()  # no right ego line painted
         result = analyze_image(rgb)
