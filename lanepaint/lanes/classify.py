@@ -31,13 +31,13 @@ DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centr
 DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the lower one
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
 
-LIFT_MIN = 1.05  # paint must be this much lighter than the road's row median
+LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
 # A row where the line's place is this much darker/lighter than the asphalt ahead, or
 # this much more coloured, is hidden (a car), not a gap.
 HIDDEN_RATIO = (0.3, 1.7)
 HIDDEN_TINT = 0.12
 # Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
-MAX_WIDTH = (0.19, 0.42)
+MAX_WIDTH = (0.19, 0.32)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
@@ -246,12 +246,11 @@ def measure(
         if z[r] <= profile_z and core.sum() > 0:
             shifts.append(float((core * np.arange(-half, half + 1)).sum() / core.sum()))
             profile_rows.append(r)
-    # Centre the rows on the paint, then average. Each row's shift is the median over its
-    # neighbours (it follows a curve the fit missed), so that a row where one stripe of a
-    # double line is worn away is not centred on the other.
-    shifts = np.asarray(shifts)
-    for k, r in enumerate(profile_rows):
-        j0 = centre[r] + int(round(float(np.median(shifts[max(0, k - 12) : k + 13]))))
+    # Centre the rows on the paint, then average. One shift for all rows (a median): a row
+    # where one stripe of a double line is worn away must not be centred on the other.
+    shift = int(round(float(np.median(shifts)))) if shifts else 0
+    for r in profile_rows:
+        j0 = centre[r] + shift
         if j0 - wide >= 0 and j0 + wide < cols_n:
             profiles.append(strength[r, j0 - wide : j0 + wide + 1])
     coverage, gaps, vis_range, longest = _coverage(on, seen, z, near_row)
