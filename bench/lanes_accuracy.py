@@ -24,9 +24,15 @@ from pathlib import Path
 from lanepaint.data.vocab import LaneAttributes
 from lanepaint.lanes.accuracy import (
     CONDITIONS,
+    GOAL,
     HARD,
+    MAX_ABSTENTION,
+    SCORED,
+    TABLE_SEED,
+    TUNING_SEED,
     Case,
     Localization,
+    hard_specs,
     run_label_video_frames,
     run_labels,
     run_synthetic_images,
@@ -105,6 +111,135 @@ def _real_rows(cases: list[Case]) -> list[str]:
             f"| {_words(got_l)} \\| {_words(got_r)} | {'yes' if ok else '**no**'} |"
         )
     return out
+
+
+def _goal_table(groups: dict[str, list[Case]]) -> list[str]:
+    """Per attribute: answered accuracy / abstention, strict accuracy, and the goal."""
+    head = " | ".join(f"{a} answered / abstained / strict" for a in SCORED)
+    rule = "| --- | ---: |" + " ---: |" * len(SCORED) + " --- |"
+    out = [f"| set | lines | {head} | goal met |", rule]
+    for name, cases in groups.items():
+        t = tally(cases)
+        cells = [
+            f"{_pct(t.answered_accuracy(a))} / {_pct(t.abstention(a))} "
+            f"/ {_pct(t.strict_accuracy(a))}"
+            for a in SCORED
+        ]
+        missed = [a for a in SCORED if not t.meets_goal(a)]
+        verdict = "yes" if not missed else "no: " + ", ".join(missed)
+        out.append(f"| {name} | {2 * t.cases} | {' | '.join(cells)} | {verdict} |")
+    return out
+
+
+def _wrong_answers(cases: list[Case], limit: int = 40) -> list[str]:
+    wrong = tally(cases).wrong_answers
+    lines = [f"- {w}" for w in wrong[:limit]]
+    if len(wrong) > limit:
+        lines.append(f"- … and {len(wrong) - limit} more")
+    return lines or ["- none"]
+
+
+def _ms_per_frame(frames: list[tuple[str, object]], repeat: int = 3) -> list[str]:
+    """Milliseconds per analyze_image call, pinned to one CPU core and one OpenCV thread."""
+    import os
+
+    import cv2
+
+    from lanepaint.lanes.analyze import analyze_image
+
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[0]})
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    out = [f"| input | ms per frame (median of {repeat} runs) |", "| --- | ---: |"]
+    try:
+        for name, rgb in frames:
+            analyze_image(rgb)  # warm-up
+            runs = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                analyze_image(rgb)
+                runs.append(1000 * (time.perf_counter() - t0))
+            out.append(f"| {name} | {sorted(runs)[len(runs) // 2]:.0f} |")
+    finally:
+        cv2.setNumThreads(threads)
+        os.sched_setaffinity(0, set(cpus))
+    return out
+
+
+def _machine() -> str:
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"this machine ({model}, {platform.system()})"
+
+
+def _speed_frames(data: Path) -> list[tuple[str, object]]:
+    """Frames to time: synthetic at two sizes, a hard scene, and a real 1280x720 frame."""
+    import numpy as np
+    from PIL import Image
+
+    from lanepaint.data.synth import SceneSpec, render_frame
+
+    frames = [
+        (f"synthetic {w}x{h}", render_frame(SceneSpec(width=w, height=h, seed=1), 1.0)[0])
+        for w, h in ((320, 192), (640, 384))
+    ]
+    spec = SceneSpec(width=640, height=384, night=True, glare=True, oncoming=2, seed=2)
+    frames.append(("synthetic 640x384, night glare", render_frame(spec, 1.0)[0]))
+    real = data / "images" / "udacity_advanced_lane_lines" / "test1.jpg"
+    if real.is_file():
+        frames.append(("real 1280x720 (test1.jpg)", np.asarray(Image.open(real).convert("RGB"))))
+    return frames
+
+
+def _hard_section(smoke: bool, data: Path) -> tuple[list[str], list[Case], list[Case]]:
+    """The hard conditions of issue 21 (held-out seed) and LABELS.csv in the goal's terms."""
+    from lanepaint.data.synth_hard import HARD_CONDITIONS
+
+    per = 4 if smoke else 16
+    times = (0.7, 2.9)
+    cases = run_synthetic_images(
+        hard_specs(per, HARD_CONDITIONS, ((320, 192), (640, 384)), TABLE_SEED), times
+    )
+    groups = _by_group(cases, HARD_CONDITIONS)
+    real: list[Case] = []
+    if (data / "LABELS.csv").is_file():
+        real = run_labels(data)
+        groups["LABELS.csv (real)"] = real
+    md = [
+        "## Hard conditions (issue 21)",
+        "",
+        f"Scenes of `lanepaint.data.synth_hard` ({per} per condition, left x right line "
+        f"combinations in a seeded order, 320x192 and 640x384, t = 0.7 and 2.9 s), drawn "
+        f"from seed {TABLE_SEED}. The thresholds were tuned on scenes of seed {TUNING_SEED} "
+        "only (and on LABELS.csv); the tests use a third seed.",
+        "",
+        "How to read it. Each ego-lane line (left and right) is scored on four attributes:",
+        "*presence* (is there a line on that side: `present`/`absent`), and, where the",
+        "label has a line, *count*, *color* and *pattern*. The analyzer may abstain",
+        "(`unknown`, with its confidence below 0.55). *answered* is the share of answers",
+        "that are right (abstentions left out); *abstained* the share of labelled lines",
+        "without an answer; *strict* counts an abstention as wrong. **The goal** is met for",
+        f"an attribute when answered ≥ {100 * GOAL:.0f} % **and** abstained ≤ "
+        f"{100 * MAX_ABSTENTION:.0f} %: an abstention is not counted as wrong, but no more",
+        "than a quarter of the lines may go unanswered.",
+        "",
+        *_goal_table(groups),
+        "",
+        "Wrong answers (abstentions not listed):",
+        "",
+        *_wrong_answers(cases + real),
+        "",
+    ]
+    return md, cases, real
 
 
 def _localization(rows: list[Localization]) -> list[str]:
@@ -187,7 +322,10 @@ def run(size: str, data: Path) -> tuple[list[str], dict]:
         *_failures(synth + hard + clips),
         "",
     ]
+    hard_md, hard_cases, _ = timed("hard conditions", lambda: _hard_section(smoke, data))
+    md += hard_md
     summary = {"synthetic": tally(synth), "clips": tally(clips), "hard": tally(hard)}
+    summary["issue21"] = tally(hard_cases)
     if (data / "LABELS.csv").is_file():
         real = timed("real labels", lambda: run_labels(data))
         frames = timed(
@@ -261,14 +399,41 @@ def run(size: str, data: Path) -> tuple[list[str], dict]:
         "  the other line shows where the road begins; pattern is then `unknown`.",
         "- Double lines need resolution: below 256 px wide, count turns `unknown` more and",
         "  more often (table above).",
-        "- Night works where headlights light the markings (the synthetic night); a frame",
-        "  with almost no light is reported as too dark.",
+        "- Night works where headlights light the markings; vertical headlight streaks on",
+        "  a wet road are painted over first (frames with a dark sky only). A frame with",
+        "  almost no light is reported as too dark.",
+        "- Abstention (issue 21): each side also reports *presence* (`present`, `absent` or",
+        "  `unknown`); a found line is `present` only when its paint is narrow, lighter than",
+        "  the asphalt straight ahead and has road of the same kind on both sides (a gutter,",
+        "  a curb, a parked car's flank or the edge of a snow cover has not); a chosen line",
+        "  that is clearly not paint is dropped for the next one out. A side is `absent`",
+        "  only when the other side's line was found and nothing line-like was seen there.",
+        "  Rows where a car covers the line's place count as out of view, not as gaps;",
+        "  `dashed` needs paint on at most 56 % of the rows and a gap metres long (worn",
+        "  paint leaves short holes); between 56 % and 72 % the pattern is `unknown`.",
+        "- The caption cross-check (`lanepaint.vlm.caption.caption_record`) and evaluate",
+        "  (`lanepaint.evaluate.metrics.lane_attributes`) count only attributes that both",
+        "  ego lines support with confidence >= 0.7 (`lanes.analyze.trusted_attributes`):",
+        "  a low-confidence reading is neither an agreement nor a disagreement, and an",
+        "  edit is not marked wrong on it (evaluate lists the abstentions).",
+        "- The hard scenes are synthetic, from a renderer written for them (boxes for cars,",
+        "  discs for drops, a noise field for wear and snow): they show the failure modes",
+        "  seen on real frames are handled, not that real frames of those kinds would score",
+        "  the same. The frames kept apart by the issue (BDD100K, TuSimple, CULane,",
+        "  comma2k19, a night clip) are not in this repository and were not measured here.",
         "- Not handled: roads without markings (no line found), lane changes (the line under",
-        "  the car is given to whichever side it is on), wet-road glare, worn paint,",
-        "  Botts' dots only, unpainted road edges, and hills (the bird's-eye view assumes a",
-        "  flat road).",
+        "  the car is given to whichever side it is on), Botts' dots only, unpainted road",
+        "  edges, and hills (the bird's-eye view assumes a flat road). A summary caption has",
+        "  no word for a missing line: a side that is `absent` makes the summary `unknown`.",
         "",
-        "Run times (this machine, 2 shared CPU cores): "
+        "## Speed",
+        "",
+        f"`analyze_image` on one core (pinned with `sched_setaffinity`, one OpenCV thread) of"
+        f" {_machine()}; the input is scaled to at most 800 px wide first:",
+        "",
+        *_ms_per_frame(_speed_frames(data)),
+        "",
+        "Run times of this bench (2 CPU cores shared with other work): "
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
         + ".",
         "",

@@ -97,8 +97,9 @@ def test_caption_mixes_sides_and_dict_has_the_cli_keys():
     d = result.as_dict()
     assert {"left", "right", "caption"} <= set(d)
     for side in ("left", "right"):
-        assert set(d[side]) == {"count", "color", "pattern", "confidence"}
-        assert set(d[side]["confidence"]) == {"count", "color", "pattern"}
+        assert set(d[side]) == {"presence", "count", "color", "pattern", "confidence"}
+        assert set(d[side]["confidence"]) == {"presence", "count", "color", "pattern"}
+        assert d[side]["presence"] == "present"
         assert all(0.0 <= v <= 1.0 for v in d[side]["confidence"].values())
     json.dumps(d)
 

@@ -209,3 +209,26 @@ def test_chunks_cli_lays_out_chunk_folders(tmp_path):
         stem = (tmp_path / video).with_suffix("")
         assert (stem.parent / f"{stem.name}.masks.npz").is_file()
         assert json.loads((stem.parent / f"{stem.name}.labels.json").read_text())["frames"] == 3
+
+
+def test_hard_scenes_hide_and_remove_lines_as_labelled():
+    from lanepaint.data.synth_hard import HARD_CONDITIONS
+
+    assert len(HARD_CONDITIONS) == 8
+    # snow over the right line: no right ego-line pixels, and the road there is white
+    snow = SceneSpec(left=YELLOW_SOLID, right=WHITE_DASHED, snow=True, absent=("right",), seed=3)
+    rgb, _, lane = render_frame(snow, 1.0)
+    assert (lane == LEFT_LINE).any() and not (lane == RIGHT_LINE).any()
+    assert snow.labels()["absent"] == ["right"]
+    assert rgb[-20:, -40:].mean() > 180  # snow beside the ego lane, near the camera
+    # cars ahead straddling the lines: their pixels are neither road nor line
+    plain = SceneSpec(left=YELLOW_SOLID, right=YELLOW_SOLID, seed=4)
+    busy = SceneSpec(left=YELLOW_SOLID, right=YELLOW_SOLID, traffic=4, seed=4)
+    _, road0, lane0 = render_frame(plain, 0.5)
+    _, road1, lane1 = render_frame(busy, 0.5)
+    assert road1.sum() < road0.sum() and (lane1 > 0).sum() <= (lane0 > 0).sum()
+    # rain and glare are deterministic too
+    wet = SceneSpec(rain=True, night=True, glare=True, oncoming=2, seed=5)
+    np.testing.assert_array_equal(render_frame(wet, 1.0)[0], render_frame(wet, 1.0)[0])
+    with pytest.raises(ValueError, match="absent"):
+        SceneSpec(absent=("middle",))

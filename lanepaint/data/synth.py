@@ -80,6 +80,17 @@ class SceneSpec:
     horizon: float = 0.42  # fraction of the image height
     focal: float = 0.9  # focal length as a fraction of the image width
     seed: int = 0
+    # Hard cases (lanepaint.data.synth_hard): sides with no visible ego line, what is
+    # there instead, and what else gets in the way.
+    absent: tuple[str, ...] = ()  # "left"/"right": no line there (none painted, or snow)
+    curb: bool = False  # absent sides get a gutter, curb, sidewalk and parked cars
+    snow: bool = False  # snow beyond present lines and over absent ones, slush, drifts
+    rain: bool = False  # wet road, faded paint, drops on the lens
+    glare: bool = False  # with night: sodium light, desaturated sensor, headlight glare
+    worn: float = 0.0  # 0..1: share of the paint worn away
+    oncoming: int = 0  # oncoming cars in the lane left of the ego lane, close to the line
+    traffic: int = 0  # cars ahead, some straddling the ego lines (they hide paint)
+    confound: tuple[str, ...] = ()  # sides with a ghost stripe or tar seam beside the line
 
     def __post_init__(self) -> None:
         for side in ("left", "right"):
@@ -94,6 +105,13 @@ class SceneSpec:
             raise ValueError(f"image too small: {self.width}x{self.height}")
         if self.dash_length <= 0 or self.dash_gap <= 0:
             raise ValueError("dash length and gap must be positive")
+        for name in ("absent", "confound"):
+            if set(getattr(self, name)) - {"left", "right"}:
+                raise ValueError(f"{name} takes left/right, got {getattr(self, name)}")
+
+    def present(self, side: str) -> bool:
+        """Whether the ego lane has a visible line on ``side``."""
+        return side not in self.absent
 
     @property
     def summary(self) -> LaneAttributes:
@@ -104,6 +122,7 @@ class SceneSpec:
             "left": self.left.as_dict(),
             "right": self.right.as_dict(),
             "summary": self.summary.caption,
+            **({"absent": list(self.absent)} if self.absent else {}),
         }
 
 
@@ -124,6 +143,7 @@ def _markings(spec: SceneSpec) -> tuple[list[_Marking], float, float]:
         _Marking(-half, spec.left, LEFT_LINE),
         _Marking(half, spec.right, RIGHT_LINE),
     ]
+    marks = [m for m, side in zip(marks, ("left", "right"), strict=True) if spec.present(side)]
     for n, sign in ((spec.lanes_left, -1), (spec.lanes_right, 1)):
         for k in range(1, n + 1):
             pos = sign * (half + k * spec.lane_width)
@@ -140,6 +160,9 @@ def _markings(spec: SceneSpec) -> tuple[list[_Marking], float, float]:
     shoulder_r = float(rng.uniform(0.4, 1.5))
     left_edge = -half - spec.lanes_left * spec.lane_width - shoulder_l
     right_edge = half + spec.lanes_right * spec.lane_width + shoulder_r
+    if spec.curb:  # asphalt reaches the curb (synth_hard draws it and the sidewalk)
+        left_edge = -half - 4.0 if "left" in spec.absent else left_edge
+        right_edge = half + 4.0 if "right" in spec.absent else right_edge
     return marks, left_edge, right_edge
 
 
@@ -304,8 +327,11 @@ def _surface(spec, layers, v: _View, left_edge: float, right_edge: float):
     return rgb, road_cov, asph_t
 
 
-def _paint_markings(spec, v: _View, marks, rgb, asph_t):
-    """Exact coverage of each stripe (lateral) times the dash duty (longitudinal)."""
+def _paint_markings(spec, v: _View, marks, rgb, asph_t, visible):
+    """Exact coverage of each stripe (lateral) times the dash duty (longitudinal), where
+    the paint is not worn away or under snow (``visible``)."""
+    from lanepaint.data import synth_hard
+
     h, w = spec.height, spec.width
     u, ds = v.u, v.ds
     lane_mask = np.zeros((h, w), np.uint8)
@@ -324,10 +350,15 @@ def _paint_markings(spec, v: _View, marks, rgb, asph_t):
             ) / np.maximum(ds, 1e-6)
             duty = np.where(ds < period, duty, spec.dash_length / period)
             cov *= duty
+        cov = synth_hard.wear(spec, v, cov) * visible
         cov = np.where(v.ground, np.clip(cov, 0, 1), 0.0).astype(np.float32)
-        paint = _PAINT[m.attrs.color] * (0.92 + 0.05 * asph_t[..., None])
+        paint = synth_hard.faded(spec, _PAINT[m.attrs.color]) * (0.92 + 0.05 * asph_t[..., None])
         rgb = rgb * (1 - cov[..., None]) + paint * cov[..., None]
         lane_mask[(cov >= 0.5) & (lane_mask == 0)] = m.label
+    for centre, width, colour, opacity in synth_hard.confounders(spec):
+        cov = _interval_cover(u - v.du / 2, u + v.du / 2, centre - width / 2, centre + width / 2)
+        cov = np.where(v.ground, np.clip(cov / v.du, 0, 1), 0.0) * opacity * visible
+        rgb = rgb * (1 - cov[..., None]) + np.array(colour, np.float32) * cov[..., None]
     return rgb, lane_mask
 
 
@@ -358,15 +389,19 @@ def _lighting(spec, layers, v: _View, lane_mask) -> np.ndarray:
     return light
 
 
-def _camera(spec, layers, v: _View, ground_rgb, t: float) -> np.ndarray:
-    """Haze towards the horizon, sky, optics blur, vignetting and sensor noise -> uint8."""
-    import cv2
-
-    h, w = spec.height, spec.width
+def _compose(spec, layers, v: _View, ground_rgb) -> np.ndarray:
+    """Haze towards the horizon, and the sky above it."""
     haze_col = np.array([20, 22, 30] if spec.night else [176, 188, 198], np.float32)
     fog = (1.0 - np.exp(-v.z / (70.0 if spec.night else 160.0)))[..., None]
     ground_rgb = ground_rgb * (1 - fog) + haze_col * fog
-    out = np.where(v.ground[..., None], ground_rgb, layers["sky"])
+    return np.where(v.ground[..., None], ground_rgb, layers["sky"])
+
+
+def _camera(spec, v: _View, out, t: float) -> np.ndarray:
+    """Optics blur, vignetting and sensor noise -> uint8."""
+    import cv2
+
+    h, w = spec.height, spec.width
     out = cv2.GaussianBlur(out.astype(np.float32), (0, 0), 0.55)
     rr = ((v.xs - w / 2) / w) ** 2 + ((v.ys - h / 2) / h) ** 2
     out *= (1.0 - 0.35 * rr)[..., None]
@@ -383,13 +418,21 @@ def render_frame(spec: SceneSpec, t: float) -> tuple[np.ndarray, np.ndarray, np.
     The lane mask labels marking pixels 1 = left ego line, 2 = right ego line,
     3 = other lines (adjacent lanes, road edge), 0 = none.
     """
+    from lanepaint.data import synth_hard
+
     layers = _static_layers(spec)
     view = _view(spec, t)
     marks, left_edge, right_edge = _markings(spec)
     rgb, road_cov, asph_t = _surface(spec, layers, view, left_edge, right_edge)
-    rgb, lane_mask = _paint_markings(spec, view, marks, rgb, asph_t)
-    rgb8 = _camera(spec, layers, view, rgb * _lighting(spec, layers, view, lane_mask), t)
-    return rgb8, (road_cov >= 0.5).astype(np.uint8), lane_mask
+    rgb, visible = synth_hard.ground(spec, view, rgb)
+    rgb, lane_mask = _paint_markings(spec, view, marks, rgb, asph_t, visible)
+    lit = _compose(spec, layers, view, rgb * _lighting(spec, layers, view, lane_mask))
+    lit, cover = synth_hard.draw_cars(spec, lit, t, _lateral_position(spec, t), spec.night)
+    lit = synth_hard.night_sensor(spec, lit)
+    rgb8 = synth_hard.lens_drops(spec, _camera(spec, view, lit, t), t)
+    road = (road_cov >= 0.5) & (cover < 0.5)
+    lane_mask[cover >= 0.5] = 0
+    return rgb8, road.astype(np.uint8), lane_mask
 
 
 def render_clip(spec: SceneSpec, frames: int, fps: float) -> tuple[np.ndarray, np.ndarray]:

@@ -150,15 +150,17 @@ def lane_attributes(
     edited: np.ndarray, masks: np.ndarray, wanted: LaneAttributes, max_frames: int = 24
 ) -> dict:
     """The analyzer's reading of the edited region against the instruction."""
-    from lanepaint.data.vocab import parse_caption
-    from lanepaint.lanes.analyze import analyze_video
+    from lanepaint.lanes.analyze import analyze_video, trusted_attributes
 
     analysis = analyze_video(edited, max_frames=max_frames, road_masks=masks)
-    found = parse_caption(analysis.caption)
-    # An attribute the analyzer cannot read (unknown) is not counted as correct.
-    correct = {a: agree is True for a, agree in found.agreement(wanted).items()}
+    # Only attributes the analyzer is confident of count; an abstention (unknown or low
+    # confidence) is not counted as correct, and is listed as such.
+    found = trusted_attributes(analysis.as_dict())
+    agreement = found.agreement(wanted)
+    correct = {a: agree is True for a, agree in agreement.items()}
     return {
         "analyzer_caption": found.caption,
+        "analyzer_abstained": [a for a, agree in agreement.items() if agree is None],
         "wanted_caption": wanted.caption,
         "attribute_correct": correct,
         "all_correct": all(correct.values()),

@@ -26,18 +26,28 @@ from lanepaint.lanes import classify, detect
 log = logging.getLogger(__name__)
 
 ATTRIBUTES = LaneAttributes.FIELDS
+#: What one side reports: whether a line is there, then the line's attributes.
+SIDE_FIELDS = ("presence", *ATTRIBUTES)
+PRESENT, ABSENT = "present", "absent"
 # Below this (on a 0..1 scale) a decision is reported as unknown rather than guessed.
 MIN_CONFIDENCE = 0.55
+# Confidence that a side has no line when the other side's line was found.
+ABSENT_CONFIDENCE = 0.8
 
 
 @dataclass(frozen=True)
 class SideResult:
-    """One ego-lane line: each attribute with its own confidence (0..1)."""
+    """One ego-lane line: whether it is there (present/absent/unknown) and each attribute,
+    each with its own confidence (0..1). A value is ``unknown`` where the evidence was too
+    weak to answer: the analyzer abstains rather than guess."""
 
     count: str = UNKNOWN
     color: str = UNKNOWN
     pattern: str = UNKNOWN
-    confidence: dict[str, float] = field(default_factory=lambda: {name: 0.0 for name in ATTRIBUTES})
+    confidence: dict[str, float] = field(
+        default_factory=lambda: {name: 0.0 for name in SIDE_FIELDS}
+    )
+    presence: str = UNKNOWN
 
     @property
     def attributes(self) -> LaneAttributes:
@@ -45,6 +55,7 @@ class SideResult:
 
     def as_dict(self) -> dict:
         return {
+            "presence": self.presence,
             "count": self.count,
             "color": self.color,
             "pattern": self.pattern,
@@ -77,6 +88,30 @@ class LaneAnalysis:
         }
 
 
+#: The confidence an analyzer attribute needs to count in a cross-check (caption
+#: agreement, evaluate): stricter than answering, so a borderline answer is never
+#: held against a caption or an edit.
+CHECK_CONFIDENCE = 0.7
+
+
+def trusted_attributes(analysis: dict, min_confidence: float = CHECK_CONFIDENCE) -> LaneAttributes:
+    """The summary attributes of an analysis (``LaneAnalysis.as_dict()``) that both ego
+    lines support with at least ``min_confidence``; the others become ``unknown``.
+
+    A missing line or a low-confidence attribute is no evidence either way, so it must
+    not count as a disagreement with a caption or as a wrong edit.
+    """
+    sides = []
+    for side in (analysis.get("left") or {}, analysis.get("right") or {}):
+        conf = side.get("confidence") or {}
+        values = (
+            side.get(name, UNKNOWN) if float(conf.get(name, 0.0)) >= min_confidence else UNKNOWN
+            for name in ATTRIBUTES
+        )
+        sides.append(LaneAttributes(*values))
+    return LaneAttributes.combine(*sides)
+
+
 def _unknown(reason: str, frames: int = 1) -> LaneAnalysis:
     log.debug("lane analysis unknown: %s", reason)
     return LaneAnalysis(notes=(reason,), frames=frames)
@@ -89,12 +124,16 @@ def _near_row(lines, maps, bev) -> int | None:
 
 
 def _side(
-    line: detect.Line | None, maps, bev, near_row: int | None
+    line: detect.Line | None, maps, bev, near_row: int | None, absent_confidence: float
 ) -> tuple[SideResult, classify.LineEvidence | None]:
+    """One side's answer; below MIN_CONFIDENCE a value is ``unknown`` (an abstention)."""
     if line is None:
-        return SideResult(), None
+        conf = {name: 0.0 for name in SIDE_FIELDS} | {"presence": absent_confidence}
+        presence = ABSENT if absent_confidence >= MIN_CONFIDENCE else UNKNOWN
+        return SideResult(confidence=conf, presence=presence), None
     ev = classify.measure(line, maps, bev, near_row)
     decisions = {
+        "presence": classify.decide_presence(line, ev),
         "count": classify.decide_count(ev),
         "color": classify.decide_color(ev),
         "pattern": classify.decide_pattern(ev),
@@ -103,7 +142,26 @@ def _side(
         k: (d.value if d.confidence >= MIN_CONFIDENCE else UNKNOWN) for k, d in decisions.items()
     }
     conf = {k: d.confidence for k, d in decisions.items()}
-    return SideResult(values["count"], values["color"], values["pattern"], conf), ev
+    if values["presence"] != PRESENT:  # a doubtful line is not described
+        values |= {name: UNKNOWN for name in ATTRIBUTES}
+    return SideResult(
+        values["count"], values["color"], values["pattern"], conf, values["presence"]
+    ), ev
+
+
+def _absent_confidence(
+    lines: list[detect.Line], dropped: list[detect.Line], sign: int, found: int
+) -> float:
+    """How sure a side without an ego line has none: sure when the other side's line was
+    found and nothing line-like was seen on this side; not when a weak candidate was (a
+    worn line may be one) or a candidate was dropped as not paint (a line half hidden by
+    snow or a car may look like that), nor when no line was found at all."""
+    if found != 1:
+        return 0.0
+    lo, hi = classify.EGO_RANGE
+    weak = [ln for ln in lines if lo <= sign * ln.a0 <= hi and ln.rows >= classify.MIN_ROWS // 2]
+    doubt = weak or any(sign * ln.a0 > 0 for ln in dropped)
+    return ABSENT_CONFIDENCE * (0.5 if doubt else 1.0)
 
 
 def _road_mask(mask: object, shape: tuple[int, int]) -> np.ndarray | None:
@@ -221,6 +279,7 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
         return _unknown("too dark to see lane markings")
     if detect.noise_ratio(image) > 0.6:
         return _unknown("image is dominated by pixel noise: no road structure")
+    image = detect.suppress_streaks(image)
     candidates = detect.vanishing_points(image, mask, k=3)
     candidates = [vp for vp in candidates if 0.1 * h <= vp.y <= 0.85 * h]
     if not candidates:
@@ -242,14 +301,47 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
             break
     if best is None:
         return _unknown(reason)
-    det.vanishing, det.bev, det.lines = best.vp, best.bev, best.lines
-    det.left, det.right = best.left, best.right
-    maps, bev = best.maps, best.bev
+    return _describe(best, notes, det)
+
+
+def _pick_paint(view: _View, det: Detection) -> tuple[list[detect.Line], list[detect.Line]]:
+    """Choose the ego lines, dropping a chosen one that is clearly not paint (too wide,
+    an edge between unlike grounds, no lighter than the asphalt) for the next candidate
+    out; returns the candidates left and those dropped."""
+    lines = list(view.lines)
+    dropped: list[detect.Line] = []
+    det.left, det.right = view.left, view.right
+    for _ in range(3):
+        near = _near_row((det.left, det.right), view.maps, view.bev)
+        bad = [
+            ln
+            for ln in (det.left, det.right)
+            if ln is not None
+            and classify.not_paint(classify.measure(ln, view.maps, view.bev, near))
+        ]
+        if not bad:
+            break
+        dropped += bad
+        lines = [ln for ln in lines if all(ln is not b for b in bad)]
+        det.left, det.right = classify.ego_pair(lines)
+    return lines, dropped
+
+
+def _describe(view: _View, notes: list[str], det: Detection) -> LaneAnalysis:
+    """Both sides' answers from the chosen view."""
+    det.vanishing, det.bev, det.lines = view.vp, view.bev, view.lines
+    maps, bev = view.maps, view.bev
+    lines, dropped = _pick_paint(view, det)
     if det.left is None and det.right is None:
         return LaneAnalysis(notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
-    left, det.evidence["left"] = _side(det.left, maps, bev, near)
-    right, det.evidence["right"] = _side(det.right, maps, bev, near)
+    found = [ln for ln in (det.left, det.right) if ln is not None]
+    left, det.evidence["left"] = _side(
+        det.left, maps, bev, near, _absent_confidence(lines, dropped, -1, len(found))
+    )
+    right, det.evidence["right"] = _side(
+        det.right, maps, bev, near, _absent_confidence(lines, dropped, 1, len(found))
+    )
     for name, line in (("left", det.left), ("right", det.right)):
         if line is None:
             notes.append(f"no {name} ego-lane line found")
@@ -262,7 +354,7 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
 def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
     """Per attribute: the value with the largest summed confidence over frames."""
     values, conf = {}, {}
-    for name in ATTRIBUTES:
+    for name in SIDE_FIELDS:
         weight: dict[str, float] = defaultdict(float)
         for side in sides:
             value = getattr(side, name)
@@ -279,7 +371,9 @@ def _vote(sides: list[SideResult], min_votes: int) -> SideResult:
         conf[name] = round(share * float(np.mean(agreeing)), 3)
         if conf[name] < MIN_CONFIDENCE * 0.8:
             values[name] = UNKNOWN
-    return SideResult(values["count"], values["color"], values["pattern"], conf)
+    if values["presence"] == ABSENT:  # most frames see no line there
+        values |= {name: UNKNOWN for name in ATTRIBUTES}
+    return SideResult(values["count"], values["color"], values["pattern"], conf, values["presence"])
 
 
 def _sample_frames(source: str | Path, max_frames: int) -> tuple[list[int], list[np.ndarray]]:

@@ -23,11 +23,22 @@ from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, Marki
 # Decision thresholds (tuned on synthetic scenes and the Udacity frames; see docs/quality.md).
 YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
 SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
+DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
+DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the lower one
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
+
+LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
+# A row where the line's place is this much darker/lighter than the asphalt ahead, or
+# this much more coloured, is hidden (a car), not a gap.
+HIDDEN_RATIO = (0.3, 1.7)
+HIDDEN_TINT = 0.12
+# Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
+MAX_WIDTH = (0.19, 0.32)
+BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
@@ -60,6 +71,10 @@ class LineEvidence:
     profile_peaks: int
     peak_separation: float
     dip_ratio: float
+    lift: float = float("nan")  # paint lightness over the road's typical lightness in its rows
+    balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
+    width: float = 0.0  # camera heights: the paint's width at half its peak (all stripes)
+    longest_gap: float = 0.0  # z units: the longest run of seen rows without paint
 
 
 def is_plausible(line: Line) -> bool:
@@ -102,6 +117,29 @@ def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
     return chosen_l, chosen_r
 
 
+def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
+    """How unlike the road is on the line's two sides: median |log(lightness ratio)|.
+
+    Paint lies on the road, with road on both sides; a gutter or curb has sidewalk on one
+    side, the edge of a snow cover has snow, a car's flank has the car. 0 for a line on
+    uniform road; the near rows (z <= 4) decide, where both sides are resolved.
+    """
+    if maps.surface is None:
+        return 0.0
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
+    cols = maps.surface.shape[1]
+    ratios = []
+    for r in np.nonzero(bev.z <= 4.0)[0]:
+        jc = centre[r]
+        if jc - wide < 0 or jc + wide >= cols or not maps.valid[r, jc - wide : jc + wide + 1].all():
+            continue
+        left = float(np.median(maps.surface[r, jc - wide : jc - half - 1]))
+        right = float(np.median(maps.surface[r, jc + half + 2 : jc + wide + 1]))
+        ratios.append(abs(math.log((left + 15.0) / (right + 15.0))))
+    return float(np.median(ratios)) if len(ratios) >= 10 else 0.0
+
+
 def _strength(maps: MarkingMaps) -> np.ndarray:
     return np.clip(np.maximum(maps.bright, 2.0 * maps.yellow), 0.0, None)
 
@@ -113,20 +151,53 @@ def _centres(line: Line, bev: Birdseye) -> np.ndarray:
 def occupancy(
     line: Line, maps: MarkingMaps, bev: Birdseye, z_limit: float = 6.8
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per BEV row: whether the line's window is in view (seen), and whether it has paint."""
+    """Per BEV row: whether the line's window is in view (seen), and whether it has paint.
+
+    A row where something unlike the road covers the line's place (a car: far darker or
+    lighter than the asphalt ahead, or coloured) is not seen: a solid line hidden by
+    traffic has no gap there, it is out of view.
+    """
     rows_n, cols_n = maps.mask.shape
     centre = _centres(line, bev)
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
+    surface_ref, chroma_ref = _row_refs(maps, bev)
     seen = np.zeros(rows_n, bool)
     on = np.zeros(rows_n, bool)
     for r in range(rows_n):
         jc = centre[r]
         if bev.z[r] > z_limit or jc - wide < 0 or jc + wide >= cols_n:
             continue
-        if maps.valid[r, jc - half : jc + half + 1].all():
-            seen[r] = True
-            on[r] = maps.mask[r, jc - half : jc + half + 1].any()
+        window = slice(jc - half, jc + half + 1)
+        if not maps.valid[r, window].all():
+            continue
+        on[r] = maps.mask[r, window].any()
+        seen[r] = on[r] or not _hidden(maps, r, window, surface_ref[r], chroma_ref[r])
     return seen, on
+
+
+def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: float) -> bool:
+    if maps.surface is None or not surface > 0:
+        return False
+    ratio = float(np.median(maps.surface[r, window])) / surface
+    tint = abs(float(np.median(maps.chroma[r, window])) - chroma)
+    return ratio < HIDDEN_RATIO[0] or ratio > HIDDEN_RATIO[1] or tint > HIDDEN_TINT
+
+
+def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]:
+    """Per BEV row, the median lightness and chroma of the road straight ahead (|a| <= 0.6
+    camera heights, inside the ego lane; NaN where none is in view): the asphalt that
+    paint must outshine and that a car is unlike."""
+    rows_n = maps.mask.shape[0]
+    if maps.surface is None:
+        return np.full(rows_n, np.nan), np.full(rows_n, np.nan)
+    ahead = maps.valid & (np.abs(bev.a) <= 0.6)[None, :]
+    any_ahead = ahead.any(axis=1)
+    surface = np.where(ahead, maps.surface, np.nan)[any_ahead]
+    chroma = np.where(ahead, maps.chroma, np.nan)[any_ahead]
+    out_s, out_c = np.full(rows_n, np.nan), np.full(rows_n, np.nan)
+    out_s[any_ahead] = np.nanmedian(surface, axis=1)
+    out_c[any_ahead] = np.nanmedian(chroma, axis=1)
+    return out_s, out_c
 
 
 def nearest_paint_row(line: Line, maps: MarkingMaps, bev: Birdseye) -> int | None:
@@ -150,13 +221,15 @@ def measure(
     half, wide = int(round(LINE_HALF / DA)), int(round(0.35 / DA))
     seen, on = occupancy(line, maps, bev)
     strength = _strength(maps)
+    row_surface = np.nan_to_num(_row_refs(maps, bev)[0])
     # The cross-section only tells double from single where an image pixel is small next
     # to the gap between two stripes (~0.1 camera heights): a pixel spans z / (H - vy)
     # camera heights at distance z, so only rows nearer than this take part.
     profile_z = min(5.0, RESOLVE_PX * (bev.height - bev.vy))
     line_px: list[np.ndarray] = []
     road_px: list[np.ndarray] = []
-    profiles = []
+    lifts: list[np.ndarray] = []
+    profiles, shifts, profile_rows = [], [], []
     for r in np.nonzero(on & (z <= 5.0))[0]:
         jc = centre[r]
         if z[r] <= 4.0:  # colour from near paint: far paint is thin and loses its chroma
@@ -165,15 +238,60 @@ def measure(
             side = np.r_[jc - wide : jc - half - 2, jc + half + 3 : jc + wide + 1]
             free = maps.valid[r, side] & ~maps.mask[r, side]
             road_px.append(maps.chroma[r, side][free])
+            if maps.surface is not None and row_surface[r] > 0:
+                surf = maps.surface[r, jc - half : jc + half + 1][win]
+                value = surf + maps.bright[r, jc - half : jc + half + 1][win] * (surf + 25.0)
+                lifts.append(value / row_surface[r])
         core = strength[r, jc - half : jc + half + 1]
-        if z[r] <= profile_z and core.sum() > 0:  # centre each row on its paint, then average
-            shift = int(round(float((core * np.arange(-half, half + 1)).sum() / core.sum())))
-            j0 = jc + shift
-            if j0 - wide >= 0 and j0 + wide < cols_n:
-                profiles.append(strength[r, j0 - wide : j0 + wide + 1])
-    # pattern: coverage from the nearest paint in view to this line's farthest paint
+        if z[r] <= profile_z and core.sum() > 0:
+            shifts.append(float((core * np.arange(-half, half + 1)).sum() / core.sum()))
+            profile_rows.append(r)
+    # Centre the rows on the paint, then average. One shift for all rows (a median): a row
+    # where one stripe of a double line is worn away must not be centred on the other.
+    shift = int(round(float(np.median(shifts)))) if shifts else 0
+    for r in profile_rows:
+        j0 = centre[r] + shift
+        if j0 - wide >= 0 and j0 + wide < cols_n:
+            profiles.append(strength[r, j0 - wide : j0 + wide + 1])
+    coverage, gaps, vis_range, longest = _coverage(on, seen, z, near_row)
+    # colour
+    chroma_delta = float("nan")
+    if line_px:
+        paint = np.concatenate(line_px)
+        road = np.concatenate(road_px) if road_px else np.zeros(0)
+        if paint.size >= 10:
+            base = float(np.median(road)) if road.size >= 10 else 0.0
+            chroma_delta = float(np.median(paint)) - base
+    # cross-section
+    peaks, separation, dip, width = 0, 0.0, 1.0, 0.0
+    if len(profiles) >= 3:
+        mean_profile = np.mean(profiles, axis=0)
+        peaks, separation, dip = _two_peaks(mean_profile)
+        width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    return LineEvidence(
+        a0=line.a0,
+        rows_visible=int(seen.sum()),
+        coverage=coverage,
+        long_gaps=gaps,
+        visible_range=vis_range,
+        chroma_delta=chroma_delta,
+        profile_peaks=peaks,
+        peak_separation=separation,
+        dip_ratio=dip,
+        lift=float(np.median(np.concatenate(lifts))) if lifts else float("nan"),
+        balance=side_balance(line, maps, bev),
+        width=width,
+        longest_gap=longest,
+    )
+
+
+def _coverage(
+    on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
+) -> tuple[float, int, float, float]:
+    """(share of seen rows with paint, long gaps, z range, longest gap) from the nearest
+    paint in view to this line's farthest paint."""
     idx = np.nonzero(on)[0]
-    coverage, gaps, vis_range = 0.0, 0, 0.0
+    coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
     if len(idx):
         lo, hi = int(idx.min()), int(idx.max())
         if near_row is not None:
@@ -186,32 +304,11 @@ def measure(
         for v in np.append(occ, True):
             if v:
                 gaps += int(run * step >= GAP_MIN)
+                longest = max(longest, run * step)
                 run = 0
             else:
                 run += 1
-    # colour
-    chroma_delta = float("nan")
-    if line_px:
-        paint = np.concatenate(line_px)
-        road = np.concatenate(road_px) if road_px else np.zeros(0)
-        if paint.size >= 10:
-            base = float(np.median(road)) if road.size >= 10 else 0.0
-            chroma_delta = float(np.median(paint)) - base
-    # cross-section
-    peaks, separation, dip = 0, 0.0, 1.0
-    if len(profiles) >= 3:
-        peaks, separation, dip = _two_peaks(np.mean(profiles, axis=0))
-    return LineEvidence(
-        a0=line.a0,
-        rows_visible=int(seen.sum()),
-        coverage=coverage,
-        long_gaps=gaps,
-        visible_range=vis_range,
-        chroma_delta=chroma_delta,
-        profile_peaks=peaks,
-        peak_separation=separation,
-        dip_ratio=dip,
-    )
+    return coverage, gaps, vis_range, longest
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -241,7 +338,11 @@ def decide_pattern(ev: LineEvidence) -> Decision:
         # solid: confident when coverage is well above the threshold and the line is long
         conf = _sigmoid(-margin) * min(1.0, ev.visible_range / 3.0)
         return Decision("solid", round(conf, 3))
-    conf = _sigmoid(margin) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
+    # dashed: confident only well below the threshold. Paint on half the length or more
+    # is as likely a worn or partly hidden solid line as a dashed one.
+    # And a dash gap is metres long: worn paint leaves holes of a metre or so.
+    conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
+    conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
     return Decision("dashed", round(conf, 3))
 
 
@@ -262,3 +363,37 @@ def decide_count(ev: LineEvidence) -> Decision:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.08), 3))
     conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP) / 0.08) if ev.profile_peaks >= 2 else 0.95
     return Decision("single", round(conf, 3))
+
+
+def not_paint(ev: LineEvidence) -> bool:
+    """Clearly not a painted line: far too wide, an edge between unlike grounds, or no
+    lighter than the asphalt ahead (the caller then looks for the next line out)."""
+    limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+    return (
+        ev.width > limit + 0.05
+        or ev.balance > BALANCE_MAX + 0.1
+        or (not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev))
+    )
+
+
+def _yellow(ev: LineEvidence) -> bool:
+    """Yellow paint is paint even where a shadow keeps it no lighter than sunlit road."""
+    return not math.isnan(ev.chroma_delta) and ev.chroma_delta > YELLOW_DELTA
+
+
+def decide_presence(line: Line, ev: LineEvidence) -> Decision:
+    """A found line is present, the more surely the more rows hold paint and the longer it
+    is, the lighter it is than the road in its rows (the plain asphalt strip between a
+    parked car's shadow and the lane is not), and the more alike the road on its two sides
+    (a curb or the edge of a snow cover has other ground beyond it)."""
+    conf = _sigmoid((line.rows - MIN_ROWS) / 8.0) * min(1.0, 0.4 + line.extent / 1.5)
+    if math.isnan(ev.lift) or math.isnan(ev.chroma_delta):
+        conf *= 0.3  # no paint near enough to see what it is
+    elif not _yellow(ev):
+        conf *= _sigmoid((ev.lift - LIFT_MIN) / 0.05)
+    conf *= _sigmoid((ev.coverage - 0.15) / 0.04)
+    if ev.width > 0:  # paint is narrow: a gutter pan or a car's flank is not
+        limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+        conf *= _sigmoid((limit - ev.width) / 0.02)
+    conf *= _sigmoid((BALANCE_MAX - ev.balance) / 0.08)
+    return Decision("present", round(conf, 3))

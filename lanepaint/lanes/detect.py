@@ -19,6 +19,7 @@ import numpy as np
 
 MIN_SIDE = 48  # px; smaller images cannot show lane markings reliably
 MAX_WIDTH = 800  # px; larger images are downscaled first (speed, and no accuracy gain)
+NIGHT_LEVEL = 60  # median grey of the top third below which a frame is treated as night
 
 # BEV layout: lateral a in [-A_RANGE, A_RANGE] camera heights, distance z in [1, Z_MAX].
 A_RANGE = 4.0
@@ -70,6 +71,31 @@ def noise_ratio(rgb: np.ndarray) -> float:
     gray = cv2.cvtColor(rgb[rgb.shape[0] // 2 :], cv2.COLOR_RGB2GRAY).astype(np.float32)
     fine = gray - cv2.GaussianBlur(gray, (0, 0), 1.5)
     return float(fine.std() / (gray.std() + 1e-6))
+
+
+def suppress_streaks(rgb: np.ndarray) -> np.ndarray:
+    """At night: vertical bright streaks (headlights reflected on a wet road) painted over.
+
+    A streak runs straight down the image from a lamp; a lane line that bounds the ego lane
+    leans (|dx/dy| = its lateral offset in camera heights, >= 0.25), so a vertical opening
+    of a fifth of the image height keeps streaks only. They would otherwise pass for lane
+    lines near the middle, and out-vote the real ones for the vanishing point.
+    """
+    h, w = rgb.shape[:2]
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if float(np.median(gray[: h // 3])) > NIGHT_LEVEL:  # a lit sky: not night
+        return rgb
+    k = max(5, w // 20) | 1
+    road = cv2.morphologyEx(rgb, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, 1)))
+    excess = gray.astype(np.int16) - cv2.cvtColor(road, cv2.COLOR_RGB2GRAY).astype(np.int16)
+    bright = (excess > 25).astype(np.uint8)
+    tall = cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(9, int(0.2 * h))))
+    streak = cv2.dilate(cv2.morphologyEx(bright, cv2.MORPH_OPEN, tall), np.ones((3, 5), np.uint8))
+    if not streak.any():
+        return rgb
+    out = rgb.copy()
+    out[streak > 0] = road[streak > 0]
+    return out
 
 
 def downscale(rgb: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -264,6 +290,7 @@ class MarkingMaps:
     chroma: np.ndarray  # (R - B) / (R + G + B): yellow-ness, independent of exposure
     mask: np.ndarray  # bool: paint candidates
     valid: np.ndarray  # bool: inside the image (and the road mask when given)
+    surface: np.ndarray | None = None  # lightness of the road surface (paint removed)
 
 
 def _open_h(channel: np.ndarray, width: int) -> np.ndarray:
@@ -317,7 +344,7 @@ def marking_maps(bev: np.ndarray, valid: np.ndarray) -> MarkingMaps:
     )
     mask &= valid & (surface >= 0.22 * row_surface[:, None])
     mask = _elongated(mask)
-    return MarkingMaps(bright, yellow, chroma, mask, valid)
+    return MarkingMaps(bright, yellow, chroma, mask, valid, surface)
 
 
 # ----------------------------------------------------------------------------- lines

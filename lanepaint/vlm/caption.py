@@ -64,7 +64,10 @@ def analyzer_reading(image: np.ndarray, mask: np.ndarray | None = None) -> dict:
 
 def caption_record(image_id: str, answer, analysis: dict | None) -> dict:
     """One image's record: the VLM's attributes, how they were parsed, the analyzer's view
-    and, per attribute, whether the two agree (None where either is unknown)."""
+    and, per attribute, whether the two agree (None where either is unknown, or where the
+    analyzer is not confident enough: ``lanes.analyze.trusted_attributes``)."""
+    from lanepaint.lanes.analyze import trusted_attributes
+
     attrs = answer.attributes
     record = {
         "image": image_id,
@@ -74,7 +77,7 @@ def caption_record(image_id: str, answer, analysis: dict | None) -> dict:
         "answer": answer.raw[:2000],
     }
     if analysis is not None:
-        agree = attrs.agreement(parse_caption(analysis["caption"]))
+        agree = attrs.agreement(trusted_attributes(analysis))
         record["analyzer"] = analysis
         record["agree"] = agree
         record["disagree"] = any(v is False for v in agree.values())

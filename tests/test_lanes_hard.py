@@ -1,0 +1,199 @@
+"""Issue 21: hard synthetic conditions, abstention, and the analyzer's confidence downstream.
+
+The accuracy checks run on scenes of ``TEST_SEED``: neither the seed the thresholds were
+tuned on nor the one of the table in docs/quality.md.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lanepaint.data.synth import SceneSpec, render_frame
+from lanepaint.data.synth_hard import HARD_CONDITIONS, hard_spec
+from lanepaint.data.vocab import LaneAttributes
+from lanepaint.lanes import classify
+from lanepaint.lanes.accuracy import (
+    GOAL,
+    SCORED,
+    TEST_SEED,
+    Case,
+    hard_specs,
+    run_synthetic_images,
+    tally,
+)
+from lanepaint.lanes.analyze import (
+    MIN_CONFIDENCE,
+    LaneAnalysis,
+    SideResult,
+    _vote,
+    analyze_image,
+    trusted_attributes,
+)
+
+SHORTFALLS = {("worn", "pattern"): 0.3, ("occluded", "pattern"): 0.8}
+YELLOW_SOLID = LaneAttributes("single", "yellow", "solid")
+WHITE_DASHED = LaneAttributes("single", "white", "dashed")
+
+
+@pytest.fixture(scope="module")
+def hard_cases() -> list[Case]:
+    specs = hard_specs(6, HARD_CONDITIONS, ((320, 192),), TEST_SEED)
+    return run_synthetic_images(specs, (1.5,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("condition", HARD_CONDITIONS)
+def test_hard_condition_answers_are_right(hard_cases, condition):
+    # Goal, first half: >= 95 % of the answers right, per attribute (abstentions aside).
+    # Pattern under worn paint and under occluding traffic are the known shortfalls
+    # (docs/quality.md): a solid line worn to half its paint, or hidden by cars, can
+    # still read as dashed (2 of 6 and 6 of 7 answers right on these scenes). They are
+    # held at those levels here so that they cannot get worse unnoticed.
+    t = tally([c for c in hard_cases if c.group == condition])
+    assert t.cases == 6
+    for name in SCORED:
+        floor = SHORTFALLS.get((condition, name), GOAL)
+        assert t.answered_accuracy(name) >= floor, (condition, name, t.wrong_answers)
+
+
+@pytest.mark.slow
+def test_hard_conditions_answer_most_lines(hard_cases):
+    # Goal, second half, pooled over the conditions: at most 40 % of lines unanswered
+    # per attribute (measured on these scenes: 8-29 %; per condition it varies, see docs).
+    t = tally(hard_cases)
+    for name in SCORED:
+        assert t.abstention(name) <= 0.4, (name, t.abstention(name))
+
+
+def test_hard_specs_are_seeded_and_labelled():
+    a = [spec for _, _, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5)]
+    b = [spec for _, _, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5)]
+    c = [spec for _, _, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 6)]
+    assert a == b and a != c
+    by: dict[str, list[SceneSpec]] = {}
+    for _, condition, spec in hard_specs(2, HARD_CONDITIONS, ((320, 192),), 5):
+        by.setdefault(condition, []).append(spec)
+    assert all(len(spec.absent) == 1 and spec.curb for spec in by["curb_parked"])
+    assert all(spec.left.count == "double" and spec.oncoming for spec in by["double_oncoming"])
+    assert all(spec.confound for spec in by["single_dashed"])
+    with pytest.raises(ValueError, match="unknown hard condition"):
+        hard_spec("fog", np.random.default_rng(0), YELLOW_SOLID, WHITE_DASHED, 320, 192)
+
+
+def test_curb_side_is_never_reported_as_a_line():
+    # parked cars and a curb where the ego lane has no right line
+    for seed in (1, 2, 3):
+        spec = SceneSpec(left=YELLOW_SOLID, absent=("right",), curb=True, lanes_right=0, seed=seed)
+        rgb, _, lane = render_frame(spec, 1.0)
+        assert not (lane == 2).any()  # no right ego line painted
+        result = analyze_image(rgb)
+        assert result.right.presence in ("absent", "unknown"), result.right
+        assert result.right.attributes == LaneAttributes()
+        assert result.left.presence == "present"
+
+
+def _evidence(coverage: float, gaps: int, longest: float = 1.5, **extra):
+    base = dict(
+        a0=-1.5,
+        rows_visible=250,
+        coverage=coverage,
+        long_gaps=gaps,
+        visible_range=4.0,
+        chroma_delta=0.0,
+        profile_peaks=1,
+        peak_separation=0.0,
+        dip_ratio=1.0,
+        lift=1.8,
+        balance=0.01,
+        width=0.125,
+        longest_gap=longest,
+    )
+    return classify.LineEvidence(**(base | extra))
+
+
+def test_weak_evidence_abstains():
+    # between dashed and solid coverage: neither answer is confident
+    assert classify.decide_pattern(_evidence(0.64, 2)).confidence < MIN_CONFIDENCE
+    # holes of a metre (worn paint), not dash gaps
+    assert classify.decide_pattern(_evidence(0.4, 3, longest=0.4)).confidence < MIN_CONFIDENCE
+    assert classify.decide_pattern(_evidence(0.35, 3)).value == "dashed"
+    # colour on the yellow threshold
+    edge = _evidence(0.95, 0, chroma_delta=classify.YELLOW_DELTA)
+    assert classify.decide_color(edge).confidence == pytest.approx(0.5)
+    # too wide, one-sided or no lighter than the road: not paint
+    assert classify.not_paint(_evidence(1.0, 0, width=0.3))
+    assert classify.not_paint(_evidence(1.0, 0, balance=0.7))
+    assert classify.not_paint(_evidence(1.0, 0, lift=1.0))
+    assert not classify.not_paint(_evidence(1.0, 0))
+    line = classify.Line(-1.3, 0.0, 0.0, rows=200, extent=4.0)
+    assert classify.decide_presence(line, _evidence(1.0, 0)).confidence > 0.9
+    assert classify.decide_presence(line, _evidence(1.0, 0, width=0.24)).confidence < 0.55
+
+
+def test_side_result_carries_presence_and_unknowns_have_zero_confidence():
+    blank = analyze_image(np.zeros((192, 320, 3), np.uint8))
+    for side in (blank.left, blank.right):
+        assert side.presence == "unknown"
+        assert set(side.confidence) == {"presence", "count", "color", "pattern"}
+        assert not any(side.confidence.values())
+    d = blank.as_dict()["left"]
+    assert d["presence"] == "unknown"
+
+
+def test_vote_over_frames_keeps_presence():
+    conf = {"presence": 0.9, "count": 0.9, "color": 0.9, "pattern": 0.9}
+    line = SideResult("single", "white", "dashed", conf, "present")
+    none = SideResult(confidence={**conf, "presence": 0.8}, presence="absent")
+    assert _vote([line, line, none], 1).presence == "present"
+    gone = _vote([none, none, line], 1)
+    assert gone.presence == "absent" and gone.attributes == LaneAttributes()
+
+
+def _analysis(conf_color: float) -> dict:
+    def side(color: str) -> dict:
+        return {
+            "presence": "present",
+            "count": "single",
+            "color": color,
+            "pattern": "solid",
+            "confidence": {"presence": 0.9, "count": 0.9, "color": conf_color, "pattern": 0.9},
+        }
+
+    left, right = side("yellow"), side("yellow")
+    attrs = LaneAttributes.combine(
+        LaneAttributes("single", "yellow", "solid"), LaneAttributes("single", "yellow", "solid")
+    )
+    return {"left": left, "right": right, "caption": attrs.caption}
+
+
+def test_low_confidence_attributes_are_no_disagreement():
+    from lanepaint.vlm.caption import caption_record
+
+    white = LaneAttributes("single", "white", "solid")
+    answer = SimpleNamespace(attributes=white, method="json", raw="{}")
+    sure = caption_record("a", answer, _analysis(0.95))
+    assert sure["agree"]["color"] is False and sure["disagree"]
+    unsure = caption_record("a", answer, _analysis(0.6))  # answered, but below 0.7
+    assert unsure["agree"]["color"] is None and not unsure["disagree"]
+    assert unsure["agree"]["count"] is True
+    assert trusted_attributes(_analysis(0.6)).color == "unknown"
+    assert trusted_attributes(_analysis(0.95)).color == "yellow"
+
+
+def test_evaluate_counts_an_abstention_as_not_correct(monkeypatch):
+    from lanepaint.evaluate import metrics
+    from lanepaint.lanes import analyze
+
+    def fake_video(*args, **kwargs):
+        conf = {"presence": 0.9, "count": 0.9, "color": 0.6, "pattern": 0.9}
+        side = SideResult("single", "yellow", "solid", conf, "present")
+        return LaneAnalysis(side, side)
+
+    monkeypatch.setattr(analyze, "analyze_video", fake_video)
+    wanted = LaneAttributes("single", "yellow", "solid")
+    out = metrics.lane_attributes(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8)), wanted)
+    assert out["attribute_correct"] == {"count": True, "color": False, "pattern": True}
+    assert out["analyzer_abstained"] == ["color"]
