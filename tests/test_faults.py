@@ -996,3 +996,83 @@ def test_a_damaged_feature_cache_entry_is_recomputed(tmp_path, damage, caplog):
         assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 1  # recomputed
     assert "damaged" in caplog.text
     assert path.read_bytes() == raw and cache.get_text(key)["pooled"].shape == (8,)
+
+
+def _flip_data_byte(raw: bytes) -> bytes:
+    """The entry with one byte of its tensor data changed (size and header intact)."""
+    n = int.from_bytes(raw[:8], "little")
+    at = 8 + n + (len(raw) - 8 - n) // 2
+    return raw[:at] + bytes([raw[at] ^ 0x5A]) + raw[at + 1 :]
+
+
+def _swap_shape(raw: bytes) -> bytes:
+    """The entry with one tensor's shape [4,8] described as [8,4] (same size, same bytes)."""
+    assert raw.count(b"[4,8]") == 1
+    return raw.replace(b"[4,8]", b"[8,4]")
+
+
+@pytest.mark.parametrize("damage", [_flip_data_byte, _swap_shape], ids=["data byte", "shape"])
+def test_a_feature_cache_entry_damaged_inside_is_found_by_its_checksum(tmp_path, damage, caplog):
+    """Size and header still agree, so only the checksum in the metadata can tell."""
+    from lanepaint.training import cache as tcache
+    from lanepaint.training import data as tdata
+
+    cache = tdata.FeatureCache(tmp_path / "cache")
+    pipe = _FakeTextPipe()
+    pairs = [("a road", "a road"), ("a lane", "a lane")]
+    assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 2
+    key = tdata.text_key("a lane", "a lane", 16, "tid")
+    path = cache._path("text", key)
+    raw = path.read_bytes()
+    assert tcache.CHECKSUM_KEY.encode() in raw
+    damaged = damage(raw)
+    assert len(damaged) == len(raw) and damaged != raw
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING):
+        assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 1  # recomputed
+    assert "damaged (ValueError: checksum mismatch)" in caplog.text
+    assert path.read_bytes() == raw
+    assert tdata.build_text_cache(pipe, cache, pairs, "tid", 16) == 0  # whole again: reused
+
+
+def test_latent_cache_entries_carry_a_checksum_that_survives_their_round_trip(tmp_path):
+    """The latent entries (several dtypes, packed mask bits) verify and read back."""
+    import numpy as np
+    import torch
+
+    from lanepaint.training import cache as tcache
+
+    cache = tcache.FeatureCache(tmp_path / "cache")
+    mask = torch.zeros(16, 24, dtype=torch.uint8)
+    mask[4:9, 3:20] = 1
+    tensors = {
+        k: torch.randn(16, 2, 3, dtype=torch.bfloat16) for k in ("latent_mean", "latent_std")
+    }
+    tensors["mask_bits"] = torch.from_numpy(np.packbits(mask.numpy().ravel()))
+    tensors["mask_hw"] = torch.tensor(mask.shape)
+    cache.put("latents", "ab" * 32, tensors)
+    assert cache.has_latents("ab" * 32)
+    back = cache.get_latents("ab" * 32)
+    assert torch.equal(back["mask"], mask) and torch.equal(
+        back["latent_std"], tensors["latent_std"]
+    )
+    path = cache._path("latents", "ab" * 32)
+    path.write_bytes(_flip_data_byte(path.read_bytes()))
+    assert not cache.has_latents("ab" * 32) and not path.exists()
+
+
+def test_cache_entries_from_before_the_checksum_are_trusted_when_whole(tmp_path):
+    """An entry without a checksum (written before it existed) is kept once its header
+    matches its size (the documented rule), and still refused when it is cut short."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lanepaint.training import cache as tcache
+
+    cache = tcache.FeatureCache(tmp_path / "cache")
+    path = cache._path("text", "cd" * 32)
+    path.parent.mkdir(parents=True)
+    save_file({"prompt_embeds": torch.ones(4, 8), "pooled": torch.ones(8)}, str(path))
+    assert cache.has_text("cd" * 32) and cache.get_text("cd" * 32)["pooled"].shape == (8,)
+    path.write_bytes(path.read_bytes()[:-4])
+    assert not cache.has_text("cd" * 32) and not path.exists()

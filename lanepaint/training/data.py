@@ -4,7 +4,8 @@ Prompts repeat heavily in lane datasets and the VAE and T5 cost as much memory a
 transformer, so every row is encoded once before training (VAE posterior of the image and
 of the masked image, the binarized mask, CLIP pooled + T5 embeddings per unique prompt
 pair) into a content-keyed cache on local disk; then the encoders are released. The cache
-survives a resumed run on the same machine, and processes of one node share it.
+survives a resumed run on the same machine, and processes of one node share it
+(``lanepaint.training.cache``: each entry carries its checksum).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from PIL import Image
 from lanepaint.data import fluxfill
 from lanepaint.data.fluxfill import FluxFillRow, Rejection
 from lanepaint.io import storage
-from lanepaint.io.atomic import atomic_path, atomic_write_text
+from lanepaint.io.atomic import atomic_write_text
 from lanepaint.io.images import to_8bit
+from lanepaint.training.cache import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -180,82 +182,6 @@ def latent_key(image_sha: str, mask_sha: str, resolution: int, vae_id: str) -> s
 
 
 # --------------------------------------------------------------------------- cache
-
-
-class FeatureCache:
-    """Content-keyed safetensors files under ``root`` (latents/, text/, fail/), atomic writes."""
-
-    def __init__(self, root: Path, text_lru: int = 256):
-        self.root = Path(root)
-        self._text: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
-        self._text_lru = text_lru
-
-    def _path(self, kind: str, key: str, suffix: str = ".safetensors") -> Path:
-        return self.root / kind / key[:2] / f"{key}{suffix}"
-
-    def has_latents(self, key: str) -> bool:
-        return self._intact(self._path("latents", key))
-
-    def has_text(self, key: str) -> bool:
-        return self._intact(self._path("text", key))
-
-    @staticmethod
-    def _intact(path: Path) -> bool:
-        """The entry exists and its safetensors header matches its size. A truncated or
-        garbled entry (a full disk, a copy cut short) is deleted so it is computed again,
-        rather than crashing the training loop's prefetch thread when it is read."""
-        try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                n = int.from_bytes(fh.read(8), "little")
-                header = json.loads(fh.read(n)) if 2 <= n <= size - 8 else None
-            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-            if size == 8 + n + max(ends, default=0):
-                return True
-        except FileNotFoundError:
-            return False
-        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-            pass
-        log.warning("feature cache entry %s is damaged; computing it again", path)
-        path.unlink(missing_ok=True)
-        return False
-
-    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        with atomic_path(self._path(kind, key)) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-
-    def get(self, kind: str, key: str) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        return load_file(str(self._path(kind, key)))
-
-    def get_latents(self, key: str) -> dict[str, torch.Tensor]:
-        """Latent posteriors plus the full-resolution mask (stored as packed bits)."""
-        entry = self.get("latents", key)
-        h, w = (int(v) for v in entry.pop("mask_hw"))
-        bits = np.unpackbits(entry.pop("mask_bits").numpy(), count=h * w)
-        entry["mask"] = torch.from_numpy(bits.reshape(h, w))
-        return entry
-
-    def get_text(self, key: str) -> dict[str, torch.Tensor]:
-        """Text embeddings, from a small LRU (a handful of prompts cover most rows)."""
-        hit = self._text.get(key)
-        if hit is not None:
-            self._text.move_to_end(key)
-            return hit
-        value = self.get("text", key)
-        self._text[key] = value
-        if len(self._text) > self._text_lru:
-            self._text.popitem(last=False)
-        return value
-
-    def write_index(self, name: str, entries: list[dict]) -> None:
-        atomic_write_text(self.root / "index" / f"{name}.json", json.dumps(entries) + "\n")
-
-    def read_index(self, name: str) -> list[dict]:
-        return json.loads((self.root / "index" / f"{name}.json").read_text())
 
 
 def encode_text(
