@@ -77,7 +77,12 @@ def test_cli_flags_set_every_kind_of_field():
         + ["--compile", "--max-frames", "9"]
     )
     assert cfg == DemoConfig(
-        steps=7, scale=2.0, mode="stretch", names=("x", "y", "z"), judge=False, compile=True,
+        steps=7,
+        scale=2.0,
+        mode="stretch",
+        names=("x", "y", "z"),
+        judge=False,
+        compile=True,
         max_frames=9,
     )
 
@@ -736,3 +741,75 @@ def test_a_lock_removed_under_its_holder_is_released_quietly(tmp_path):
     with output_lock("demo", str(tmp_path / "out")) as lock:
         os.unlink(lock.uri)
     assert not os.path.exists(lock.uri)
+
+
+# --- nan/inf in every stage Config, however it is built ---------------------------------
+
+
+def _stage_configs() -> list[type]:
+    """Every Config class in lanepaint/ (a class with a ``setting(...)`` or
+    ``mirrored_setting(...)`` field), found by reading the source, so a new one is covered."""
+    import ast
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted((root / "lanepaint").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            calls = [
+                s.value.func.id
+                for s in getattr(node, "body", [])
+                if isinstance(s, ast.AnnAssign)
+                and isinstance(s.value, ast.Call)
+                and isinstance(s.value.func, ast.Name)
+            ]
+            if isinstance(node, ast.ClassDef) and {"setting", "mirrored_setting"} & set(calls):
+                module = ".".join(path.relative_to(root).with_suffix("").parts)
+                found.append(getattr(importlib.import_module(module), node.name))
+    return found
+
+
+def _float_fields() -> list[tuple[type, str, object]]:
+    """(Config, field, a value of the field's type holding nan) for every float setting."""
+    import typing
+
+    out = []
+    for cls in _stage_configs():
+        for f in dataclasses.fields(cls):
+            hint = str(typing.get_type_hints(cls)[f.name])
+            if hint in ("<class 'float'>", "float | None"):
+                out.append((cls, f.name, float("nan")))
+            elif "float" in hint:  # tuples of floats (points): one nan inside
+                value = getattr(cls(), f.name) or ((0.5, 0.5),)
+                out.append((cls, f.name, ((float("nan"), *value[0][1:]), *value[1:])))
+    return out
+
+
+def test_every_stage_config_is_found():
+    names = {c.__name__ for c in _stage_configs()}
+    assert names >= {
+        "SegmentConfig",
+        "CaptionConfig",
+        "BuildConfig",
+        "FilterConfig",
+        "TrainConfig",
+        "EditConfig",
+        "EvaluateConfig",
+        "FirstFrameConfig",
+    }
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    "cls,name,value", _float_fields(), ids=lambda v: getattr(v, "__name__", str(v))
+)
+def test_a_config_built_in_code_refuses_nan_and_inf_naming_the_field(cls, name, value, bad):
+    """Not only the CLI and KFP paths: ``SomeConfig(x=float('nan'))`` raises, naming x."""
+    cls()  # the defaults are valid, so the error below is about this field
+    if isinstance(value, tuple):
+        value = ((float(bad), *value[0][1:]), *value[1:])
+    else:
+        value = float(bad)
+    with pytest.raises(ValueError, match=rf"must be a finite number.*\({cls.__name__}\.{name}\)"):
+        cls(**{name: value})

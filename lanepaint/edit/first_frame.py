@@ -18,7 +18,7 @@ from PIL import Image
 from lanepaint.data import masks as mask_ops
 from lanepaint.data.vocab import LaneAttributes, parse_caption
 from lanepaint.edit.instructions import Instruction
-from lanepaint.kit.settings import setting
+from lanepaint.kit.settings import check_finite, setting
 from lanepaint.models.presets import cache_scope
 from lanepaint.vlm.parse import Verdict
 
@@ -56,6 +56,7 @@ class FirstFrameConfig:
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         for name in ("size", "steps", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"first-frame {name} must be >= 1")

@@ -24,6 +24,7 @@ from lanepaint.kit.report import SUMMARY_KEYS, StageReport, StageResult
 from lanepaint.kit.settings import (
     add_arguments,
     all_settings,
+    check_finite,
     component_doc,
     from_args,
     keyed_path,
@@ -43,6 +44,7 @@ __all__ = [
     "StageResult",
     "WriteBehind",
     "add_arguments",
+    "check_finite",
     "all_settings",
     "check_apart",
     "claim_output",

@@ -171,19 +171,30 @@ def add_arguments(
 def from_args(config_cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     """The Config for parsed ``args``: flags not given keep the field's default."""
     values = {f.name: getattr(args, f.name) for f in fields_of(config_cls) if hasattr(args, f.name)}
-    check_finite(config_cls, values)
     return config_cls(**{**values, **overrides})
 
 
-def check_finite(config_cls: type, values: dict[str, Any]) -> None:
-    """``nan`` and ``inf`` parse as floats but pass every ``x < 0`` check a Config makes
-    (a NaN fps reached the decoder): refused for every float setting, in one line."""
-    for f in fields_of(config_cls):
-        value = values.get(f.name)
-        items = value if isinstance(value, tuple | list) else (value,)
-        for v in items:
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{flag_of(f)} must be a finite number, got {value!r}")
+def check_finite(config: Any) -> None:
+    """Refuse ``nan`` and ``inf`` in every setting of ``config`` (tuples too), naming it.
+
+    They parse as floats but pass every ``x < 0`` check a Config makes (a NaN fps reached
+    the decoder). Every stage Config calls this first in its ``__post_init__``, so the CLI,
+    KFP and library paths share it; the message names the flag and the field."""
+    for f in fields_of(type(config)):
+        value = getattr(config, f.name)
+        if not _all_finite(value):
+            raise ValueError(
+                f"{flag_of(f)} must be a finite number, got {value!r} "
+                f"({type(config).__name__}.{f.name})"
+            )
+
+
+def _all_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, tuple | list):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def to_argv(config: Any, exclude: Iterable[str] = ()) -> list[str]:
@@ -219,7 +230,6 @@ def from_params(config_cls: type, params: dict[str, Any], rename=None, **overrid
         if isinstance(value, str) and f.metadata.get("parse"):
             value = f.metadata["parse"](value)
         values[f.name] = value
-    check_finite(config_cls, values)
     return config_cls(**{**values, **overrides})
 
 

@@ -42,6 +42,7 @@ from lanepaint.kit import (
     StageReport,
     StageResult,
     check_apart,
+    check_finite,
     claim_output,
     from_args,
     output_settings,
@@ -102,6 +103,7 @@ class BuildConfig:
     device: str = setting("auto", help=DEVICE_HELP + " (the VLM takes the last GPU)", output=False)
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {SEGMENTERS}")
         if self.captioner not in CAPTIONERS:

@@ -27,6 +27,7 @@ from lanepaint.kit import (
     StageReport,
     StageResult,
     check_apart,
+    check_finite,
     from_args,
     guard_output,
     output_settings,
@@ -64,6 +65,7 @@ class CaptionConfig:
     device: str = setting("auto", help=DEVICE_HELP + " (auto: the last GPU)", output=False)
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         if self.vlm_size not in VLM_SIZES:
             raise ValueError(f"vlm size must be one of {VLM_SIZES}")
         if self.batch_size < 1:

@@ -61,6 +61,7 @@ from lanepaint.kit import (
     StageResult,
     WriteBehind,
     check_apart,
+    check_finite,
     from_args,
     guard_output,
     output_settings,
@@ -201,6 +202,7 @@ class EditConfig:
     shard_index: int = setting(0, output=False, help="the shard this run edits (0-based)")
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         parse_instructions(self.instructions)  # ValueError with the reason
         object.__setattr__(self, "video_ids", tuple(self.video_ids))
         self.first_frame  # noqa: B018 - FirstFrameConfig validates its fields

@@ -23,6 +23,7 @@ from lanepaint.io import reports, storage
 from lanepaint.kit import (
     StageReport,
     StageResult,
+    check_finite,
     from_args,
     guard_output,
     output_settings,
@@ -46,6 +47,7 @@ class EvaluateConfig:
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         if self.max_frames < 0:
             raise ValueError("max frames must be >= 0 (0 = all)")
         if self.embed_limit_mb < 0:

@@ -38,6 +38,7 @@ from lanepaint.kit import (
     StageReport,
     StageResult,
     check_apart,
+    check_finite,
     from_args,
     guard_output,
     output_settings,
@@ -76,6 +77,7 @@ class FilterConfig:
     workers: int = setting(8, help="parallel downloads from gs://", output=False)
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         for name in LaneAttributes.FIELDS:
             object.__setattr__(self, name, validate_filter_value(name, getattr(self, name)))
         if self.link_mode not in fluxfill.LINK_MODES:

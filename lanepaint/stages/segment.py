@@ -38,6 +38,7 @@ from lanepaint.kit import (
     StageReport,
     StageResult,
     WriteBehind,
+    check_finite,
     from_args,
     guard_output,
     keyed_path,
@@ -125,6 +126,7 @@ class SegmentConfig:
     overwrite: bool = setting(False, help="redo videos that are already complete", output=False)
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         if self.segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {SEGMENTERS}, got {self.segmenter!r}")
         if self.max_frames < 0:

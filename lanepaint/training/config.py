@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lanepaint.kit import setting
+from lanepaint.kit import check_finite, setting
 
 WEIGHTING_SCHEMES = ("none", "logit_normal", "mode")
 MIXED_PRECISION = ("bf16", "fp16", "no")
@@ -125,6 +125,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        check_finite(self)  # nan/inf, however the Config is built
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         for ok, message in self._checks():
             if not ok:
