@@ -328,6 +328,76 @@ def test_gcs_lock_is_exclusive_and_released(gcs_bucket):
     assert not storage.exists(lock_uri(out))
 
 
+def _put_objects(bucket: str, names: list[str]) -> None:
+    """Raw objects, as a killed writer or someone else left them (not through our writer)."""
+    b = storage._client().bucket(bucket)
+    for name in names:
+        b.blob(name).upload_from_string(b"x")
+
+
+def _names(bucket: str) -> set[str]:
+    return {b.name for b in storage._client().list_blobs(bucket)}
+
+
+HEX = "0123456789abcdef" * 2  # 32 hex digits, the uuid of _publish_gcs's temp names
+# Our temp names at or under gs://<bucket>/runs/out (the output folder, and a temp of an
+# output object of that name), then what the sweep must leave: objects, look-alikes, other
+# outputs' temps.
+OURS = [f"runs/out/a.bin.tmp-{HEX}", f"runs/out/sub/b.json.tmp-{HEX}", f"runs/out.tmp-{HEX}"]
+NOT_OURS = [
+    "runs/out/a.bin",
+    "runs/out/c.tmp-nothex",
+    f"runs/out/d.tmp-{HEX[:31]}",
+    f"runs/out/e.tmp-{HEX}.bin",
+    f"runs/out-b/f.tmp-{HEX}",
+    f"runs/outer.tmp-{HEX}",
+    f"other/runs/out/g.tmp-{HEX}",
+]
+
+
+def test_stale_gcs_temps_are_swept_by_age_and_name_only(gcs_bucket):
+    """``sweep_stale_gcs_temps`` removes our temp objects created before the cutoff, at or
+    under the output only; a younger temp (a live writer's) and every other name stay."""
+    _put_objects(gcs_bucket, OURS + NOT_OURS)
+    time.sleep(0.05)  # server timestamps: the cutoff falls strictly between the two groups
+    cutoff = storage._client().bucket(gcs_bucket).blob("probe")
+    cutoff.upload_from_string(b"")
+    time.sleep(0.05)
+    young = f"runs/out/h.bin.tmp-{HEX}"
+    _put_objects(gcs_bucket, [young])
+    out = f"gs://{gcs_bucket}/runs/out"
+    assert storage.list_files(out) == [
+        f"{out}/a.bin",
+        f"{out}/c.tmp-nothex",
+        f"{out}/d.tmp-{HEX[:31]}",
+        f"{out}/e.tmp-{HEX}.bin",
+    ]
+    removed = storage.sweep_stale_gcs_temps(out, cutoff.time_created)
+    assert sorted(removed) == sorted(f"gs://{gcs_bucket}/{n}" for n in OURS)
+    assert _names(gcs_bucket) == {*NOT_OURS, young, "probe"}
+    assert (
+        storage.sweep_stale_gcs_temps(f"gs://{gcs_bucket}-missing/out", cutoff.time_created) == []
+    )
+
+
+def test_the_gcs_lock_holder_sweeps_temps_older_than_the_lease(gcs_bucket, monkeypatch, caplog):
+    """A run that takes a gs:// output's lock removes the temp objects killed runs left
+    there, once they are older than the lease and the GCS deadline: a killed writer's
+    process cannot be checked on GCS, age decides."""
+    out = f"gs://{gcs_bucket}/runs/out"
+    _put_objects(gcs_bucket, OURS + NOT_OURS)
+    with output_lock("s", out):  # default lease (180 s): too young to be judged
+        pass
+    assert _names(gcs_bucket) == {*OURS, *NOT_OURS}
+    monkeypatch.setenv(LEASE_ENV, "1")
+    monkeypatch.setenv(storage.DEADLINE_ENV, "1")
+    time.sleep(1.2)
+    with caplog.at_level(logging.WARNING), output_lock("s", out) as held:
+        assert held.owned
+        assert _names(gcs_bucket) == {*NOT_OURS, storage.split_gcs(lock_uri(out))[1]}
+    assert "removed 3 temp file(s) left by killed runs" in caplog.text
+
+
 def test_segment_meta_csv_is_rebuilt_from_every_record_on_disk(tmp_path, monkeypatch):
     from lanepaint.stages import segment as seg
 

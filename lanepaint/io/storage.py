@@ -16,6 +16,7 @@ emulator (fake-gcs-server) with anonymous credentials. See docs/cluster.md.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import mimetypes
 import os
@@ -506,6 +507,37 @@ def _delete_blobs(blobs: list[Blob], max_workers: int = 8) -> None:
         list(pool.map(one, blobs))
 
 
+def sweep_stale_gcs_temps(uri: str, created_before: dt.datetime) -> list[str]:
+    """Delete the temp objects of :func:`_publish_gcs` (``<key>.tmp-<32 hex>``) at or under
+    ``uri`` that were created before ``created_before``; returns their URIs.
+
+    A killed writer leaves its temp between upload and compose; listings hide it but it
+    costs storage forever. On GCS the writer's process cannot be checked, so age decides:
+    the caller (the output's lock holder) passes a cutoff no live writer's temp can predate.
+    Objects of other outputs (``<uri>-b/...``) and look-alike names are never touched."""
+    bucket_name, key = split_gcs(uri)
+    exact = key.rstrip("/")
+    try:
+        # The glob only narrows the listing; the name rule below decides.
+        listed = _client().list_blobs(
+            bucket_name, prefix=exact or None, match_glob="**.tmp-*", retry=_retry()
+        )
+        stale = [
+            b
+            for b in listed
+            if _GCS_TEMP_RE.search(b.name)
+            and (
+                not exact or b.name.startswith(exact + "/") or _GCS_TEMP_RE.sub("", b.name) == exact
+            )
+            and b.time_created is not None
+            and b.time_created < created_before
+        ]
+    except _not_found():
+        return []
+    _delete_blobs(stale)
+    return [_gcs_uri(bucket_name, b.name) for b in stale]
+
+
 # --------------------------------------------------------------------------- versioned objects
 
 
@@ -535,8 +567,6 @@ def put_if_generation(uri: str, text: str, generation: int = 0) -> int | None:
 
 def read_versioned(uri: str) -> tuple[str, int, float] | None:
     """(text, generation, seconds since it was last written) of a gs object; None if absent."""
-    import datetime as dt
-
     bucket_name, key = split_gcs(uri)
     try:
         blob = _client().bucket(bucket_name).get_blob(key, retry=_retry())

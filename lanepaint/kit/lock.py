@@ -11,8 +11,10 @@ A lock that is there already means another writer, unless it is stale:
   (default 180). A holder that has missed two heartbeats is waited for until the lease is
   over, so a retried task (KFP restarts a killed pod elsewhere) takes over its own lock.
 
-Once held, temp files that killed writers left in (or beside) a local output are removed
-(:func:`lanepaint.io.atomic.sweep_dead_temps`: only our temp names, only of dead processes).
+Once held, temp files that killed writers left in (or beside) the output are removed:
+locally only our temp names of dead processes (:func:`lanepaint.io.atomic.sweep_dead_temps`);
+on GCS only our temp objects older than the lease
+(:func:`lanepaint.io.storage.sweep_stale_gcs_temps`).
 
 A live holder makes the second writer fail at once with one line (exit 2 through the kit).
 Child processes of the holder (torchrun ranks) inherit its token through
@@ -23,6 +25,7 @@ launcher's run id as their token.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -293,11 +296,20 @@ def _token_of(text: str) -> str | None:
         return None
 
 
-def _sweep(output: str) -> None:
-    """Temp files of killed writers of this output go once we hold it (never a live one's)."""
+def _sweep(output: str, lock: OutputLock) -> None:
+    """Temp files of killed writers of this output go once we hold it (never a live one's).
+
+    Local: only temps whose writer's process is gone. gs://: the writer cannot be checked,
+    so only temp objects older than the lease and the GCS deadline (a live writer's temp
+    lives from its upload's end to its compose, retried within that deadline), and only by
+    the process that took the lock (its child ranks would only list the output again)."""
     if storage.is_gcs(output):
-        return
-    removed = sweep_dead_temps(output)
+        if lock.inherited:
+            return
+        age = dt.timedelta(seconds=max(lease_s(), storage.gcs_deadline_s()))
+        removed = storage.sweep_stale_gcs_temps(output, dt.datetime.now(dt.UTC) - age)
+    else:
+        removed = sweep_dead_temps(output)
     if removed:
         log.warning("removed %d temp file(s) left by killed runs in %s", len(removed), output)
 
@@ -322,7 +334,7 @@ def output_lock(stage: str, output: str, wait_s: float = 0.0) -> Iterator[Output
     try:
         lock.acquire(wait_s)
         os.environ[TOKEN_ENV] = lock.token
-        _sweep(output)
+        _sweep(output, lock)
         yield lock
     finally:
         if previous is None:
