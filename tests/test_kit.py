@@ -813,3 +813,16 @@ def test_a_config_built_in_code_refuses_nan_and_inf_naming_the_field(cls, name, 
         value = float(bad)
     with pytest.raises(ValueError, match=rf"must be a finite number.*\({cls.__name__}\.{name}\)"):
         cls(**{name: value})
+
+
+def test_the_cli_and_kfp_paths_get_the_same_finite_check():
+    """from_args and from_params no longer check by themselves: the Config does, once."""
+    from lanepaint.kit.settings import from_params
+    from lanepaint.stages.segment import SegmentConfig
+
+    with pytest.raises(ValueError, match=r"--fps must be a finite number, got nan \(Segment"):
+        from_params(SegmentConfig, {"fps": float("nan")})  # a KFP float parameter
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, SegmentConfig)
+    with pytest.raises(ValueError, match=r"--min-component must be a finite number, got inf"):
+        from_args(SegmentConfig, parser.parse_args(["--min-component", "inf"]))
