@@ -518,10 +518,9 @@ def sweep_stale_gcs_temps(uri: str, created_before: dt.datetime) -> list[str]:
     bucket_name, key = split_gcs(uri)
     exact = key.rstrip("/")
     try:
-        # The glob only narrows the listing; the name rule below decides.
-        listed = _client().list_blobs(
-            bucket_name, prefix=exact or None, match_glob="**.tmp-*", retry=_retry()
-        )
+        # One listing of the output (a page per 1000 objects); no server-side glob: the
+        # emulator ignores matchGlob, so it could not be tested.
+        listed = _client().list_blobs(bucket_name, prefix=exact or None, retry=_retry())
         stale = [
             b
             for b in listed
