@@ -376,6 +376,17 @@ def not_paint(ev: LineEvidence) -> bool:
     )
 
 
+def may_be_paint(ev: LineEvidence) -> bool:
+    """Of a candidate that ``not_paint`` drops: whether it may still be a line. One that is
+    only too wide, with road alike on both sides and no yellow in it, is a gutter pan, a
+    snow bank or a car's flank; an edge between unlike grounds or a dark stripe may be a
+    line half under snow or beside a car."""
+    limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+    edge = ev.balance > BALANCE_MAX + 0.1
+    dark = not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev)
+    return edge or dark or _yellow(ev) or not ev.width > limit + 0.05
+
+
 def _yellow(ev: LineEvidence) -> bool:
     """Yellow paint is paint even where a shadow keeps it no lighter than sunlit road."""
     return not math.isnan(ev.chroma_delta) and ev.chroma_delta > YELLOW_DELTA
