@@ -17,6 +17,7 @@ from lanepaint.data.vocab import LaneAttributes
 from lanepaint.lanes import classify
 from lanepaint.lanes.accuracy import (
     GOAL,
+    MAX_ABSTENTION,
     SCORED,
     TEST_SEED,
     Case,
@@ -33,7 +34,9 @@ from lanepaint.lanes.analyze import (
     trusted_attributes,
 )
 
-SHORTFALLS = {("worn", "pattern"): 0.3, ("occluded", "pattern"): 0.8}
+SHORTFALLS = {("worn", "pattern"): 0.3, ("occluded", "pattern"): 0.85}
+#: Abstention above the goal's 25 % on these scenes (measured: 50 % and 33 %).
+ABSTENTION_SHORTFALLS = {("worn", "pattern"): 0.5, ("occluded", "pattern"): 0.34}
 YELLOW_SOLID = LaneAttributes("single", "yellow", "solid")
 WHITE_DASHED = LaneAttributes("single", "white", "dashed")
 
@@ -50,7 +53,7 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
     # Goal, first half: >= 95 % of the answers right, per attribute (abstentions aside).
     # Pattern under worn paint and under occluding traffic are the known shortfalls
     # (docs/quality.md): a solid line worn to half its paint, or hidden by cars, can
-    # still read as dashed (2 of 6 and 6 of 7 answers right on these scenes). They are
+    # still read as dashed (2 of 6 and 7 of 8 answers right on these scenes). They are
     # held at those levels here so that they cannot get worse unnoticed.
     t = tally([c for c in hard_cases if c.group == condition])
     assert t.cases == 6
@@ -60,12 +63,14 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
 
 
 @pytest.mark.slow
-def test_hard_conditions_answer_most_lines(hard_cases):
-    # Goal, second half, pooled over the conditions: at most 40 % of lines unanswered
-    # per attribute (measured on these scenes: 8-29 %; per condition it varies, see docs).
-    t = tally(hard_cases)
+@pytest.mark.parametrize("condition", HARD_CONDITIONS)
+def test_hard_conditions_answer_most_lines(hard_cases, condition):
+    # Goal, second half: at most 25 % of the lines unanswered per attribute, but for the
+    # known shortfalls (worn and occluded pattern), held at their measured level.
+    t = tally([c for c in hard_cases if c.group == condition])
     for name in SCORED:
-        assert t.abstention(name) <= 0.4, (name, t.abstention(name))
+        limit = ABSTENTION_SHORTFALLS.get((condition, name), MAX_ABSTENTION)
+        assert t.abstention(name) <= limit, (condition, name, t.abstention(name))
 
 
 def test_hard_specs_are_seeded_and_labelled():
@@ -131,6 +136,36 @@ def test_weak_evidence_abstains():
     line = classify.Line(-1.3, 0.0, 0.0, rows=200, extent=4.0)
     assert classify.decide_presence(line, _evidence(1.0, 0)).confidence > 0.9
     assert classify.decide_presence(line, _evidence(1.0, 0, width=0.24)).confidence < 0.55
+
+
+def test_double_line_dip_band_abstains():
+    # two peaks at a double line's spacing: a clear dip is double, a faint one (worn or
+    # glared paint) is neither answer, only a nearly flat top is single
+    def count(dip: float) -> classify.Decision:
+        ev = _evidence(1.0, 0, profile_peaks=2, peak_separation=0.15, dip_ratio=dip)
+        return classify.decide_count(ev)
+
+    assert count(0.6).value == "double" and count(0.6).confidence > 0.9
+    assert count(0.76).value == "double" and count(0.76).confidence >= MIN_CONFIDENCE
+    assert count(0.84).confidence < MIN_CONFIDENCE
+    assert count(0.97).value == "single" and count(0.97).confidence >= MIN_CONFIDENCE
+
+
+def test_a_candidate_only_too_wide_is_no_doubt_about_an_absent_line():
+    wide = _evidence(1.0, 0, width=0.35)
+    assert classify.not_paint(wide) and not classify.may_be_paint(wide)
+    # an edge between unlike grounds or yellow paint may be a line half hidden
+    assert classify.may_be_paint(_evidence(1.0, 0, width=0.35, balance=0.7))
+    assert classify.may_be_paint(_evidence(1.0, 0, width=0.35, chroma_delta=0.2))
+
+
+def test_road_without_markings_is_absent_on_both_sides():
+    spec = SceneSpec(absent=("left", "right"), lanes_left=0, lanes_right=0, seed=1)
+    result = analyze_image(render_frame(spec, 1.0)[0])
+    assert "no lane line found" in result.notes
+    for side in (result.left, result.right):
+        assert side.presence == "absent" and side.attributes == LaneAttributes()
+        assert MIN_CONFIDENCE <= side.confidence["presence"] < 0.7  # answered, not trusted
 
 
 def test_side_result_carries_presence_and_unknowns_have_zero_confidence():

@@ -33,6 +33,8 @@ PRESENT, ABSENT = "present", "absent"
 MIN_CONFIDENCE = 0.55
 # Confidence that a side has no line when the other side's line was found.
 ABSENT_CONFIDENCE = 0.8
+# ... and that both sides have none when a road was seen but no line-like paint on it.
+NO_LINE_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,14 @@ def _absent_confidence(
 ) -> float:
     """How sure a side without an ego line has none: sure when the other side's line was
     found and nothing line-like was seen on this side; not when a weak candidate was (a
-    worn line may be one) or a candidate was dropped as not paint (a line half hidden by
-    snow or a car may look like that), nor when no line was found at all."""
-    if found != 1:
-        return 0.0
+    worn line may be one) or a candidate was dropped that may still be paint (a line half
+    hidden by snow or a car may look like an edge). With no line on either side a road was
+    seen (a vanishing point) without markings: less sure, and not at all with a doubt."""
     lo, hi = classify.EGO_RANGE
     weak = [ln for ln in lines if lo <= sign * ln.a0 <= hi and ln.rows >= classify.MIN_ROWS // 2]
     doubt = weak or any(sign * ln.a0 > 0 for ln in dropped)
+    if found == 0:
+        return 0.0 if doubt else NO_LINE_CONFIDENCE
     return ABSENT_CONFIDENCE * (0.5 if doubt else 1.0)
 
 
@@ -307,21 +310,24 @@ def _analyze(image, mask, notes: list[str], det: Detection) -> LaneAnalysis:
 def _pick_paint(view: _View, det: Detection) -> tuple[list[detect.Line], list[detect.Line]]:
     """Choose the ego lines, dropping a chosen one that is clearly not paint (too wide,
     an edge between unlike grounds, no lighter than the asphalt) for the next candidate
-    out; returns the candidates left and those dropped."""
+    out; returns the candidates left and those dropped that may still be a line (too
+    wide only, and not yellow, is a gutter, a snow bank or a car's flank, not a line)."""
     lines = list(view.lines)
     dropped: list[detect.Line] = []
     det.left, det.right = view.left, view.right
     for _ in range(3):
         near = _near_row((det.left, det.right), view.maps, view.bev)
-        bad = [
-            ln
+        measured = [
+            (ln, classify.measure(ln, view.maps, view.bev, near))
             for ln in (det.left, det.right)
             if ln is not None
-            and classify.not_paint(classify.measure(ln, view.maps, view.bev, near))
         ]
+        bad = [ln for ln, ev in measured if classify.not_paint(ev)]
         if not bad:
             break
-        dropped += bad
+        dropped += [
+            ln for ln, ev in measured if classify.not_paint(ev) and classify.may_be_paint(ev)
+        ]
         lines = [ln for ln in lines if all(ln is not b for b in bad)]
         det.left, det.right = classify.ego_pair(lines)
     return lines, dropped
@@ -333,7 +339,11 @@ def _describe(view: _View, notes: list[str], det: Detection) -> LaneAnalysis:
     maps, bev = view.maps, view.bev
     lines, dropped = _pick_paint(view, det)
     if det.left is None and det.right is None:
-        return LaneAnalysis(notes=(*notes, "no lane line found"))
+        left, right = (
+            _side(None, maps, bev, None, _absent_confidence(lines, dropped, sign, 0))[0]
+            for sign in (-1, 1)
+        )
+        return LaneAnalysis(left, right, notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
     found = [ln for ln in (det.left, det.right) if ln is not None]
     left, det.evidence["left"] = _side(

@@ -28,7 +28,10 @@ DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstai
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
-DOUBLE_DIP = 0.72  # the dip between two peaks must fall below this share of the lower one
+DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the lower one
+# ... and a line with two peaks at a double line's separation is single only when the dip
+# is above this (between them: abstain; worn or glared double lines dip that little).
+SINGLE_DIP = 0.88
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
 
 LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
@@ -359,10 +362,13 @@ def decide_count(ev: LineEvidence) -> Decision:
     lo, hi = DOUBLE_SEPARATION
     if ev.profile_peaks == 0:
         return Decision("unknown", 0.0)
-    if ev.profile_peaks >= 2 and lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
-        return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.08), 3))
-    conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP) / 0.08) if ev.profile_peaks >= 2 else 0.95
-    return Decision("single", round(conf, 3))
+    if ev.profile_peaks < 2:
+        return Decision("single", 0.95)
+    if lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
+        return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.04), 3))
+    if lo <= ev.peak_separation <= hi:
+        return Decision("single", round(_sigmoid((ev.dip_ratio - SINGLE_DIP) / 0.03), 3))
+    return Decision("single", round(_sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08), 3))
 
 
 def not_paint(ev: LineEvidence) -> bool:
@@ -374,6 +380,17 @@ def not_paint(ev: LineEvidence) -> bool:
         or ev.balance > BALANCE_MAX + 0.1
         or (not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev))
     )
+
+
+def may_be_paint(ev: LineEvidence) -> bool:
+    """Of a candidate that ``not_paint`` drops: whether it may still be a line. One that is
+    only too wide, with road alike on both sides and no yellow in it, is a gutter pan, a
+    snow bank or a car's flank; an edge between unlike grounds or a dark stripe may be a
+    line half under snow or beside a car."""
+    limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
+    edge = ev.balance > BALANCE_MAX + 0.1
+    dark = not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev)
+    return edge or dark or _yellow(ev) or not ev.width > limit + 0.05
 
 
 def _yellow(ev: LineEvidence) -> bool:
