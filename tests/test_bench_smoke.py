@@ -4,16 +4,37 @@ import json
 
 import pytest
 
-KEYS = {"stage", "card", "commit", "date", "ours_s", "reference_s", "ratio", "peak_gib",
-        "floor_s", "rel_err"}
+KEYS = {
+    "stage",
+    "card",
+    "commit",
+    "date",
+    "ours_s",
+    "reference_s",
+    "ratio",
+    "peak_gib",
+    "floor_s",
+    "rel_err",
+}
 
 
 @pytest.mark.slow
 def test_edit_bench_smoke(tmp_path):
     from bench import edit
 
-    assert edit.main(["--size", "smoke", "--out-dir", str(tmp_path),
-                      "--parts", "first_frame,propagate,whole_edit,composite"]) == 0
+    assert (
+        edit.main(
+            [
+                "--size",
+                "smoke",
+                "--out-dir",
+                str(tmp_path),
+                "--parts",
+                "first_frame,propagate,whole_edit,composite",
+            ]
+        )
+        == 0
+    )
     for stage in ("first_frame", "propagate", "whole_edit", "composite"):
         record = json.loads((tmp_path / f"{stage}.smoke.json").read_text())
         assert KEYS <= set(record) and record["stage"] == stage and record["card"] == "cpu"
@@ -23,7 +44,10 @@ def test_edit_bench_smoke(tmp_path):
     composite = json.loads((tmp_path / "composite.smoke.json").read_text())
     assert composite["extra"]["propagate_s"] == pytest.approx(propagate["ours_s"], abs=1e-3)
     assert set(composite["extra"]["phases_s"]) == {
-        "view_inputs", "composite", "encode_edited_and_side_by_side"}
+        "view_inputs",
+        "composite",
+        "encode_edited_and_side_by_side",
+    }
     assert propagate["extra"]["propagation"] == "reference"  # the edit stage's default
     written = [p.name for p in tmp_path.glob("*.json")]
     assert written and all(n.endswith(".smoke.json") for n in written), written
@@ -34,8 +58,21 @@ def test_edit_bench_runs_the_other_propagation_mode(tmp_path):
     """``--propagation lanepaint`` times and compares our earlier variant the same way."""
     from bench import edit
 
-    assert edit.main(["--size", "smoke", "--out-dir", str(tmp_path), "--parts", "propagate",
-                      "--propagation", "lanepaint"]) == 0
+    assert (
+        edit.main(
+            [
+                "--size",
+                "smoke",
+                "--out-dir",
+                str(tmp_path),
+                "--parts",
+                "propagate",
+                "--propagation",
+                "lanepaint",
+            ]
+        )
+        == 0
+    )
     propagate = json.loads((tmp_path / "propagate.smoke.json").read_text())
     assert propagate["extra"]["propagation"] == "lanepaint"
     assert propagate["rel_err"] == 0.0 and propagate["ours_s"] > 0

@@ -7,8 +7,20 @@ import pytest
 
 from lanepaint.cli import main
 
-STAGES = ["segment", "caption", "build-dataset", "filter-dataset", "train-lora", "edit",
-          "evaluate", "lanes", "synth", "models", "kfp", "run-local"]
+STAGES = [
+    "segment",
+    "caption",
+    "build-dataset",
+    "filter-dataset",
+    "train-lora",
+    "edit",
+    "evaluate",
+    "lanes",
+    "synth",
+    "models",
+    "kfp",
+    "run-local",
+]
 
 
 def test_help_lists_every_command(capsys):
@@ -21,10 +33,13 @@ def test_help_lists_every_command(capsys):
 
 
 def test_help_does_not_import_torch_or_kfp():
-    code = ("import sys; from lanepaint.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'kfp', 'diffusers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys; from lanepaint.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'kfp', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -35,10 +50,26 @@ def test_edit_cli_on_smoke(tmp_path, capsys):
 
     smoke = build_smoke(tmp_path / "smoke")
     add_video(tmp_path / "vp", "v1", 5)
-    code = main(["edit", "--data-dir", str(tmp_path / "vp"), "--instruction",
-                 "lane single white solid", "--output-dir", str(tmp_path / "out"),
-                 "--model-root", str(smoke), "--no-judge", "--steps", "2",
-                 "--first-frame-steps", "2", "--first-frame-size", "32"])
+    code = main(
+        [
+            "edit",
+            "--data-dir",
+            str(tmp_path / "vp"),
+            "--instruction",
+            "lane single white solid",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--model-root",
+            str(smoke),
+            "--no-judge",
+            "--steps",
+            "2",
+            "--first-frame-steps",
+            "2",
+            "--first-frame-size",
+            "32",
+        ]
+    )
     assert code == 0
     assert "edited 1 of 1" in capsys.readouterr().out
     assert (tmp_path / "out" / "v1" / "single_white_solid" / "edited.mp4").exists()

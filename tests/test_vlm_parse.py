@@ -13,16 +13,18 @@ CORPUS = [
 ]
 
 
-@pytest.mark.parametrize("case", [c for c in CORPUS if c["kind"] == "caption"],
-                         ids=lambda c: c["answer"][:40])
+@pytest.mark.parametrize(
+    "case", [c for c in CORPUS if c["kind"] == "caption"], ids=lambda c: c["answer"][:40]
+)
 def test_caption_answers(case):
     answer = parse_caption_answer(case["answer"])
     assert answer.attributes.caption == case["expect"]
     assert answer.method == case["method"]
 
 
-@pytest.mark.parametrize("case", [c for c in CORPUS if c["kind"] == "judge"],
-                         ids=lambda c: c["answer"][:40])
+@pytest.mark.parametrize(
+    "case", [c for c in CORPUS if c["kind"] == "judge"], ids=lambda c: c["answer"][:40]
+)
 def test_judge_answers(case):
     verdict = parse_verdict(case["answer"])
     assert verdict.passed is case["passed"]
