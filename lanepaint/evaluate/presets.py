@@ -97,17 +97,14 @@ def _cell(value: float | None) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lanepaint.kit.settings import from_args
     from lanepaint.stages.edit import EditConfig
 
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown or not names:
         raise ValueError(f"--presets takes names from {', '.join(PRESETS)}, not {unknown}")
-    config = EditConfig(
-        instructions=args.instruction,
-        max_frames=args.max_frames,
-        video_ids=tuple(i for i in args.video_ids.split(",") if i),
-    )
+    config = from_args(EditConfig, args)
     comparison = compare_presets(
         args.data_dir, args.output_dir, args.model_root, names, config, args.lora
     )
@@ -116,7 +113,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """The edit settings come from EditConfig (the one place they are declared); the
+    preset is what the comparison varies."""
     from lanepaint.kit.cli import guarded
+    from lanepaint.kit.settings import add_arguments
+    from lanepaint.stages.edit import EditConfig
 
     parser = subparsers.add_parser(
         STAGE,
@@ -129,9 +130,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-root", required=True, help="model root (path or gs://)")
     parser.add_argument("--lora", default="", help="FluxFill LoRA folder (optional)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
-    parser.add_argument(
-        "--instruction", default="lane single white solid", help="edit instruction(s), '||'"
-    )
-    parser.add_argument("--max-frames", type=int, default=49, help="frames per video (0 = all)")
-    parser.add_argument("--video-ids", default="", help="only these videos, comma-separated")
+    add_arguments(parser, EditConfig, exclude=("preset",))
     parser.set_defaults(func=lambda args: guarded(_run, args))
