@@ -88,17 +88,20 @@ def warp_error(frames: np.ndarray, masks: np.ndarray) -> float | None:
     return round(float(np.mean(errors)), 4) if errors else None
 
 
+def _edited_vs_original(measure, original, edited, masks, names: tuple[str, str, str]) -> dict:
+    """``measure`` of the edit and of the original, and their quotient (None where either
+    is missing or the original's is 0)."""
+    edited_value = measure(edited, masks)
+    original_value = measure(original, masks)
+    quotient = None
+    if edited_value is not None and original_value:
+        quotient = round(edited_value / original_value, 4)
+    return dict(zip(names, (edited_value, original_value, quotient), strict=True))
+
+
 def temporal_stability(original: np.ndarray, edited: np.ndarray, masks: np.ndarray) -> dict:
-    edited_err = warp_error(edited, masks)
-    original_err = warp_error(original, masks)
-    ratio = None
-    if edited_err is not None and original_err:
-        ratio = round(edited_err / original_err, 4)
-    return {
-        "warp_error_edited": edited_err,
-        "warp_error_original": original_err,
-        "warp_error_ratio": ratio,
-    }
+    names = ("warp_error_edited", "warp_error_original", "warp_error_ratio")
+    return _edited_vs_original(warp_error, original, edited, masks, names)
 
 
 RING_ROWS = 16  # width of the background ring, pixels at 480 rows
@@ -134,16 +137,8 @@ def sharpness_ratio(frames: np.ndarray, masks: np.ndarray) -> float | None:
 def sharpness(original: np.ndarray, edited: np.ndarray, masks: np.ndarray) -> dict:
     """How sharp the repainted region is against the background around it, in the edit and
     in the original, and their quotient (softness: 1 = as sharp as the source there)."""
-    edited_ratio = sharpness_ratio(edited, masks)
-    original_ratio = sharpness_ratio(original, masks)
-    softness = None
-    if edited_ratio is not None and original_ratio:
-        softness = round(edited_ratio / original_ratio, 4)
-    return {
-        "sharpness_ratio_edited": edited_ratio,
-        "sharpness_ratio_original": original_ratio,
-        "softness": softness,
-    }
+    names = ("sharpness_ratio_edited", "sharpness_ratio_original", "softness")
+    return _edited_vs_original(sharpness_ratio, original, edited, masks, names)
 
 
 def lane_attributes(
