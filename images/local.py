@@ -49,6 +49,7 @@ DEBIAN_SUITE = "bookworm"  # python3.11 is its system Python
 DEBIAN_MIRROR = os.environ.get("LANEPAINT_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SYSTEM_PYTHON = "/usr/bin/python3.11"
 VENDOR_LABEL = "org.opencontainers.image.vendor=lanepaint"  # on every image we build
+BUILD_CACHE_KEEP = os.environ.get("LANEPAINT_BUILD_CACHE_KEEP", "20GB")
 INDEX_PORT = int(os.environ.get("LANEPAINT_INDEX_PORT", "8731"))  # fixed: part of the cache key
 
 
@@ -306,6 +307,12 @@ def build(docker: str) -> int:
     # torch layer: gigabytes per rebuild otherwise.
     subprocess.run(
         [docker, "image", "prune", "--force", "--filter", f"label={VENDOR_LABEL}"],
+        stdout=subprocess.DEVNULL,
+    )
+    # BuildKit's cache grows with every changed layer; bound it so repeated CI runs on one
+    # machine cannot fill its disk, while keeping enough for the base's torch layers.
+    subprocess.run(
+        [docker, "builder", "prune", "--force", "--keep-storage", BUILD_CACHE_KEEP],
         stdout=subprocess.DEVNULL,
     )
     return code
