@@ -82,12 +82,9 @@ def images(client):
 def smoke_root(tmp_path_factory) -> Path:
     from lanepaint.models.smoke import build_smoke
 
-    root = Path(build_smoke(tmp_path_factory.mktemp("smoke") / "root"))
-    # transformers' save_pretrained leaves some safetensors files 0600 (owner only): the
-    # containers' user reads the model root, as it would a read-only GCS bucket.
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return root
+    # build_smoke leaves the umask's modes (0644 under make's 022): the containers' user
+    # reads the model root, as it would a read-only GCS bucket.
+    return Path(build_smoke(tmp_path_factory.mktemp("smoke") / "root"))
 
 
 @pytest.fixture

@@ -113,6 +113,15 @@ def test_smoke_root_has_the_real_layout(smoke_root: Path) -> None:
     assert (branch / "diffusion_pytorch_model.safetensors").is_file()
 
 
+def test_smoke_root_has_the_umasks_modes(smoke_root: Path) -> None:
+    """No 0600 leftovers of save_pretrained's temp files: other users read a model root."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [smoke_root, *smoke_root.rglob("*")]:
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == want, path
+
+
 def test_real_root_is_labelled_real(tmp_path: Path) -> None:
     root = ModelRoot.open(tmp_path)
     assert not root.is_smoke

@@ -186,6 +186,16 @@ def _write_smoke_models(dest: Path, seed: int) -> None:
     )
 
 
+def _normal_modes(folder: Path) -> None:
+    """Give every file and folder the modes a plain write would (the umask's): some
+    save_pretrained paths write safetensors through temp files that stay 0600, and a model
+    root is read by other users (a container's non-root user, a shared volume)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def build_smoke(dest: str | os.PathLike[str], seed: int = 0, overwrite: bool = False) -> Path:
     """Write the smoke model set to ``dest`` (built aside, then renamed into place).
 
@@ -212,6 +222,7 @@ def build_smoke(dest: str | os.PathLike[str], seed: int = 0, overwrite: bool = F
         module.disable_progress_bar()
     try:
         _write_smoke_models(work, seed)
+        _normal_modes(work)
         if dest.exists():
             shutil.rmtree(dest)
         work.rename(dest)
