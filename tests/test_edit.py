@@ -262,3 +262,17 @@ def test_cli_flags_and_user_errors(tmp_path, capsys, caplog):
         main(["edit", *io, "--geometry", "squash"])
     assert refused.value.code == 2
     assert "no pytorch_lora_weights.safetensors" in caplog.text
+
+
+@pytest.mark.parametrize(("done", "failed", "code"), [(1, 1, 0), (0, 2, 1), (0, 0, 0)])
+def test_edit_cli_exit_code_is_the_kits(tmp_path: Path, monkeypatch, done, failed, code) -> None:
+    """One bad item does not fail the run (exit 1 only when every item failed), as in the
+    other stages: a KFP task or CI job is not failed by one corrupt video."""
+    from lanepaint.cli import main
+    from lanepaint.kit.report import StageResult
+    from lanepaint.stages import edit
+
+    summary = {"inputs": done + failed, "done": done, "skipped_done": 0, "failed": failed}
+    monkeypatch.setattr(edit, "edit_videos", lambda *a, **k: StageResult(str(tmp_path), summary))
+    io = ["--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--model-root", "m"]
+    assert main(["edit", *io]) == code

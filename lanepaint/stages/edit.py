@@ -534,4 +534,4 @@ def _run(args) -> int:
         f"({s['skipped_done']} already done, {s['failed']} failed, speed preset "
         f"{config.preset}) -> {args.output_dir}"
     )
-    return 0 if s["failed"] == 0 else 1
+    return result.exit_code  # like every stage: 1 only when every item failed
