@@ -12,6 +12,9 @@ Full size: FLUX.1-Fill-dev with random bf16 weights built on the GPU
 - ``ours-uncached`` / ``ours-uncached+gc``: VAE, CLIP and T5 encode every step,
 - ``ours+compile`` / ``ours+gc+compile`` (opt-in through ``--variants``): regional
   ``torch.compile`` of the transformer blocks (always run last: blocks stay compiled).
+- ``+fp8``, appended to any ``ours`` variant: the trainer's ``--base-fp8`` (torchao float8
+  training, rowwise scales, on the frozen block Linears under the LoRA); undone after the
+  variant, so the next one runs on the bf16 layers again.
 - modifiers, appended to any ``ours`` variant: ``+cudnn`` / ``+flash`` (that variant's SDPA
   kernels instead of ``--attention``), ``+dcudnn`` (diffusers' ``_native_cudnn`` attention
   backend: q/k/v made contiguous, then cuDNN) and ``+budgetF`` (with ``+compile``: inductor's
@@ -279,12 +282,26 @@ def variant_budget(variant: str) -> float | None:
 
 def check_variant(variant: str) -> None:
     base = _BUDGET_RE.sub("", variant)
-    for mod in ("+dcudnn", "+cudnn", "+flash", "+efficient"):
+    for mod in ("+dcudnn", "+cudnn", "+flash", "+efficient", "+fp8"):
         base = base.replace(mod, "")
     if base not in KNOWN_VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(KNOWN_VARIANTS)}")
     if variant_budget(variant) is not None and "+compile" not in variant:
         raise SystemExit(f"{variant}: +budget needs +compile")
+
+
+def _revert_fp8(model: torch.nn.Module) -> None:
+    """Put plain Linears back where ``convert_fp8_training`` put torchao's Float8Linear
+    (same Parameters, so nothing is copied): torchao converts one way only."""
+    from torchao.float8.float8_linear import Float8Linear
+
+    for name, module in list(model.named_modules()):
+        if type(module) is not Float8Linear:
+            continue
+        plain = torch.nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
+        plain.weight, plain.bias = module.weight, module.bias
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, plain)
 
 
 def _step_fn(bench: Bench, variant: str, params, optimizer, attention: str):
@@ -325,6 +342,10 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         params = _add_adapter(bench)
+        if "+fp8" in variant:
+            from lanepaint.models.presets import convert_fp8_training
+
+            row["fp8_linears"] = convert_fp8_training(bench.transformer)
         if "+gc" in variant:
             bench.transformer.enable_gradient_checkpointing()
         dcudnn = "+dcudnn" in variant and device.type == "cuda"  # cuDNN: CUDA only
@@ -367,6 +388,8 @@ def run_variant(bench: Bench, variant: str, attention: str, steps: int, warmup: 
             if "+dcudnn" in variant and device.type == "cuda":
                 bench.transformer.reset_attention_backend()
             _drop_adapter(bench)
+            if "+fp8" in variant:
+                _revert_fp8(bench.transformer)
         except Exception as exc:  # a broken adapter must not hide the variant's own error
             row["error"] = row["error"] or f"cleanup: {exc}"
     return row
@@ -505,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variants",
         default=",".join(DEFAULT_VARIANTS),
         help=f"comma-separated, of {', '.join(KNOWN_VARIANTS)} (reference and ours always "
-        "run), each optionally with +cudnn/+flash and, compiled, +budgetF",
+        "run), each optionally with +fp8, +cudnn/+flash and, compiled, +budgetF",
     )
     parser.add_argument("--memory-goal", type=float, default=40.0, help="GiB; see the doc")
     args = parser.parse_args(argv)

@@ -45,6 +45,7 @@ def train_lora(
     attention_backend: str = "auto",
     compile: bool = False,  # noqa: A002 - the setting's name
     activation_memory_budget: float = 1.0,
+    base_fp8: bool = False,
     checkpointing_steps: int = 250,
     checkpoints_total_limit: int = 4,
     seed: int = 42,

@@ -233,6 +233,42 @@ def test_stop_and_resume_equals_uninterrupted_run(flux_root, tmp_path):
     assert resumed.summary["details"]["samples_seen"] == 6 * 2 * 2
 
 
+def test_fp8_base_trains_resumes_and_stays_near_the_exact_lora(flux_root, tmp_path):
+    """--base-fp8: torchao float8 training under the adapters (CPU _scaled_mm here). It is a
+    different result (own settings key), close to the exact one, and resumes exactly."""
+    data = make_train_dataset(str(tmp_path / "data"), n=4)
+    exact_config = small_config(tmp_path, max_train_steps=4, checkpointing_steps=2)
+    config = replace(exact_config, base_fp8=True)
+    exact = train(data, flux_root, str(tmp_path / "exact"), exact_config)
+    full = train(data, flux_root, str(tmp_path / "a"), config)
+    assert full.summary["details"]["base_fp8_linears"] == 20  # every block Linear of the smoke
+    assert full.summary["settings_key"] != exact.summary["settings_key"]
+    out = str(tmp_path / "b")
+    assert _status(train(data, flux_root, out, replace(config, stop_after_steps=2))) == "stopped"
+    with pytest.raises(ckpt.ResumeMismatchError, match=r"base_fp8: True -> False"):
+        train(data, flux_root, out, exact_config)
+    assert train(data, flux_root, out, config).summary["details"]["resumed_from_step"] == 2
+    a, b, e = _lora(str(tmp_path / "a")), _lora(out), _lora(str(tmp_path / "exact"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+    drift = [float((a[k] - e[k]).norm() / e[k].norm()) for k in e if "lora_B" in k]
+    assert 0 < max(drift) < 0.25, drift  # fp8 rounding moves the adapter, not by much
+
+
+def test_fp8_base_on_an_older_gpu_is_a_user_error(tmp_path, monkeypatch, caplog):
+    from lanepaint.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100")
+    args = ["--train-data", str(tmp_path), "--model-root", str(tmp_path / "m")]
+    code = main(["train-lora", *args, "--output-dir", str(tmp_path / "o"), "--base-fp8"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and "\n" not in errors[0], errors
+    assert errors[0].startswith("--base-fp8 needs compute capability >= 8.9; NVIDIA A100 has 8.0")
+    assert not (tmp_path / "o").exists()
+
+
 def test_damaged_newest_checkpoint_falls_back_to_previous(flux_root, tmp_path):
     data = make_train_dataset(str(tmp_path / "data"), n=4)
     out = str(tmp_path / "out")

@@ -307,6 +307,20 @@ def test_bench_smoke_runs_every_variant_and_writes_json(tmp_path, capsys):
     assert all(v["error"] is None and v["step_s"] > 0 for v in record["extra"]["variants"])
 
 
+def test_bench_fp8_variant_drifts_a_little_and_is_undone(tmp_path):
+    """+fp8 converts the frozen block Linears for its own variant only: the variant after it
+    runs on the plain layers again (its error is the exact path's, not fp8's)."""
+    from bench.train import run
+
+    record, rows = run("smoke", tmp_path, steps=1, warmup=0, variants=("ours+fp8", "ours+gc"))
+    by = {r["variant"]: r for r in rows}
+    assert [r["variant"] for r in rows] == ["reference", "ours", "ours+fp8", "ours+gc"]
+    assert by["ours+fp8"]["error"] is None and by["ours+fp8"]["fp8_linears"] == 20
+    assert 1e-4 < by["ours+fp8"]["rel_err"]["grad"] < 0.2
+    assert by["ours+gc"]["rel_err"]["grad"] < 1e-4
+    assert record["extra"]["ours_variant"] in by
+
+
 def test_attention_choice_is_fresh_per_use_and_never_cudnn_by_default():
     from lanepaint.training.config import ATTENTION_BACKENDS
     from lanepaint.training.trainer import attention_context

@@ -117,6 +117,42 @@ def quantize_fp8(model: Any) -> int:
     return count
 
 
+def check_fp8_training() -> None:
+    """A one-line ValueError when FP8 training of the frozen base cannot run here: torchao
+    missing, or a CUDA GPU below compute capability 8.9. Without CUDA it runs (torchao's
+    float8 training falls back to torch's CPU ``_scaled_mm``): correct, for tests, not fast."""
+    import torch
+
+    if torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability()
+        if capability < FP8_MIN_CAPABILITY:
+            raise ValueError(
+                f"--base-fp8 needs compute capability >= 8.9; {torch.cuda.get_device_name()} "
+                f"has {capability[0]}.{capability[1]}: train without --base-fp8"
+            )
+    try:
+        import torchao.float8  # noqa: F401
+    except ImportError as exc:
+        raise ValueError("--base-fp8 needs torchao (pip install torchao)") from exc
+
+
+def _fp8_trainable(module: Any, fqn: str) -> bool:
+    # _scaled_mm needs both matrix sides to be multiples of 16
+    return _in_block(module, fqn) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def convert_fp8_training(model: Any) -> int:
+    """torchao's float8 training (rowwise dynamic scales, the ``rowwise`` recipe) for the
+    frozen Linear layers of ``model``'s repeated blocks, LoRA's base layers included; the
+    adapters themselves stay in their own dtype. Returns how many layers were converted."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    count = sum(_fp8_trainable(m, n) for n, m in model.named_modules())
+    config = Float8LinearConfig.from_recipe_name("rowwise")
+    convert_to_float8_training(model, module_filter_fn=_fp8_trainable, config=config)
+    return count
+
+
 def cache_config(steps: int):
     """diffusers' TaylorSeer-lite config for ``steps`` denoising steps: warm-up and
     cool-down computed (the last step must be: ID resampling keeps its block states)."""

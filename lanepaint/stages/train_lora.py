@@ -47,10 +47,19 @@ def train_lora(
     from lanepaint.training.trainer import train
 
     config = config or TrainConfig()
+    _check_machine(config)
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     output_dir = _keyed_output(output_dir, train_data, model_root, config, processes)
     with _guarded(train_data, model_root, output_dir):
         return train(train_data, model_root, output_dir, config or TrainConfig())
+
+
+def _check_machine(config: TrainConfig) -> None:
+    """Settings this machine cannot run are user errors before anything is read or loaded."""
+    if config.base_fp8:
+        from lanepaint.models.presets import check_fp8_training
+
+        check_fp8_training()
 
 
 def _keyed_output(
@@ -97,6 +106,7 @@ def train_lora_multi(
     summary is read back from the output.
     """
     config = config or TrainConfig()
+    _check_machine(config)
     n = num_processes or max(1, gpu_count())
     if n == 1:
         return train_lora(train_data, model_root, output_dir, config)

@@ -77,6 +77,13 @@ class TrainConfig:
         help="train at about RESOLUTION^2 pixels, aspect kept, sides multiple of 16",
     )
     max_sequence_length: int = setting(512, help="T5 tokens")
+    base_fp8: bool = setting(
+        False,
+        help="FP8 matmuls (torchao float8 training, rowwise scales) for the frozen Linears of "
+        "the transformer blocks under the LoRA; the adapters stay fp32. Changes the results "
+        "slightly (part of the settings key); needs compute capability >= 8.9 on CUDA; pays "
+        "with --compile only (torchao's casts are fused there)",
+    )
     # speed
     gradient_checkpointing: bool = setting(
         False, help="recompute activations in backward (less memory, slower)", output=False

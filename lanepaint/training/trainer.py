@@ -387,6 +387,12 @@ class TrainRun:
         if config.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
         self.params = add_lora(transformer, config)
+        if config.base_fp8:
+            from lanepaint.models.presets import convert_fp8_training
+
+            converted = convert_fp8_training(transformer)
+            self.report.details["base_fp8_linears"] = converted
+            log.info("FP8 base: %d block Linears converted (torchao float8)", converted)
         transformer.train()
         if config.attention_backend == "cudnn" and cuda:
             # diffusers' own cuDNN backend: q/k/v made contiguous, then cuDNN attention (1.7x
