@@ -238,7 +238,11 @@ def run_killed(argv: list[str], out: Path, kill_at: int, log: Path, poll_s: floa
             f"killed after; lower --kill-at or see {log}"
         )
     steps = [int(m.group(1)) for m in STEP_LOG.finditer(log.read_text(errors="replace"))]
-    return {"wall_s": wall, "killed_after_checkpoint": seen, "last_logged_step": max(steps)}
+    return {
+        "wall_s": round(wall, 3),
+        "killed_after_checkpoint": seen,
+        "last_logged_step": max(steps),
+    }
 
 
 # --------------------------------------------------------------------------- comparison
@@ -397,7 +401,7 @@ def run(
         return train_argv(sz, data, root, work / name, work / f"{name}-work", steps, every)
 
     run_a_and_b(state, work, argv_of, kill_at)
-    record = make_record(size, state, work, argv_of("b")[2:])
+    record = make_record(size, state, work, ["lanepaint", *argv_of("b")[3:]])
     write_json([record], out_dir, size)
     return record
 

@@ -117,3 +117,44 @@ def test_presets_bench_smoke(tmp_path):
     ran_fp8 = any("fp8" in name for name in rows)
     assert ran_fp8 or set(result["not_run"]) == {"fp8", "fp8+cache"}
     assert (tmp_path / "presets_first_frame.smoke.json").exists()
+
+
+@pytest.mark.slow
+def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, capsys):
+    """The train-lora CLI run uninterrupted (A) and SIGKILLed after a checkpoint, then rerun
+    (B): B resumes from that checkpoint and ends with A's loss curve and LoRA, exactly."""
+    from bench import train_run
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny tensors on a shared 2-core machine
+    work, out = tmp_path / "work", tmp_path / "perf"
+    argv = ["--size", "smoke", "--work-dir", str(work), "--out-dir", str(out)]
+    argv += ["--steps", "8", "--checkpoint-every", "2", "--kill-at", "3"]
+    assert train_run.main(argv) == 0
+    record = json.loads((out / "train_run.smoke.json").read_text())
+    assert KEYS <= set(record) and record["stage"] == "train_run"
+    x = record["extra"]
+    killed, resumed = x["b_killed"], x["b_resumed"]
+    assert killed["killed_after_checkpoint"] in (4, 6)  # the first complete one >= 3, or next
+    assert killed["last_logged_step"] >= killed["killed_after_checkpoint"]
+    assert resumed["resumed_from_step"] == x["resumed_from_step"] >= 4
+    assert resumed["steps_run"] == 8 - resumed["resumed_from_step"]
+    assert x["a"]["resumed_from_step"] is None and x["a"]["steps_run"] == 8
+    assert x["a"]["status"] == resumed["status"] == "complete"
+    assert x["loss_curve"]["equal"] and x["loss_curve"]["steps_a"] == 9  # step 0 = first eval
+    assert x["lora"]["equal"] and x["lora"]["tensors"] > 0 and record["rel_err"] == 0.0
+    assert "resumed from step" in capsys.readouterr().out
+
+    # a rerun finds every run finished (state.json) and only compares and writes again
+    (out / "train_run.smoke.json").unlink()
+    assert train_run.main(argv) == 0
+    again = json.loads((out / "train_run.smoke.json").read_text())
+    assert again["extra"]["b_killed"] == killed and again["ours_s"] == record["ours_s"]
+
+
+def test_train_run_bench_refuses_a_kill_it_cannot_resume_from(capsys):
+    from bench import train_run
+
+    with pytest.raises(SystemExit) as exc:
+        train_run.main(["--size", "smoke", "--kill-at", "1", "--checkpoint-every", "2"])
+    assert exc.value.code == 2
+    assert "--checkpoint-every (2) <= --kill-at (1)" in capsys.readouterr().err
