@@ -185,27 +185,31 @@ def train_argv(sz: Size, data: Path, root: Path, out: Path, work: Path, steps: i
     ]
 
 
-def _env() -> dict[str, str]:
+def run_env(compile_cache: Path) -> dict[str, str]:
+    """This environment, with the compile caches (inductor's, Triton's) in ``compile_cache``:
+    each run compiles cold like a fresh machine, a rerun reuses its own, as on one machine."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache / "inductor")
+    env["TRITON_CACHE_DIR"] = str(compile_cache / "triton")
     return env
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen:
+def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(argv)}\n".encode())
         f.flush()
         # its own process group, so a kill reaches inductor's compile workers too
         return subprocess.Popen(
-            argv, stdout=f, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+            argv, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
 
 
-def run_plain(argv: list[str], log: Path) -> float:
+def run_plain(argv: list[str], log: Path, env: dict[str, str]) -> float:
     """Run to completion; wall seconds. A failure ends the bench (see the log)."""
     t0 = time.perf_counter()
-    proc = _start(argv, log)
+    proc = _start(argv, log, env)
     rc = proc.wait()
     wall = time.perf_counter() - t0
     if rc != 0:
@@ -213,13 +217,15 @@ def run_plain(argv: list[str], log: Path) -> float:
     return wall
 
 
-def run_killed(argv: list[str], out: Path, kill_at: int, log: Path, poll_s: float = 0.02) -> dict:
+def run_killed(
+    argv: list[str], out: Path, kill_at: int, log: Path, env: dict[str, str], poll_s: float = 0.02
+) -> dict:
     """Run until a complete checkpoint at or after ``kill_at`` is published, then SIGKILL
     the process group. Returns the wall seconds, that checkpoint and the last logged step."""
     from lanepaint.training import checkpoint as ckpt
 
     t0 = time.perf_counter()
-    proc = _start(argv, log)
+    proc = _start(argv, log, env)
     seen = None
     try:
         while seen is None and proc.poll() is None:
@@ -348,21 +354,25 @@ def _fresh(work: Path, name: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_a_and_b(state: State, work: Path, argv_of, kill_at: int) -> None:
-    """Run A, then B (killed, resumed), skipping what ``state`` says finished."""
+def run_a_and_b(state: State, work: Path, argv_of, kill_at: int, only_a: bool = False) -> None:
+    """Run A, then B (killed, resumed; not with ``only_a``), skipping what ``state`` says
+    finished."""
     logs = work / "logs"
     if state.get("a") is None:
         _fresh(work, "a")
-        wall = run_plain(argv_of("a"), logs / "a.log")
+        wall = run_plain(argv_of("a"), logs / "a.log", run_env(work / "a-work" / "compile"))
         state.put("a", run_summary(work / "a", wall))
     print(f"A done: {state.get('a')['wall_s']} s", flush=True)
+    if only_a:
+        return
     if state.get("b_resumed") is None:
         _fresh(work, "b")
         state.put("b_killed", None)
-        killed = run_killed(argv_of("b"), work / "b", kill_at, logs / "b-killed.log")
+        env = run_env(work / "b-work" / "compile")
+        killed = run_killed(argv_of("b"), work / "b", kill_at, logs / "b-killed.log", env)
         state.put("b_killed", killed)
         print(f"B killed after checkpoint {killed['killed_after_checkpoint']}", flush=True)
-        wall = run_plain(argv_of("b"), logs / "b-resumed.log")
+        wall = run_plain(argv_of("b"), logs / "b-resumed.log", env)
         state.put("b_resumed", run_summary(work / "b", wall))
     print(f"B resumed: {state.get('b_resumed')['wall_s']} s", flush=True)
 
@@ -387,20 +397,27 @@ def run(
     every: int | None = None,
     kill_at: int | None = None,
     model_root: Path | None = None,
-) -> dict:
+    stop_after: str = "",
+) -> dict | None:
+    """The whole bench; ``stop_after`` "root" or "a" ends early (None), for a command time
+    limit: the next call goes on from there."""
     sz = SIZES[size]
     steps, every, kill_at = schedule(size, steps, every, kill_at)
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     root = model_root.resolve() if model_root else build_root(size, work / "models")
     data = build_data(sz, work / "data")
+    if stop_after == "root":
+        return None
     settings = {"size": size, "steps": steps, "every": every, "kill_at": kill_at, "root": str(root)}
     state = State(work, settings)
 
     def argv_of(name: str) -> list[str]:
         return train_argv(sz, data, root, work / name, work / f"{name}-work", steps, every)
 
-    run_a_and_b(state, work, argv_of, kill_at)
+    run_a_and_b(state, work, argv_of, kill_at, only_a=stop_after == "a")
+    if stop_after == "a":
+        return None
     record = make_record(size, state, work, ["lanepaint", *argv_of("b")[3:]])
     write_json([record], out_dir, size)
     return record
@@ -469,6 +486,12 @@ def format_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _cell(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -483,17 +506,34 @@ def main(argv: list[str] | None = None) -> int:
         "--kill-at", type=int, default=None, help="kill after the checkpoint at/after this step"
     )
     parser.add_argument(
-        "--model-root", type=Path, default=None, help="an existing root (built when missing)"
+        "--model-root",
+        type=Path,
+        default=None,
+        help="a model root holding FLUX.1-Fill-dev to train on (default: one built once "
+        "into WORK/models, random weights)",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="default .cache/train_run/<size>"
+    )
+    parser.add_argument(
+        "--stop-after",
+        choices=("root", "a"),
+        default="",
+        help="stop once the model root and data (root) or run A (a) are done; run again "
+        "without it to go on (for a per-command time limit)",
     )
     args = parser.parse_args(argv)
     work = args.work_dir or REPO / ".cache" / "train_run" / args.size
     try:
         schedule(args.size, args.steps, args.checkpoint_every, args.kill_at)
-    except ValueError as exc:  # one line, exit 2
+    except ValueError as exc:  # user errors: one line, exit 2, before anything is built
         parser.error(str(exc))
+    from lanepaint.models.root import FLUX_FILL_DIR
+
+    if args.model_root and not (args.model_root / FLUX_FILL_DIR).is_dir():
+        parser.error(f"--model-root {args.model_root} has no {FLUX_FILL_DIR} folder")
+    if args.size == "full" and not _has_cuda():
+        parser.error("--size full needs a CUDA GPU (use --size smoke on a CPU)")
     record = run(
         args.size,
         args.out_dir,
@@ -502,7 +542,11 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint_every,
         args.kill_at,
         args.model_root,
+        args.stop_after,
     )
+    if record is None:
+        print(f"stopped after {args.stop_after}; run again without --stop-after to go on")
+        return 0
     print(json.dumps({k: v for k, v in record.items() if k != "extra"}))
     print(format_table(record))
     return 0

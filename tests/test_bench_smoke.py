@@ -129,7 +129,10 @@ def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, 
     work, out = tmp_path / "work", tmp_path / "perf"
     argv = ["--size", "smoke", "--work-dir", str(work), "--out-dir", str(out)]
     argv += ["--steps", "8", "--checkpoint-every", "2", "--kill-at", "3"]
-    assert train_run.main(argv) == 0
+    assert train_run.main([*argv, "--stop-after", "a"]) == 0  # a command time limit: A only
+    assert (work / "a" / "lora").is_dir() and not (work / "b").exists()
+    assert not (out / "train_run.smoke.json").exists()
+    assert train_run.main(argv) == 0  # goes on with B
     record = json.loads((out / "train_run.smoke.json").read_text())
     assert KEYS <= set(record) and record["stage"] == "train_run"
     x = record["extra"]
@@ -151,10 +154,19 @@ def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, 
     assert again["extra"]["b_killed"] == killed and again["ours_s"] == record["ours_s"]
 
 
-def test_train_run_bench_refuses_a_kill_it_cannot_resume_from(capsys):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kill-at", "1", "--checkpoint-every", "2"], "--checkpoint-every (2) <= --kill-at (1)"),
+        (["--kill-at", "8", "--steps", "8"], "--kill-at (8) < --steps (8)"),
+        (["--model-root", "/nonexistent"], "has no FLUX.1-Fill-dev folder"),
+    ],
+)
+def test_train_run_bench_user_errors_are_one_line_exit_2(args, message, tmp_path, capsys):
     from bench import train_run
 
     with pytest.raises(SystemExit) as exc:
-        train_run.main(["--size", "smoke", "--kill-at", "1", "--checkpoint-every", "2"])
+        train_run.main(["--size", "smoke", "--work-dir", str(tmp_path / "w"), *args])
     assert exc.value.code == 2
-    assert "--checkpoint-every (2) <= --kill-at (1)" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing built
