@@ -7,7 +7,11 @@ one object. Full size builds SAM2.1 hiera-large with random weights on the GPU.
   on the GPU, the image encoder runs in batches while decoding goes on, bf16 autocast; timed
   from opening the mp4 until the masks are on the CPU. Mask clean-up (not in the stock path)
   is timed separately. ``--vos`` uses sam2's VOS predictor (tracking modules compiled, the
-  image encoder left eager) and also times the eager path for comparison.
+  image encoder left eager) and also runs the same path with the plain predictor, eager:
+  its time (``ours_eager_s``) and ``rel_err_vs_eager`` = 1 - IoU of the VOS masks against
+  the plain predictor's, on the same clip (issue 20: which should the stage default to).
+  At smoke size ``--vos`` runs the tiny plain predictor in both (sam2's VOS class compiles
+  with max-autotune, far too slow for a CPU test): it checks the comparison's wiring only.
 - reference: the stock path a user writes — ``init_state`` on a folder of the same frames as
   JPEGs (written beforehand, untimed, as in performance.md's stock measurement), then
   ``add_new_points_or_box`` and ``propagate_in_video`` under bf16 autocast, masks to the CPU.
@@ -169,6 +173,19 @@ def _timed(fn, device: torch.device, repeats: int, warmup: bool):
     return statistics.median(times), out, _peak(device), warm_s
 
 
+def _run_eager(predictor, encoder_batch: int, clip: Path, frames: int, repeats: int):
+    """Our path with the plain predictor, eager: (median seconds, masks)."""
+    from lanepaint.segment.sam2_video import Sam2RoadSegmenter, Sam2Settings
+
+    eager = Sam2RoadSegmenter(predictor, settings=Sam2Settings(encoder_batch=encoder_batch))
+    device = eager.device
+    seconds, (_, masks, _), _, _ = _timed(
+        lambda: run_ours(eager, clip, frames), device, repeats, device.type == "cuda"
+    )
+    print(f"ours, eager: {seconds:.3f} s", flush=True)
+    return seconds, masks
+
+
 def run(
     size: str,
     out_dir: Path,
@@ -208,11 +225,9 @@ def run(
             lambda: run_reference(ref_pred, jpeg_dir), device, repeats, warmup
         )
         print(f"reference: {ref_s:.3f} s", flush=True)
-        eager_s = None
-        if (vos or compile_tracking) and size == "full":  # the same path, eager
-            eager = Sam2RoadSegmenter(ref_pred, settings=Sam2Settings(encoder_batch=encoder_batch))
-            eager_s, _, _, _ = _timed(lambda: run_ours(eager, clip, frames), device, repeats, True)
-            print(f"ours, eager: {eager_s:.3f} s", flush=True)
+        eager_s = eager_masks = None
+        if vos or (compile_tracking and size == "full"):  # the same path, plain and eager
+            eager_s, eager_masks = _run_eager(ref_pred, encoder_batch, clip, frames, repeats)
         ours_s, (_, ours_masks, phases), ours_peak, compile_s = _timed(
             lambda: run_ours(segmenter, clip, frames), device, repeats, warmup
         )
@@ -241,6 +256,7 @@ def run(
     postprocess_masks(ours_masks, PostprocessSettings(), workers=8)
     post_s = time.perf_counter() - t
     agreement = iou(ours_masks, ref_masks)
+    vs_eager = None if eager_masks is None else round(1.0 - iou(ours_masks, eager_masks), 6)
     serial_err = None if serial_s is None else round(1 - iou(serial_masks, ref_masks), 6)
     extra = {
         "size": size,
@@ -253,6 +269,8 @@ def run(
         "encoder_batch": encoder_batch,
         "ours_phases_s": phases,
         "ours_eager_s": None if eager_s is None else round(eager_s, 4),
+        # --vos: VOS predictor against the plain one, same clip, same path (1 - IoU)
+        "rel_err_vs_eager": vs_eager,
         "ours_one_stream_s": None if serial_s is None else round(serial_s, 4),
         "rel_err_one_stream": serial_err,
         "first_run_s": None if compile_s is None else round(compile_s, 2),

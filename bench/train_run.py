@@ -405,8 +405,8 @@ def run(
     steps, every, kill_at = schedule(size, steps, every, kill_at)
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    root = model_root.resolve() if model_root else build_root(size, work / "models")
-    data = build_data(sz, work / "data")
+    root = model_root.resolve() if model_root else build_root(size, work / f"models-{size}")
+    data = build_data(sz, work / f"data-{size}")
     if stop_after == "root":
         return None
     settings = {"size": size, "steps": steps, "every": every, "kill_at": kill_at, "root": str(root)}
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="a model root holding FLUX.1-Fill-dev to train on (default: one built once "
-        "into WORK/models, random weights)",
+        "into WORK/models-SIZE, random weights)",
     )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="default .cache/train_run/<size>"

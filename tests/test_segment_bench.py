@@ -24,5 +24,15 @@ def test_smoke_bench_writes_the_perf_record(tmp_path, capsys):
     assert extra["frames"] == 2 and 0 < extra["mask_fraction_reference"] < 1
     assert 0 <= record["rel_err"] < 0.1
     assert extra["rel_err_same_input"] == 0  # fp32 on the CPU: our path is the stock one
+    assert extra["rel_err_vs_eager"] is None and extra["ours_eager_s"] is None  # no --vos
     table = capsys.readouterr().out.strip().splitlines()
     assert table[-2].split()[:2] == ["stage", "work"] and table[-1].split()[0] == "segment"
+
+
+def test_smoke_bench_vos_compares_masks_with_the_plain_predictor(tmp_path):
+    """``--vos`` also runs the plain predictor through the same path and records the masks'
+    1 - IoU (at smoke size both are the tiny plain predictor: identical masks)."""
+    assert bench_segment.main(["--size", "smoke", "--vos", "--out-dir", str(tmp_path)]) == 0
+    extra = json.loads((tmp_path / "segment.smoke.json").read_text())["extra"]
+    assert extra["vos_optimized"] is True and extra["ours_eager_s"] > 0
+    assert extra["rel_err_vs_eager"] == 0.0
