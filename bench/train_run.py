@@ -109,26 +109,33 @@ def build_root(size: str, dest: Path) -> Path:
 
     if dest.is_dir():
         return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if size == "full":
+        _check_disk(dest.parent, FULL_ROOT_GB)
     work = dest.with_name(f".{dest.name}.building")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    if size == "full":
-        _check_disk(work, FULL_ROOT_GB)
-        pipe = _full_pipeline()
-        note = {"random_weights": True, "built_by": "bench.train_run", "seed": 0}
-    else:
-        from lanepaint.models.smoke import tiny_flux_fill
-
-        pipe = tiny_flux_fill(0)
-        note = {"smoke": True, "label": SMOKE_LABEL}
-    pipe.save_pretrained(work / FLUX_FILL_DIR)
-    write_clip_vocab_files(work / FLUX_FILL_DIR / "tokenizer")
-    del pipe
-    _free_cuda()
-    marker = SMOKE_MARKER if size == "smoke" else "RANDOM_WEIGHTS.json"
-    (work / marker).write_text(json.dumps(note) + "\n")
-    work.rename(dest)
+    work.mkdir()
+    try:
+        pipe = _full_pipeline() if size == "full" else _smoke_pipeline()
+        pipe.save_pretrained(work / FLUX_FILL_DIR)
+        write_clip_vocab_files(work / FLUX_FILL_DIR / "tokenizer")
+        del pipe
+        _free_cuda()
+        if size == "full":
+            note = {"random_weights": True, "built_by": "bench.train_run", "seed": 0}
+            (work / "RANDOM_WEIGHTS.json").write_text(json.dumps(note) + "\n")
+        else:
+            (work / SMOKE_MARKER).write_text(json.dumps({"smoke": True, "label": SMOKE_LABEL}))
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def _smoke_pipeline():
+    from lanepaint.models.smoke import tiny_flux_fill
+
+    return tiny_flux_fill(0)
 
 
 def _full_pipeline():

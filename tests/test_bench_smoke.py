@@ -170,3 +170,44 @@ def test_train_run_bench_user_errors_are_one_line_exit_2(args, message, tmp_path
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # nothing built
+
+
+def test_train_run_full_size_command_is_what_the_trainer_parses(tmp_path):
+    """The full-size command (never run on the CPU) parses into the intended settings."""
+    from bench import train_run
+    from lanepaint.cli import build_parser
+    from lanepaint.kit import from_args
+    from lanepaint.training.config import TrainConfig
+
+    sz = train_run.SIZES["full"]
+    argv = train_run.train_argv(
+        sz, tmp_path / "d", tmp_path / "m", tmp_path / "o", tmp_path, 200, 40
+    )
+    assert argv[1:4] == ["-m", "lanepaint.cli", "train-lora"]
+    config = from_args(TrainConfig, build_parser().parse_args(argv[3:]))
+    assert (config.rank, config.resolution, config.mixed_precision) == (128, 1024, "bf16")
+    assert config.compile and config.attention_backend == "cudnn"
+    assert config.activation_memory_budget == 0.5 and not config.gradient_checkpointing
+    assert (config.max_train_steps, config.checkpointing_steps) == (200, 40)
+    assert train_run.schedule("full", None, None, None) == (200, 40, 120)
+
+
+def test_train_run_full_size_root_layout(tmp_path, monkeypatch):
+    """The full-size root is written like the smoke one (stock FluxFill folder, CLIP vocab
+    files) but marked as random weights, not smoke; too little disk stops before writing."""
+    from bench import train_run
+    from lanepaint.models.root import FLUX_FILL_DIR, ModelRoot
+    from lanepaint.models.smoke import tiny_flux_fill
+
+    monkeypatch.setattr(train_run, "_full_pipeline", lambda: tiny_flux_fill(0))  # no GPU here
+    monkeypatch.setattr(train_run, "FULL_ROOT_GB", 0)  # the tiny one needs no 40 GB
+    root = train_run.build_root("full", tmp_path / "models-full")
+    assert (root / FLUX_FILL_DIR / "transformer" / "config.json").is_file()
+    assert (root / FLUX_FILL_DIR / "tokenizer" / "vocab.json").is_file()
+    assert json.loads((root / "RANDOM_WEIGHTS.json").read_text())["random_weights"] is True
+    assert ModelRoot.open(root).metadata()["model_set"] == "real"
+    assert not list(tmp_path.glob(".*building"))
+    monkeypatch.setattr(train_run, "FULL_ROOT_GB", 10**9)
+    with pytest.raises(SystemExit, match="free"):
+        train_run.build_root("full", tmp_path / "other")
+    assert not (tmp_path / "other").exists() and not list(tmp_path.glob(".*building"))
