@@ -231,6 +231,7 @@ def run_killed(
     the process group. Returns the wall seconds, that checkpoint and the last logged step."""
     from lanepaint.training import checkpoint as ckpt
 
+    offset = log.stat().st_size if log.is_file() else 0  # earlier attempts stay above
     t0 = time.perf_counter()
     proc = _start(argv, log, env)
     seen = None
@@ -250,11 +251,14 @@ def run_killed(
             f"train-lora ended (rc {rc}) before a checkpoint at step >= {kill_at} could be "
             f"killed after; lower --kill-at or see {log}"
         )
-    steps = [int(m.group(1)) for m in STEP_LOG.finditer(log.read_text(errors="replace"))]
+    with open(log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    steps = [int(m.group(1)) for m in STEP_LOG.finditer(text)]
     return {
         "wall_s": round(wall, 3),
         "killed_after_checkpoint": seen,
-        "last_logged_step": max(steps),
+        "last_logged_step": max(steps, default=seen),
     }
 
 
