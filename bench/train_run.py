@@ -25,7 +25,7 @@ Full size: FLUX.1-Fill-dev with random bf16 weights written once as a model root
 33 GB: transformer, T5-XXL, CLIP-L, VAE; reuse it with ``--model-root``), 8 synthetic road
 frames at 1024x1024 (``lanepaint.data.synth``), rank 128, the fastest measured step
 (``--compile --attention-backend cudnn --activation-memory-budget 0.5``, docs/training.md).
-Smoke size: the tiny FluxFill on the CPU, 64x48 rows at 48 px, in seconds.
+Smoke size: the tiny FluxFill on the CPU, 64x48 rows at 48 px, 12 steps, in seconds.
 
 Finished parts are kept in ``--work-dir`` (state.json): the root, the data, run A, run B.
 A rerun of this command skips what finished and restarts a run that was cut off (a run
@@ -83,7 +83,7 @@ SIZES = {
         ),
     ),
     "smoke": Size(
-        steps=8,
+        steps=12,
         every=2,
         kill_at=3,
         rows=4,
@@ -509,7 +509,7 @@ def _cell(value, fmt: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=None, help="default 200 full, 8 smoke")
+    parser.add_argument("--steps", type=int, default=None, help="default 200 full, 12 smoke")
     parser.add_argument(
         "--checkpoint-every", type=int, default=None, help="default 40 full, 2 smoke"
     )

@@ -128,7 +128,7 @@ def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny tensors on a shared 2-core machine
     work, out = tmp_path / "work", tmp_path / "perf"
     argv = ["--size", "smoke", "--work-dir", str(work), "--out-dir", str(out)]
-    argv += ["--steps", "8", "--checkpoint-every", "2", "--kill-at", "3"]
+    argv += ["--steps", "12", "--checkpoint-every", "2", "--kill-at", "3"]
     assert train_run.main([*argv, "--stop-after", "a"]) == 0  # a command time limit: A only
     assert (work / "a" / "lora").is_dir() and not (work / "b").exists()
     assert not (out / "train_run.smoke.json").exists()
@@ -137,13 +137,14 @@ def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, 
     assert KEYS <= set(record) and record["stage"] == "train_run"
     x = record["extra"]
     killed, resumed = x["b_killed"], x["b_resumed"]
-    assert killed["killed_after_checkpoint"] in (4, 6)  # the first complete one >= 3, or next
+    # the first complete checkpoint >= 3, or a later one if the watcher was slow to look
+    assert killed["killed_after_checkpoint"] in (4, 6, 8, 10)
     assert killed["last_logged_step"] >= killed["killed_after_checkpoint"]
     assert resumed["resumed_from_step"] == x["resumed_from_step"] >= 4
-    assert resumed["steps_run"] == 8 - resumed["resumed_from_step"]
-    assert x["a"]["resumed_from_step"] is None and x["a"]["steps_run"] == 8
+    assert resumed["steps_run"] == 12 - resumed["resumed_from_step"]
+    assert x["a"]["resumed_from_step"] is None and x["a"]["steps_run"] == 12
     assert x["a"]["status"] == resumed["status"] == "complete"
-    assert x["loss_curve"]["equal"] and x["loss_curve"]["steps_a"] == 9  # step 0 = first eval
+    assert x["loss_curve"]["equal"] and x["loss_curve"]["steps_a"] == 13  # step 0 = first eval
     assert x["lora"]["equal"] and x["lora"]["tensors"] > 0 and record["rel_err"] == 0.0
     assert "resumed from step" in capsys.readouterr().out
 
