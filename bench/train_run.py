@@ -444,7 +444,7 @@ def make_record(size: str, state: State, work: Path, command: list[str]) -> dict
         "size": size,
         "unit": f"train-lora CLI, {s['steps']} steps, checkpoint every {s['every']}, "
         f"SIGKILL after the checkpoint at/after step {s['kill_at']}, then rerun (resume)",
-        "weights": "random (full-size FLUX.1-Fill-dev layout)" if size == "full" else "smoke",
+        "weights": _weights(Path(s["root"])),
         "command": " ".join(command),
         "ours_is": "B wall: killed run + resumed run",
         "reference_is": "A wall: the uninterrupted run",
@@ -467,6 +467,17 @@ def make_record(size: str, state: State, work: Path, command: list[str]) -> dict
         peak_gib=max(peaks) if peaks else None,
         extra=extra,
     )
+
+
+def _weights(root: Path) -> str:
+    """What the trained model's weights are (the trainer calls any non-smoke root real)."""
+    from lanepaint.models.root import SMOKE_MARKER
+
+    if (root / SMOKE_MARKER).is_file():
+        return "smoke (tiny random FluxFill)"
+    if (root / "RANDOM_WEIGHTS.json").is_file():
+        return "random bf16 FLUX.1-Fill-dev (full-size architecture, built by bench.train_run)"
+    return f"the weights at {root}"
 
 
 def format_table(record: dict) -> str:

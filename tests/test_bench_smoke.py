@@ -135,6 +135,7 @@ def test_train_run_bench_smoke_kills_resumes_and_matches(tmp_path, monkeypatch, 
     assert train_run.main(argv) == 0  # goes on with B
     record = json.loads((out / "train_run.smoke.json").read_text())
     assert KEYS <= set(record) and record["stage"] == "train_run"
+    assert record["extra"]["weights"].startswith("smoke")
     x = record["extra"]
     killed, resumed = x["b_killed"], x["b_resumed"]
     # the first complete checkpoint >= 3, or a later one if the watcher was slow to look
