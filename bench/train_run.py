@@ -104,7 +104,7 @@ SIZES = {
 def build_root(size: str, dest: Path) -> Path:
     """FLUX.1-Fill-dev as a model root: random bf16 weights at full size (built on the GPU),
     the tiny smoke FluxFill otherwise; written aside, then renamed into place."""
-    from lanepaint.models.root import FLUX_FILL_DIR, SMOKE_LABEL, SMOKE_MARKER
+    from lanepaint.models.root import FLUX_FILL_DIR, RANDOM_MARKER, SMOKE_LABEL, SMOKE_MARKER
     from lanepaint.models.tokenizers import write_clip_vocab_files
 
     if dest.is_dir():
@@ -123,7 +123,7 @@ def build_root(size: str, dest: Path) -> Path:
         _free_cuda()
         if size == "full":
             note = {"random_weights": True, "built_by": "bench.train_run", "seed": 0}
-            (work / "RANDOM_WEIGHTS.json").write_text(json.dumps(note) + "\n")
+            (work / RANDOM_MARKER).write_text(json.dumps(note) + "\n")
         else:
             (work / SMOKE_MARKER).write_text(json.dumps({"smoke": True, "label": SMOKE_LABEL}))
         work.rename(dest)
@@ -470,12 +470,12 @@ def make_record(size: str, state: State, work: Path, command: list[str]) -> dict
 
 
 def _weights(root: Path) -> str:
-    """What the trained model's weights are (the trainer calls any non-smoke root real)."""
-    from lanepaint.models.root import SMOKE_MARKER
+    """What the trained model's weights are, for the record's table."""
+    from lanepaint.models.root import RANDOM_MARKER, SMOKE_MARKER
 
     if (root / SMOKE_MARKER).is_file():
         return "smoke (tiny random FluxFill)"
-    if (root / "RANDOM_WEIGHTS.json").is_file():
+    if (root / RANDOM_MARKER).is_file():
         return "random bf16 FLUX.1-Fill-dev (full-size architecture, built by bench.train_run)"
     return f"the weights at {root}"
 

@@ -129,6 +129,16 @@ def test_real_root_is_labelled_real(tmp_path: Path) -> None:
     assert root.metadata()["model_set"] == "real"
 
 
+def test_random_weight_root_is_never_labelled_real(tmp_path: Path) -> None:
+    """bench.train_run's full-size random root: stage outputs say so, not "real"."""
+    from lanepaint.models.root import RANDOM_MARKER
+
+    (tmp_path / RANDOM_MARKER).write_text("{}")
+    root = ModelRoot.open(tmp_path)
+    assert root.metadata()["model_set"] == "random"
+    assert root.model_set_label().startswith(f"random full-size weights at {tmp_path}")
+
+
 def test_flux_fill_inpaints_32px(smoke_root: Path) -> None:
     pipe = load_flux_fill(smoke_root, dtype=torch.float32)
     assert pipe.vae_scale_factor == 8 and pipe.tokenizer.model_max_length == 77

@@ -25,6 +25,8 @@ SAM2_SIDECAR = "sam2.1_hiera_large.json"
 SMOKE_MARKER = "SMOKE.json"
 
 SMOKE_LABEL = "smoke (random tiny weights — proves wiring, not quality)"
+# Full-size architectures with random weights (bench.train_run writes one): timings, not quality.
+RANDOM_MARKER = "RANDOM_WEIGHTS.json"
 DEFAULT_CACHE_ENV = "LANEPAINT_MODEL_CACHE"
 
 
@@ -76,14 +78,24 @@ class ModelRoot:
         """True when the marker written by build-smoke is present (even if unreadable)."""
         return (self.path / SMOKE_MARKER).is_file()
 
+    @property
+    def is_random(self) -> bool:
+        """True for a full-size root of random weights (its marker is present)."""
+        return not self.is_smoke and (self.path / RANDOM_MARKER).is_file()
+
     def model_set_label(self) -> str:
         """Human label every stage output carries, so smoke results are never mistaken."""
-        return SMOKE_LABEL if self.is_smoke else f"real weights at {self.uri}"
+        if self.is_smoke:
+            return SMOKE_LABEL
+        if self.is_random:
+            return f"random full-size weights at {self.uri} (timings, not quality)"
+        return f"real weights at {self.uri}"
 
     def metadata(self) -> dict[str, Any]:
         """The fields stages put into each output's metadata."""
+        kind = "smoke" if self.is_smoke else "random" if self.is_random else "real"
         return {
-            "model_set": "smoke" if self.is_smoke else "real",
+            "model_set": kind,
             "model_set_label": self.model_set_label(),
             "model_root": self.uri,
         }
