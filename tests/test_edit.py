@@ -296,9 +296,15 @@ def _item_outputs(out: Path) -> dict[str, object]:
 
 
 def _assert_same_outputs(a: dict, b: dict) -> None:
+    """Bit-equal, except side_by_side.mp4: its x264 encode differs by a few levels in some
+    pixels between runs of one process too (seen between two one-process CLI runs of the
+    same inputs, while edited.mp4 came out byte-identical), so it is compared decoded."""
     assert a.keys() == b.keys()
     for key in a:
-        if isinstance(a[key], np.ndarray):
+        if key.endswith("side_by_side.mp4"):
+            diff = np.abs(a[key].astype(np.int16) - b[key].astype(np.int16))
+            assert diff.mean() < 1.0, (key, diff.mean())
+        elif isinstance(a[key], np.ndarray):
             assert np.array_equal(a[key], b[key]), key
         else:
             assert a[key] == b[key], key
@@ -307,8 +313,8 @@ def _assert_same_outputs(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_two_workers_edit_what_one_process_edits(smoke_root, data, tmp_path):
     """parallel_items=2 on the CPU: two worker processes, one video each, give bit-equal
-    videos, masks and first frames and the same records as one process, in the same layout
-    (the workers' own summary folders are merged and removed)."""
+    edited videos, masks and first frames and the same records as one process, in the same
+    layout (the workers' own summary folders are merged and removed)."""
     import subprocess
     import sys
 

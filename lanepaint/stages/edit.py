@@ -16,11 +16,14 @@ Input is a VideoPainter layout (what segment writes). For each video and instruc
 
 Models are loaded once per run and placed by the placement plan; all first frames are
 painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: CogVideoX), so
-phase-1 models can be released when memory requires it. A rerun skips every item whose
-record carries the same settings key (output settings, model set and the LoRA's content
-hash); an item that fails (bad mask, out of memory, ...) is recorded in failures.jsonl and
-the batch goes on. Bad input (layout, meta.csv, instruction, LoRA) stops the run before
-anything is written or loaded; the output is claimed and locked (a shard locks its own).
+phase-1 models can be released when memory requires it. With ``parallel_items`` > 1 the
+items run in worker processes instead, one per GPU, each this stage's CLI on a share of the
+videos (lanepaint.edit.workers), and their reports are merged into this run's. A rerun
+skips every item whose record carries the same settings key (output settings, model set
+and the LoRA's content hash); an item that fails (bad mask, out of memory, ...) is recorded
+in failures.jsonl and the batch goes on. Bad input (layout, meta.csv, instruction, LoRA)
+stops the run before anything is written or loaded; the output is claimed and locked (a
+shard locks its own).
 """
 
 from __future__ import annotations
