@@ -117,3 +117,26 @@ def test_presets_bench_smoke(tmp_path):
     ran_fp8 = any("fp8" in name for name in rows)
     assert ran_fp8 or set(result["not_run"]) == {"fp8", "fp8+cache"}
     assert (tmp_path / "presets_first_frame.smoke.json").exists()
+
+
+@pytest.mark.slow
+def test_two_gpu_bench_smoke(tmp_path):
+    """The two-GPU bench's commands on the smoke models with CPU workers: every edit layout
+    and the 1- and 2-process trainings run, their outputs agree, and the JSON has both
+    speedups (no timing is asserted). At full size without two GPUs it exits 2."""
+    from bench import two_gpu
+
+    out = tmp_path / "two_gpu.smoke.json"
+    args = ["--size", "smoke", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    assert two_gpu.main([*args, "--train-steps", "2"]) == 0
+    result = json.loads(out.read_text())
+    assert result["edit_speedup"] > 0 and result["train_speedup"] > 0
+    edit = result["edit"]
+    assert {r["items"] for r in edit.values()} == {2} and edit["two_items"]["workers"] == 2
+    assert edit["two_items"]["rel_err_vs_one_gpu"] <= two_gpu.TOLERANCE
+    assert edit["judge_gpu1"]["outputs_match"] and edit["two_items"]["outputs_match"]
+    two = result["train"]["two_processes"]
+    assert two["processes"] == 2 and two["losses_match_one"] and two["resume_matches"]
+    if two_gpu.gpus() < 2:
+        assert two_gpu.main(["--size", "full", "--out", str(tmp_path / "full.json")]) == 2
+        assert not (tmp_path / "full.json").exists()
