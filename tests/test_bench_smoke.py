@@ -134,7 +134,8 @@ def test_two_gpu_bench_smoke(tmp_path):
     edit = result["edit"]
     assert {r["items"] for r in edit.values()} == {2} and edit["two_items"]["workers"] == 2
     assert edit["two_items"]["rel_err_vs_one_gpu"] <= two_gpu.TOLERANCE
-    assert edit["judge_gpu1"]["outputs_match"] and edit["two_items"]["outputs_match"]
+    assert all(edit[k]["outputs_match"] for k in edit if k != "one_gpu")
+    assert ("judge_gpu1" in edit) == (two_gpu.gpus() >= 2)  # on the CPU: one_gpu's command
     two = result["train"]["two_processes"]
     assert two["processes"] == 2 and two["losses_match_one"] and two["resume_matches"]
     if two_gpu.gpus() < 2:
