@@ -140,7 +140,7 @@ def write_random_root(dest: Path) -> None:
     processor.save_pretrained(dest / root.QWEN_VL_DIRS["7B"])
 
 
-def edit_inputs(size: str, work: Path) -> Path:
+def edit_inputs(size: str, work: Path, videos: int) -> Path:
     """A VideoPainter layout of synthetic drives (their road masks as the segments)."""
     from lanepaint.data.synth import SceneSpec, render_clip
     from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
@@ -148,11 +148,11 @@ def edit_inputs(size: str, work: Path) -> Path:
     from lanepaint.io.video import write_video
 
     s = SIZES[size]
-    folder = work / f"videos-{size}"
+    folder = work / f"videos-{size}-{videos}"
     if (folder / "meta.csv").is_file():
         return folder
     layout, records = VideoPainterLayout(str(folder)), []
-    for k in range(s["videos"]):
+    for k in range(videos):
         spec = SceneSpec(
             left=LaneAttributes("single", "yellow", "solid"),
             right=LaneAttributes("single", "white", "dashed"),
@@ -227,8 +227,8 @@ def edited_difference(reference: Path, other: Path) -> float:
     return worst
 
 
-def bench_edit(size: str, work: Path, n_gpus: int) -> dict:
-    root, data = model_root(size, work), edit_inputs(size, work)
+def bench_edit(size: str, work: Path, n_gpus: int, videos: int) -> dict:
+    root, data = model_root(size, work), edit_inputs(size, work, videos)
     # Without GPUs judge_gpu1 is one_gpu's very command (everything on the CPU): not rerun.
     layouts = [k for k in EDIT_LAYOUTS if n_gpus or k != "judge_gpu1"]
     rows = {k: run_edit(size, k, data, root, work / f"edit-{k}", n_gpus) for k in layouts}
@@ -294,12 +294,12 @@ def bench_train(size: str, work: Path, steps: int) -> dict:
 # --- main -----------------------------------------------------------------------------
 
 
-def run(size: str, work: Path, steps: int, parts: set[str]) -> dict:
+def run(size: str, work: Path, steps: int, parts: set[str], videos: int = 0) -> dict:
     n_gpus = gpus()
     result: dict = {"stage": "two_gpu", "size": size, "card": card(), "gpus": n_gpus}
     result |= {"commit": commit(), "date": time.strftime("%Y-%m-%d"), "tolerance": TOLERANCE}
     if "edit" in parts:
-        edit = bench_edit(size, work, n_gpus)
+        edit = bench_edit(size, work, n_gpus, videos or SIZES[size]["videos"])
         best = max(edit[k]["edits_per_hour"] for k in edit if k != "one_gpu")
         result["edit"] = edit
         result["edit_speedup"] = round(best / edit["one_gpu"]["edits_per_hour"], 3)
@@ -317,10 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="models, inputs, outputs")
     parser.add_argument("--train-steps", type=int, default=None, help="200 full, 4 smoke")
     parser.add_argument("--parts", default="edit,train", help="edit, train or both")
+    parser.add_argument("--videos", type=int, default=0, help="videos to edit (0: 4 full, 2 smoke)")
     args = parser.parse_args(argv)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts or parts - {"edit", "train"}:
         parser.error(f"--parts takes edit and/or train, not {args.parts!r}")
+    if args.videos < 0 or (args.train_steps is not None and args.train_steps < 2):
+        parser.error("--videos must be >= 0 and --train-steps >= 2 (it stops halfway)")
     if args.size == "full" and gpus() < 2:
         print(f"bench.two_gpu --size full needs 2 GPUs; this machine has {gpus()}")
         return 2
@@ -328,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or default_work
     work.mkdir(parents=True, exist_ok=True)
     steps = args.train_steps or (200 if args.size == "full" else 4)
-    result = run(args.size, work, steps, parts)
+    result = run(args.size, work, steps, parts, args.videos)
     name = "two_gpu.json" if args.size == "full" else "two_gpu.smoke.json"
     out = args.out or args.out_dir / name
     out.parent.mkdir(parents=True, exist_ok=True)
