@@ -119,23 +119,23 @@ def model_root(size: str, work: Path) -> Path:
     return root
 
 
-def write_random_root(dest: Path) -> None:
-    """The released architectures with random bf16 weights, built on GPU 0, in the model
-    root's layout (no smoke marker: the stages load it like real weights)."""
+def write_random_root(dest: Path, device: str = "cuda:0") -> None:
+    """The released architectures with random bf16 weights, built on ``device``, in the
+    model root's layout (no smoke marker: the stages load it like real weights)."""
     from lanepaint.models import fullsize, root
     from lanepaint.models.smoke import tiny_videopainter_branch
     from lanepaint.models.tokenizers import write_clip_vocab_files
 
-    flux = fullsize.build_flux_fill_pipeline("cuda:0")
+    flux = fullsize.build_flux_fill_pipeline(device)
     flux.save_pretrained(dest / root.FLUX_FILL_DIR)
     write_clip_vocab_files(dest / root.FLUX_FILL_DIR / "tokenizer")
     del flux
-    cog = fullsize.build_cogvideox_i2v_pipeline("cuda:0")
+    cog = fullsize.build_cogvideox_i2v_pipeline(device)
     cog.save_pretrained(dest / root.COGVIDEOX_I2V_DIR)
     branch = tiny_videopainter_branch(cog.transformer)  # from_transformer: any size
     branch.save_pretrained(dest / root.VIDEOPAINTER_BRANCH_DIR)
     del cog, branch
-    qwen, processor = fullsize.build_qwen_vl("cuda:0")
+    qwen, processor = fullsize.build_qwen_vl(device)
     qwen.save_pretrained(dest / root.QWEN_VL_DIRS["7B"])
     processor.save_pretrained(dest / root.QWEN_VL_DIRS["7B"])
 

@@ -141,3 +141,23 @@ def test_two_gpu_bench_smoke(tmp_path):
     if two_gpu.gpus() < 2:
         assert two_gpu.main(["--size", "full", "--out", str(tmp_path / "full.json")]) == 2
         assert not (tmp_path / "full.json").exists()
+
+
+def test_two_gpu_bench_random_root_loads_as_a_model_root(tmp_path, monkeypatch):
+    """The full-size root writer's layout, with the smoke architectures standing in for the
+    full-size builders (12 B parameters do not fit a CPU test): the edit stage's loader
+    reads it back, as real weights (no smoke marker)."""
+    from bench import two_gpu
+    from lanepaint.models import fullsize, smoke
+    from lanepaint.models.root import as_model_root
+    from lanepaint.stages.edit import EditConfig, load_models
+
+    monkeypatch.setattr(fullsize, "build_flux_fill_pipeline", lambda d: smoke.tiny_flux_fill())
+    monkeypatch.setattr(
+        fullsize, "build_cogvideox_i2v_pipeline", lambda d: smoke.tiny_cogvideox_i2v()
+    )
+    monkeypatch.setattr(fullsize, "build_qwen_vl", lambda d: smoke.tiny_qwen_vl())
+    two_gpu.write_random_root(tmp_path / "root", "cpu")
+    assert not as_model_root(str(tmp_path / "root")).is_smoke
+    models = load_models(str(tmp_path / "root"), EditConfig(compile=False))
+    assert models.judge is not None and models.metadata["model_set"] == "real"
