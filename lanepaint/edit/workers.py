@@ -101,10 +101,8 @@ def run_all(workers: list[Worker], command: Callable[[Worker], list[str]]) -> No
     procs: list[subprocess.Popen] = []
     try:
         for w in workers:
-            log.info(
-                "worker %d (%s): %d videos, %d items", w.index, w.device, len(w.video_ids),
-                len(w.items),
-            )  # fmt: skip
+            counts = (len(w.video_ids), len(w.items))
+            log.info("worker %d (%s): %d videos, %d items", w.index, w.device, *counts)
             procs.append(subprocess.Popen(command(w), env=worker_env(w)))
         for w, proc in zip(workers, procs, strict=True):
             w.returncode = proc.wait()
