@@ -28,7 +28,7 @@ CHANNEL = "pipelinechannel--"
 SPEED_SWITCHES = {
     "train-lora": ("compile", "attention_backend", "activation_memory_budget"),
     "segment": ("compile_tracking",),
-    "edit-shard": ("compile",),
+    "edit-shard": ("compile", "parallel_items"),
 }
 
 
