@@ -60,6 +60,7 @@ def edit_shard(
     compile: bool = True,
     attention: str = "auto",
     video_ids: str = "",
+    parallel_items: int = 1,
 ) -> int:
     from lanepaint.edit.layout import default_output_dir
     from lanepaint.io import artifacts, storage

@@ -213,3 +213,46 @@ def test_train_run_full_size_root_layout(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="free"):
         train_run.build_root("full", tmp_path / "other")
     assert not (tmp_path / "other").exists() and not list(tmp_path.glob(".*building"))
+
+
+def test_two_gpu_bench_smoke(tmp_path):
+    """The two-GPU bench's commands on the smoke models with CPU workers: every edit layout
+    and the 1- and 2-process trainings run, their outputs agree, and the JSON has both
+    speedups (no timing is asserted). At full size without two GPUs it exits 2."""
+    from bench import two_gpu
+
+    out = tmp_path / "two_gpu.smoke.json"
+    args = ["--size", "smoke", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    assert two_gpu.main([*args, "--train-steps", "2"]) == 0
+    result = json.loads(out.read_text())
+    assert result["edit_speedup"] > 0 and result["train_speedup"] > 0
+    edit = result["edit"]
+    assert {r["items"] for r in edit.values()} == {2} and edit["two_items"]["workers"] == 2
+    assert edit["two_items"]["rel_err_vs_one_gpu"] <= two_gpu.TOLERANCE
+    assert all(edit[k]["outputs_match"] for k in edit if k != "one_gpu")
+    assert ("judge_gpu1" in edit) == (two_gpu.gpus() >= 2)  # on the CPU: one_gpu's command
+    two = result["train"]["two_processes"]
+    assert two["processes"] == 2 and two["losses_match_one"] and two["resume_matches"]
+    if two_gpu.gpus() < 2:
+        assert two_gpu.main(["--size", "full", "--out", str(tmp_path / "full.json")]) == 2
+        assert not (tmp_path / "full.json").exists()
+
+
+def test_two_gpu_bench_random_root_loads_as_a_model_root(tmp_path, monkeypatch):
+    """The full-size root writer's layout, with the smoke architectures standing in for the
+    full-size builders (12 B parameters do not fit a CPU test): the edit stage's loader
+    reads it back, labelled random weights (never "real")."""
+    from bench import two_gpu
+    from lanepaint.models import fullsize, smoke
+    from lanepaint.models.root import as_model_root
+    from lanepaint.stages.edit import EditConfig, load_models
+
+    monkeypatch.setattr(fullsize, "build_flux_fill_pipeline", lambda d: smoke.tiny_flux_fill())
+    monkeypatch.setattr(
+        fullsize, "build_cogvideox_i2v_pipeline", lambda d: smoke.tiny_cogvideox_i2v()
+    )
+    monkeypatch.setattr(fullsize, "build_qwen_vl", lambda d: smoke.tiny_qwen_vl())
+    two_gpu.write_random_root(tmp_path / "root", "cpu")
+    assert not as_model_root(str(tmp_path / "root")).is_smoke
+    models = load_models(str(tmp_path / "root"), EditConfig(compile=False))
+    assert models.judge is not None and models.metadata["model_set"] == "random"

@@ -47,6 +47,19 @@ def test_two_gpus_put_the_vlm_beside_flux_and_keep_everything() -> None:
     assert all(p == Placement(p.device) for p in plan.placements.values())
 
 
+@pytest.mark.parametrize("gib", [80, 141])
+def test_two_gpus_give_the_judge_a_card_of_its_own_in_phase_one(gib: int) -> None:
+    """The seed's two-GPU layout, from a fake inventory of two H100s / H200s: FluxFill on
+    GPU 0, the judge on GPU 1, nothing offloaded or released, so no model moves between
+    the phases. CogVideoX goes to the card with more room left (GPU 1, beside the judge,
+    which is idle while it propagates), not to GPU 0 beside FluxFill as in the seed."""
+    plan = plan_placement(a100s(2, gib))
+    assert plan["flux_fill"] == Placement("cuda:0")
+    assert plan["qwen_vl_7b"] == Placement("cuda:1")
+    assert plan["cogvideox_i2v"] == Placement("cuda:1")
+    assert plan.notes == ()
+
+
 def test_small_gpu_offloads_the_first_frame_models_that_take_turns() -> None:
     plan = plan_placement(a100s(1, gib=40))
     assert plan["flux_fill"].offload == "model" and plan["qwen_vl_7b"].offload == "model"

@@ -28,7 +28,7 @@ CHANNEL = "pipelinechannel--"
 SPEED_SWITCHES = {
     "train-lora": ("compile", "attention_backend", "activation_memory_budget"),
     "segment": ("compile_tracking",),
-    "edit-shard": ("compile",),
+    "edit-shard": ("compile", "parallel_items"),
 }
 
 
@@ -171,5 +171,8 @@ def test_a_drifted_pipeline_default_is_caught():
     assert pipeline_drift(spec) == [
         "pipeline parameter max_frames=150 but comp-edit-shard.max_frames defaults to 0"
     ]
-    assert unexposed_switches(spec) == ["comp-edit-shard.compile"]
+    assert unexposed_switches(spec) == [
+        "comp-edit-shard.compile",
+        "comp-edit-shard.parallel_items",
+    ]
     assert undocumented(spec) == ["comp-edit-shard.max_frames"]

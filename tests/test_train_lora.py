@@ -485,33 +485,28 @@ def test_gcs_data_and_checkpoints_resume(flux_root, gcs_bucket, tmp_path):
 # --------------------------------------------------------------------------- two processes
 
 
+def _two_processes(data: str, flux_root: str, out: str, config: TrainConfig) -> str:
+    """``lanepaint train-lora --num-processes 2`` (torchrun + gloo on the CPU); its stdout."""
+    io_flags = ["--train-data", data, "--model-root", flux_root, "--output-dir", out]
+    cmd = [sys.executable, "-m", "lanepaint.cli", "train-lora", "--num-processes", "2"]
+    cmd += [*io_flags, *to_argv(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(flux_root, tmp_path):
     """torchrun + gloo on CPU: DDP averages the gradients of both ranks, so 2 processes x
-    batch 1 end with the LoRA of 1 process x batch 2 (rows and noise follow the stream)."""
+    batch 1 end with the LoRA of 1 process x batch 2 (rows and noise follow the stream).
+    A two-process run stopped after its first checkpoint and resumed ends where the
+    uninterrupted one did, with the same loss curve."""
     data = make_train_dataset(str(tmp_path / "data"), n=4)
     one = small_config(tmp_path, max_train_steps=3, batch_size=2, checkpointing_steps=2)
     single = train(data, flux_root, str(tmp_path / "one"), one)
     two = small_config(tmp_path, max_train_steps=3, batch_size=1, checkpointing_steps=2)
     out = str(tmp_path / "two")
-    cmd = [
-        sys.executable,
-        "-m",
-        "lanepaint.cli",
-        "train-lora",
-        "--num-processes",
-        "2",
-        "--train-data",
-        data,
-        "--model-root",
-        flux_root,
-        "--output-dir",
-        out,
-        *to_argv(two),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "complete:" in proc.stdout
+    assert "complete:" in _two_processes(data, flux_root, out, two)
     d = _summary(out)["details"]
     assert d["identity"]["num_processes"] == 2 and d["samples_seen"] == 6
     assert Path(out, "checkpoints", "checkpoint-000002", "random_states_1.pkl").is_file()
@@ -519,3 +514,19 @@ def test_two_processes_match_one_process_with_the_same_global_batch(flux_root, t
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
     assert d["last_loss"] == pytest.approx(single.summary["details"]["last_loss"], rel=1e-4)
+
+    again = str(tmp_path / "two_resumed")
+    stopped = _two_processes(data, flux_root, again, replace(two, stop_after_steps=2))
+    assert "stopped:" in stopped and not Path(again, "lora").exists()
+    assert "complete:" in _two_processes(data, flux_root, again, two)
+    resumed = _summary(again)["details"]
+    assert resumed["resumed_from_step"] == 2 and resumed["samples_seen"] == 6
+    b = _lora(again)
+    for key in a:
+        torch.testing.assert_close(b[key], _lora(out)[key], rtol=1e-5, atol=1e-6, msg=key)
+
+    def losses(out_dir: str) -> list[tuple[str, str]]:
+        rows = [line.split(",") for line in Path(out_dir, "loss.csv").read_text().splitlines()]
+        return [(r[0], r[1]) for r in rows]  # step, loss (a stop adds an evaluation)
+
+    assert losses(again) == losses(out)

@@ -16,26 +16,31 @@ Input is a VideoPainter layout (what segment writes). For each video and instruc
 
 Models are loaded once per run and placed by the placement plan; all first frames are
 painted (phase 1: FluxFill + judge) before any video is propagated (phase 2: CogVideoX), so
-phase-1 models can be released when memory requires it. A rerun skips every item whose
-record carries the same settings key (output settings, model set and the LoRA's content
-hash); an item that fails (bad mask, out of memory, ...) is recorded in failures.jsonl and
-the batch goes on. Bad input (layout, meta.csv, instruction, LoRA) stops the run before
-anything is written or loaded; the output is claimed and locked (a shard locks its own).
+phase-1 models can be released when memory requires it. With ``parallel_items`` > 1 the
+items run in worker processes instead, one per GPU, each this stage's CLI on a share of the
+videos (lanepaint.edit.workers), and their reports are merged into this run's. A rerun
+skips every item whose record carries the same settings key (output settings, model set
+and the LoRA's content hash); an item that fails (bad mask, out of memory, ...) is recorded
+in failures.jsonl and the batch goes on. Bad input (layout, meta.csv, instruction, LoRA)
+stops the run before anything is written or loaded; the output is claimed and locked (a
+shard locks its own).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm import tqdm
 
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
-from lanepaint.edit import outputs
+from lanepaint.edit import outputs, workers
 from lanepaint.edit.composite import Repaint, composite_video, scaled_first_frame, view_inputs
 from lanepaint.edit.first_frame import (
     FirstFrameConfig,
@@ -68,9 +73,11 @@ from lanepaint.kit import (
     require_input,
     setting,
     settings_key,
+    to_argv,
 )
 from lanepaint.kit.cli import register_stage
 from lanepaint.kit.lock import output_lock
+from lanepaint.models.device import gpu_count
 from lanepaint.models.kernels import BACKENDS, sdpa_context
 from lanepaint.models.presets import PRESETS
 from lanepaint.models.presets import check_supported as check_preset
@@ -200,6 +207,13 @@ class EditConfig:
     )
     num_shards: int = setting(1, output=False, help="split the videos into this many shards")
     shard_index: int = setting(0, output=False, help="the shard this run edits (0-based)")
+    parallel_items: int = setting(
+        1,
+        output=False,
+        help="items edited at once, one worker process per GPU, each with its own models and "
+        "a share of the videos (0 = one per visible GPU; 1 = this process alone; without a "
+        "GPU the workers share the CPU); outputs as one process's (docs/performance.md)",
+    )
 
     def __post_init__(self) -> None:
         check_finite(self)  # nan/inf, however the Config is built
@@ -225,6 +239,7 @@ class EditConfig:
             "max_frames",
             "seed",
             "judge_backoff_s",
+            "parallel_items",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0")
@@ -275,9 +290,16 @@ def edit_videos(
     check_apart([data_dir, model_root, lora], [output_dir, summary_dir])
     check_preset(config.preset)  # FP8 on a machine that cannot run it: before anything loads
     inputs = check_inputs(data_dir, model_root, lora, config.vlm_size if config.judge else None)
+    gpus = gpu_count()
+    workers.worker_count(config.parallel_items, gpus, 1)  # too many for the GPUs: refused now
     with hold_output(output_dir, summary_dir):
         run = plan_run(inputs, output_dir, config)
-        if run.todo:
+        videos = len({item.record.video_id for item in run.todo})
+        n = workers.worker_count(config.parallel_items, gpus, videos)
+        if run.todo and n > 1 and models is None:
+            io = {"data_dir": data_dir, "model_root": model_root, "lora": lora}
+            edit_in_workers(run, io, n, gpus, summary_dir or output_dir)
+        elif run.todo:
             models = prepare_models(run, model_root, models)
             firsts = paint_first_frames(run, models)
             models.release_phase_one()
@@ -286,6 +308,38 @@ def edit_videos(
         if summary_dir is None:
             outputs.write_manifest(output_dir)
     return StageResult(output_dir, summary)
+
+
+def edit_in_workers(run: EditRun, io: dict, n: int, gpus: int, summary_root: str) -> None:
+    """The run's items in ``n`` worker processes, one per GPU (lanepaint.edit.workers): each
+    is this stage's CLI on the same output with its share of the videos and a summary folder
+    of its own; their counts and failures become this run's, then their folders go."""
+    crew = workers.plan_workers(run.todo, n, gpus, summary_root)
+    output_dir = run.out.root
+
+    def command(w: workers.Worker) -> list[str]:
+        config = replace(
+            run.config, parallel_items=1, num_shards=1, shard_index=0, video_ids=w.video_ids
+        )
+        paths = ["--data-dir", io["data_dir"], "--output-dir", output_dir]
+        paths += ["--model-root", io["model_root"], "--lora", io["lora"] or ""]
+        argv = [*paths, *to_argv(config), "--summary-dir", w.summary_dir]
+        return [sys.executable, "-m", "lanepaint.cli", STAGE, *argv]
+
+    with run.report.phase("workers"):
+        workers.run_all(crew, command)
+
+    def committed() -> set[str]:
+        return set(EditLedger(output_dir, run.report.settings_key).current())
+
+    lines = workers.collect(run.report, crew, committed)
+    run.report.details["workers"] = lines
+    run.report.details["placement"] = [
+        f"worker {line['worker']} ({line['device']}): {p}"
+        for line in lines
+        for p in line.get("placement") or []
+    ]
+    workers.remove_worker_dirs(crew)
 
 
 @contextlib.contextmanager
@@ -517,6 +571,8 @@ def _add_io(parser) -> None:
     parser.add_argument("--data-dir", required=True, help="VideoPainter layout (from segment)")
     parser.add_argument("--output-dir", required=True, help="where the edits go")
     parser.add_argument("--model-root", required=True, help="model root (path or gs://)")
+    # A worker of a parallel run (lanepaint.edit.workers) or a shard: its own summary folder.
+    parser.add_argument("--summary-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--lora",
         default="",
@@ -527,7 +583,14 @@ def _add_io(parser) -> None:
 
 def _run(args) -> int:
     config = from_args(EditConfig, args)
-    result = edit_videos(args.data_dir, args.output_dir, args.model_root, config, lora=args.lora)
+    result = edit_videos(
+        args.data_dir,
+        args.output_dir,
+        args.model_root,
+        config,
+        lora=args.lora,
+        summary_dir=args.summary_dir,
+    )
     s = result.summary
     print(
         f"edited {s['done']} of {s['inputs']} (video, instruction) items "
