@@ -27,6 +27,14 @@ DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
 DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
+# Worn solid vs dashed, by the gaps (holes shorter than GAP_MIN count as paint): a worn solid
+# line leaves a trace of paint in short gaps, a dashed one clean asphalt in long ones.
+SHORT_GAPS = 0.9  # z units: mean gap below which the gaps are short
+WORN_TRACE = 0.12  # gap_paint above which the gaps hold worn paint ...
+WORN_COVERAGE = 0.45  # ... on a line with paint on at least this share of its rows
+CLEAN_TRACE = 0.06  # gap_paint above which short gaps are not a dashed line's
+HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
+HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the lower one
 # ... and a line with two peaks at a double line's separation is single only when the dip
@@ -78,6 +86,11 @@ class LineEvidence:
     balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
     width: float = 0.0  # camera heights: the paint's width at half its peak (all stripes)
     longest_gap: float = 0.0  # z units: the longest run of seen rows without paint
+    # What is left of the paint in the gaps, as a share of the paint's own strength (the
+    # road beside the line subtracted): a worn solid line keeps a faint trace in its holes,
+    # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
+    gap_paint: float = float("nan")
+    mean_gap: float = 0.0  # z units: mean gap between paint (holes < GAP_MIN are paint)
 
 
 def is_plausible(line: Line) -> bool:
@@ -256,7 +269,7 @@ def measure(
         j0 = centre[r] + shift
         if j0 - wide >= 0 and j0 + wide < cols_n:
             profiles.append(strength[r, j0 - wide : j0 + wide + 1])
-    coverage, gaps, vis_range, longest = _coverage(on, seen, z, near_row)
+    coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
     # colour
     chroma_delta = float("nan")
     if line_px:
@@ -266,11 +279,13 @@ def measure(
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
     # cross-section
-    peaks, separation, dip, width = 0, 0.0, 1.0, 0.0
+    peaks, separation, dip, width, trace = 0, 0.0, 1.0, 0.0, float("nan")
     if len(profiles) >= 3:
         mean_profile = np.mean(profiles, axis=0)
         peaks, separation, dip = _two_peaks(mean_profile)
         width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+        paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
+        trace = gap_trace(strength, centre + shift, paint_cols, on, seen & (z <= 5.0), maps.valid)
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -285,16 +300,58 @@ def measure(
         balance=side_balance(line, maps, bev),
         width=width,
         longest_gap=longest,
+        gap_paint=trace,
+        mean_gap=mean_gap,
     )
+
+
+def gap_trace(
+    strength: np.ndarray,
+    centre: np.ndarray,
+    paint_cols: np.ndarray,
+    on: np.ndarray,
+    seen: np.ndarray,
+    valid: np.ndarray,
+) -> float:
+    """Paint strength left in a line's gaps over that on its paint, the road beside it
+    subtracted from both: ~0 for dash gaps (clean asphalt), clearly above for worn paint.
+
+    Measured in the columns where the line's cross-section has paint (both stripes of a
+    double line), against the road 0.32-0.45 camera heights to either side (the cleaner
+    side: a ghost stripe or a curb may lie on the other).
+    """
+    cols_n = strength.shape[1]
+    near, far = int(round(0.32 / DA)), int(round(0.45 / DA))
+    idx = np.nonzero(on)[0]
+    if len(idx) < 3 or len(paint_cols) == 0:
+        return float("nan")
+    span = np.zeros_like(on)
+    span[idx.min() : idx.max() + 1] = True
+    values = {True: [], False: []}
+    for r in np.nonzero(span & seen)[0]:
+        j = centre[r]
+        if j - far < 0 or j + far >= cols_n or not valid[r, j - far : j + far + 1].all():
+            continue
+        beside = min(
+            float(np.median(strength[r, j - far : j - near + 1])),
+            float(np.median(strength[r, j + near : j + far + 1])),
+        )
+        values[bool(on[r])].append(float(strength[r, j + paint_cols].mean()) - beside)
+    if len(values[False]) < 5 or len(values[True]) < 3:
+        return float("nan")
+    paint = float(np.median(values[True]))
+    return float(np.median(values[False])) / paint if paint > 0 else float("nan")
 
 
 def _coverage(
     on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
-) -> tuple[float, int, float, float]:
-    """(share of seen rows with paint, long gaps, z range, longest gap) from the nearest
-    paint in view to this line's farthest paint."""
+) -> tuple[float, int, float, float, float]:
+    """(share of seen rows with paint, long gaps, z range, longest gap, mean gap) from the
+    nearest paint in view to this line's farthest paint. The mean is over the gaps of at
+    least GAP_MIN that paint follows (the last one may be cut short by the view)."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
+    inner: list[float] = []
     if len(idx):
         lo, hi = int(idx.min()), int(idx.max())
         if near_row is not None:
@@ -304,14 +361,16 @@ def _coverage(
         vis_range = float(z[lo] - z[hi])
         step = float(z[0] - z[1])
         run = 0
-        for v in np.append(occ, True):
+        for i, v in enumerate(np.append(occ, True)):
             if v:
                 gaps += int(run * step >= GAP_MIN)
                 longest = max(longest, run * step)
+                if run * step >= GAP_MIN and i < len(occ):
+                    inner.append(run * step)
                 run = 0
             else:
                 run += 1
-    return coverage, gaps, vis_range, longest
+    return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else 0.0
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -346,6 +405,16 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     # And a dash gap is metres long: worn paint leaves holes of a metre or so.
     conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
     conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
+    # Short gaps with paint left in them are a worn solid line's holes, not dash gaps.
+    trace = 0.0 if math.isnan(ev.gap_paint) else ev.gap_paint
+    short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
+    conf *= 1.0 - _sigmoid((trace - CLEAN_TRACE) / 0.02) * short
+    worn = _sigmoid((trace - WORN_TRACE) / 0.02) * _sigmoid((ev.coverage - WORN_COVERAGE) / 0.04)
+    holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
+    holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
+    solid = max(worn * short, holed)
+    if solid > conf:
+        return Decision("solid", round(solid, 3))
     return Decision("dashed", round(conf, 3))
 
 
