@@ -26,6 +26,7 @@ SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
 DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
 DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
+HOLE = 0.35  # z units: gaps shorter than this are holes, left out of the mean gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 # Worn solid vs dashed, by the gaps (holes shorter than GAP_MIN count as paint): a worn solid
 # line leaves a trace of paint in short gaps, a dashed one clean asphalt in long ones.
@@ -90,7 +91,7 @@ class LineEvidence:
     # road beside the line subtracted): a worn solid line keeps a faint trace in its holes,
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
-    mean_gap: float = 0.0  # z units: mean gap between paint (holes < GAP_MIN are paint)
+    mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
 
 
 def is_plausible(line: Line) -> bool:
@@ -348,7 +349,7 @@ def _coverage(
 ) -> tuple[float, int, float, float, float]:
     """(share of seen rows with paint, long gaps, z range, longest gap, mean gap) from the
     nearest paint in view to this line's farthest paint. The mean is over the gaps of at
-    least GAP_MIN that paint follows (the last one may be cut short by the view)."""
+    least HOLE that paint follows (the last one may be cut short by the view)."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
     inner: list[float] = []
@@ -365,7 +366,7 @@ def _coverage(
             if v:
                 gaps += int(run * step >= GAP_MIN)
                 longest = max(longest, run * step)
-                if run * step >= GAP_MIN and i < len(occ):
+                if run * step >= HOLE and i < len(occ):
                     inner.append(run * step)
                 run = 0
             else:
