@@ -56,6 +56,9 @@ EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera he
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
 MIN_ROWS = 28  # BEV rows with paint (of 300); a short dash at 320x192 has ~35
 MIN_EXTENT = 0.4  # z units between a line's nearest and farthest paint
+# Least share of rows with paint for a present line; the second for clear paint seen over
+# a long stretch (a worn dashed line keeps a few short dashes).
+SPARSE_COVERAGE = (0.15, 0.07)
 
 
 def _sigmoid(x: float) -> float:
@@ -349,7 +352,8 @@ def _coverage(
 ) -> tuple[float, int, float, float, float]:
     """(share of seen rows with paint, long gaps, z range, longest gap, mean gap) from the
     nearest paint in view to this line's farthest paint. The mean is over the gaps of at
-    least HOLE that paint follows (the last one may be cut short by the view)."""
+    least HOLE that paint follows (the last one may be cut short by the view), else the
+    longest gap."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
     inner: list[float] = []
@@ -371,7 +375,8 @@ def _coverage(
                 run = 0
             else:
                 run += 1
-    return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else 0.0
+    # with no gap between paint, the one toward the camera is all there is to judge by
+    return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else longest
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -478,7 +483,11 @@ def decide_presence(line: Line, ev: LineEvidence) -> Decision:
         conf *= 0.3  # no paint near enough to see what it is
     elif not _yellow(ev):
         conf *= _sigmoid((ev.lift - LIFT_MIN) / 0.05)
-    conf *= _sigmoid((ev.coverage - 0.15) / 0.04)
+    # Sparse paint is clutter, unless it is clearly paint spread over a long stretch (the
+    # few dashes left of a worn dashed line).
+    clear = _yellow(ev) or (not math.isnan(ev.lift) and ev.lift >= LIFT_MIN + 0.25)
+    floor = SPARSE_COVERAGE[1] if clear and line.extent >= 3.0 else SPARSE_COVERAGE[0]
+    conf *= _sigmoid((ev.coverage - floor) / 0.03)
     if ev.width > 0:  # paint is narrow: a gutter pan or a car's flank is not
         limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
         conf *= _sigmoid((limit - ev.width) / 0.02)
