@@ -418,7 +418,8 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     worn = _sigmoid((trace - WORN_TRACE) / 0.02) * _sigmoid((ev.coverage - WORN_COVERAGE) / 0.04)
     holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
-    solid = max(worn * short, holed)
+    # ... judged over a stretch long enough to hold several holes (as solid above)
+    solid = max(worn * short, holed) * min(1.0, ev.visible_range / 3.0)
     if solid > conf:
         return Decision("solid", round(solid, 3))
     return Decision("dashed", round(conf, 3))
