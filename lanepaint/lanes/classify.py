@@ -95,6 +95,7 @@ class LineEvidence:
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
+    mean_width: float = 0.0  # camera heights: width at half peak of the rows' mean profile
 
 
 def is_plausible(line: Line) -> bool:
@@ -283,11 +284,16 @@ def measure(
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
     # cross-section
-    peaks, separation, dip, width, trace = 0, 0.0, 1.0, 0.0, float("nan")
+    peaks, separation, dip, width, trace, mean_width = 0, 0.0, 1.0, 0.0, float("nan"), 0.0
     if len(profiles) >= 3:
+        # Two stripes show in the mean (one may be worn away in many rows); the width is
+        # taken from the median, which a car's flank beside the line in a few rows does
+        # not widen.
         mean_profile = np.mean(profiles, axis=0)
         peaks, separation, dip = _two_peaks(mean_profile)
-        width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+        median_profile = np.median(profiles, axis=0)
+        width = float((median_profile >= 0.5 * median_profile.max()).sum()) * DA
+        mean_width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
         paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
         trace = gap_trace(strength, centre + shift, paint_cols, on, seen & (z <= 5.0), maps.valid)
     return LineEvidence(
@@ -306,6 +312,7 @@ def measure(
         longest_gap=longest,
         gap_paint=trace,
         mean_gap=mean_gap,
+        mean_width=mean_width,
     )
 
 
@@ -439,7 +446,8 @@ def decide_count(ev: LineEvidence) -> Decision:
     if ev.profile_peaks == 0:
         return Decision("unknown", 0.0)
     if ev.profile_peaks < 2:
-        return Decision("single", 0.95)
+        # one peak, but wider than one stripe: a double line with one stripe worn in places
+        return Decision("single", round(0.95 * _sigmoid((MAX_WIDTH[0] - ev.mean_width) / 0.02), 3))
     if lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.04), 3))
     if lo <= ev.peak_separation <= hi:
