@@ -283,19 +283,9 @@ def measure(
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
-    # cross-section
-    peaks, separation, dip, width, trace, mean_width = 0, 0.0, 1.0, 0.0, float("nan"), 0.0
-    if len(profiles) >= 3:
-        # Two stripes show in the mean (one may be worn away in many rows); the width is
-        # taken from the median, which a car's flank beside the line in a few rows does
-        # not widen.
-        mean_profile = np.mean(profiles, axis=0)
-        peaks, separation, dip = _two_peaks(mean_profile)
-        median_profile = np.median(profiles, axis=0)
-        width = float((median_profile >= 0.5 * median_profile.max()).sum()) * DA
-        mean_width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
-        paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
-        trace = gap_trace(strength, centre + shift, paint_cols, on, seen & (z <= 5.0), maps.valid)
+    peaks, separation, dip, width, mean_width, trace = _cross_section(
+        profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
+    )
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -314,6 +304,33 @@ def measure(
         mean_gap=mean_gap,
         mean_width=mean_width,
     )
+
+
+def _cross_section(
+    profiles: list[np.ndarray],
+    strength: np.ndarray,
+    centre: np.ndarray,
+    on: np.ndarray,
+    seen: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[int, float, float, float, float, float]:
+    """(peaks, separation, dip, width, mean width, gap trace) of a line's cross-section.
+
+    Two stripes show in the mean profile (one may be worn away in many rows); the width
+    is taken from the median, which a car's flank beside the line in a few rows does not
+    widen.
+    """
+    if len(profiles) < 3:
+        return 0, 0.0, 1.0, 0.0, 0.0, float("nan")
+    mean_profile = np.mean(profiles, axis=0)
+    peaks, separation, dip = _two_peaks(mean_profile)
+    median_profile = np.median(profiles, axis=0)
+    width = float((median_profile >= 0.5 * median_profile.max()).sum()) * DA
+    mean_width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    wide = (len(mean_profile) - 1) // 2
+    paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
+    trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
+    return peaks, separation, dip, width, mean_width, trace
 
 
 def gap_trace(
