@@ -95,7 +95,6 @@ class LineEvidence:
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
-    mean_width: float = 0.0  # camera heights: width at half peak of the rows' mean profile
 
 
 def is_plausible(line: Line) -> bool:
@@ -283,7 +282,7 @@ def measure(
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
-    peaks, separation, dip, width, mean_width, trace = _cross_section(
+    peaks, separation, dip, width, trace = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
     return LineEvidence(
@@ -302,7 +301,6 @@ def measure(
         longest_gap=longest,
         gap_paint=trace,
         mean_gap=mean_gap,
-        mean_width=mean_width,
     )
 
 
@@ -313,24 +311,17 @@ def _cross_section(
     on: np.ndarray,
     seen: np.ndarray,
     valid: np.ndarray,
-) -> tuple[int, float, float, float, float, float]:
-    """(peaks, separation, dip, width, mean width, gap trace) of a line's cross-section.
-
-    Two stripes show in the mean profile (one may be worn away in many rows); the width
-    is taken from the median, which a car's flank beside the line in a few rows does not
-    widen.
-    """
+) -> tuple[int, float, float, float, float]:
+    """(peaks, separation, dip, width, gap trace) of a line's mean cross-section."""
     if len(profiles) < 3:
-        return 0, 0.0, 1.0, 0.0, 0.0, float("nan")
+        return 0, 0.0, 1.0, 0.0, float("nan")
     mean_profile = np.mean(profiles, axis=0)
     peaks, separation, dip = _two_peaks(mean_profile)
-    median_profile = np.median(profiles, axis=0)
-    width = float((median_profile >= 0.5 * median_profile.max()).sum()) * DA
-    mean_width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
     wide = (len(mean_profile) - 1) // 2
     paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
     trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
-    return peaks, separation, dip, width, mean_width, trace
+    return peaks, separation, dip, width, trace
 
 
 def gap_trace(
@@ -464,7 +455,7 @@ def decide_count(ev: LineEvidence) -> Decision:
         return Decision("unknown", 0.0)
     if ev.profile_peaks < 2:
         # one peak, but wider than one stripe: a double line with one stripe worn in places
-        return Decision("single", round(0.95 * _sigmoid((MAX_WIDTH[0] - ev.mean_width) / 0.02), 3))
+        return Decision("single", round(0.95 * _sigmoid((MAX_WIDTH[0] - ev.width) / 0.02), 3))
     if lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.04), 3))
     if lo <= ev.peak_separation <= hi:
