@@ -33,7 +33,7 @@ PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 SHORT_GAPS = 0.9  # z units: mean gap below which the gaps are short
 WORN_TRACE = 0.12  # gap_paint above which the gaps hold worn paint ...
 WORN_COVERAGE = 0.45  # ... on a line with paint on at least this share of its rows
-CLEAN_TRACE = 0.06  # gap_paint above which short gaps are not a dashed line's
+CLEAN_TRACE = 0.08  # gap_paint above which short gaps are not a dashed line's
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
@@ -429,7 +429,7 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     # Short gaps with paint left in them are a worn solid line's holes, not dash gaps.
     trace = 0.0 if math.isnan(ev.gap_paint) else ev.gap_paint
     short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
-    conf *= 1.0 - _sigmoid((trace - CLEAN_TRACE) / 0.02) * short
+    conf *= 1.0 - _sigmoid((trace - CLEAN_TRACE) / 0.01) * short
     worn = _sigmoid((trace - WORN_TRACE) / 0.02) * _sigmoid((ev.coverage - WORN_COVERAGE) / 0.04)
     holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
