@@ -155,7 +155,11 @@ def test_vote_prefers_the_confident_majority_and_needs_enough_votes():
 
 def test_pattern_decision_follows_coverage_and_gaps():
     def evidence(coverage, gaps, span=4.0):
-        return classify.LineEvidence(-1.5, 250, coverage, gaps, span, 0.0, 1, 0.0, 1.0)
+        # long gaps are dash-long: the longest (and the mean) at least a dash gap
+        longest = 1.5 if gaps else 0.0
+        return classify.LineEvidence(
+            -1.5, 250, coverage, gaps, span, 0.0, 1, 0.0, 1.0, longest_gap=longest, mean_gap=longest
+        )
 
     assert classify.decide_pattern(evidence(0.98, 0)).value == "solid"
     assert classify.decide_pattern(evidence(0.3, 3)).value == "dashed"

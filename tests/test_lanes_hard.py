@@ -34,9 +34,9 @@ from lanepaint.lanes.analyze import (
     trusted_attributes,
 )
 
-SHORTFALLS = {("worn", "pattern"): 0.3, ("occluded", "pattern"): 0.85}
-#: Abstention above the goal's 25 % on these scenes (measured: 50 % and 33 %).
-ABSTENTION_SHORTFALLS = {("worn", "pattern"): 0.5, ("occluded", "pattern"): 0.34}
+SHORTFALLS = {("worn", "pattern"): 0.6, ("occluded", "pattern"): 0.85}
+#: Abstention above the goal's 25 % on these scenes (measured: 33 % and 33 %).
+ABSTENTION_SHORTFALLS = {("worn", "pattern"): 0.34, ("occluded", "pattern"): 0.34}
 YELLOW_SOLID = LaneAttributes("single", "yellow", "solid")
 WHITE_DASHED = LaneAttributes("single", "white", "dashed")
 
@@ -52,9 +52,9 @@ def hard_cases() -> list[Case]:
 def test_hard_condition_answers_are_right(hard_cases, condition):
     # Goal, first half: >= 95 % of the answers right, per attribute (abstentions aside).
     # Pattern under worn paint and under occluding traffic are the known shortfalls
-    # (docs/quality.md): a solid line worn to half its paint, or hidden by cars, can
-    # still read as dashed (2 of 6 and 7 of 8 answers right on these scenes). They are
-    # held at those levels here so that they cannot get worse unnoticed.
+    # (docs/quality.md): a solid line worn to a third of its paint, or hidden by cars,
+    # can still read as dashed (5 of 8 and 7 of 8 answers right on these scenes). They
+    # are held at those levels here so that they cannot get worse unnoticed.
     t = tally([c for c in hard_cases if c.group == condition])
     assert t.cases == 6
     for name in SCORED:
@@ -232,3 +232,36 @@ def test_evaluate_counts_an_abstention_as_not_correct(monkeypatch):
     out = metrics.lane_attributes(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8)), wanted)
     assert out["attribute_correct"] == {"count": True, "color": False, "pattern": True}
     assert out["analyzer_abstained"] == ["color"]
+
+
+def test_worn_solid_and_dashed_lines_are_told_apart_by_their_gaps():
+    decide = classify.decide_pattern
+    # paint on half the rows, short gaps with a trace of paint left in them: worn solid
+    worn = decide(_evidence(0.5, 3, longest=0.9, gap_paint=0.2, mean_gap=0.6))
+    assert worn.value == "solid" and worn.confidence >= MIN_CONFIDENCE
+    # the same gaps of clean asphalt: dashed
+    clean = decide(_evidence(0.5, 3, longest=0.9, gap_paint=0.01, mean_gap=0.6))
+    assert clean.value == "dashed" and clean.confidence >= MIN_CONFIDENCE
+    # gaps metres long stay dash gaps even with a faint trace (seams, tyre marks on concrete)
+    concrete = decide(_evidence(0.4, 1, longest=2.0, gap_paint=0.2, mean_gap=2.0))
+    assert concrete.value == "dashed" and concrete.confidence >= MIN_CONFIDENCE
+    # only short holes over a long stretch: solid; over a dash's length: no answer
+    holed = decide(_evidence(0.65, 2, longest=0.5, mean_gap=0.45))
+    assert holed.value == "solid" and holed.confidence >= MIN_CONFIDENCE
+    near = decide(_evidence(0.65, 1, longest=0.5, mean_gap=0.5, visible_range=1.4))
+    assert near.confidence < MIN_CONFIDENCE
+
+
+def test_gap_trace_measures_paint_left_in_the_gaps():
+    rows, cols = 60, 80
+    centre = np.full(rows, 40)
+    on = np.zeros(rows, bool)
+    on[::4] = on[1::4] = True  # paint on half the rows
+    seen, valid = np.ones(rows, bool), np.ones((rows, cols), bool)
+    paint_cols = np.array([-1, 0, 1])
+    for left in (0.0, 0.3):
+        strength = np.full((rows, cols), 0.05)
+        strength[:, 39:42] = np.where(on, 1.0, 0.05 + left)[:, None]
+        trace = classify.gap_trace(strength, centre, paint_cols, on, seen, valid)
+        assert trace == pytest.approx(left / 0.95, abs=0.01)
+    assert np.isnan(classify.gap_trace(strength, centre, paint_cols, on & False, seen, valid))

@@ -26,7 +26,16 @@ SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
 DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
 DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
 GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
+HOLE = 0.35  # z units: gaps shorter than this are holes, left out of the mean gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
+# Worn solid vs dashed, by the gaps (holes shorter than GAP_MIN count as paint): a worn solid
+# line leaves a trace of paint in short gaps, a dashed one clean asphalt in long ones.
+SHORT_GAPS = 0.9  # z units: mean gap below which the gaps are short
+WORN_TRACE = 0.12  # gap_paint above which the gaps hold worn paint ...
+WORN_COVERAGE = 0.45  # ... on a line with paint on at least this share of its rows
+CLEAN_TRACE = 0.08  # gap_paint above which short gaps are not a dashed line's
+HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
+HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the lower one
 # ... and a line with two peaks at a double line's separation is single only when the dip
@@ -47,6 +56,9 @@ EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera he
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
 MIN_ROWS = 28  # BEV rows with paint (of 300); a short dash at 320x192 has ~35
 MIN_EXTENT = 0.4  # z units between a line's nearest and farthest paint
+# Least share of rows with paint for a present line; the second for clear paint seen over
+# a long stretch (a worn dashed line keeps a few short dashes).
+SPARSE_COVERAGE = (0.15, 0.07)
 
 
 def _sigmoid(x: float) -> float:
@@ -78,6 +90,11 @@ class LineEvidence:
     balance: float = 0.0  # side_balance: 0 when both sides of the line are alike
     width: float = 0.0  # camera heights: the paint's width at half its peak (all stripes)
     longest_gap: float = 0.0  # z units: the longest run of seen rows without paint
+    # What is left of the paint in the gaps, as a share of the paint's own strength (the
+    # road beside the line subtracted): a worn solid line keeps a faint trace in its holes,
+    # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
+    gap_paint: float = float("nan")
+    mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
 
 
 def is_plausible(line: Line) -> bool:
@@ -256,7 +273,7 @@ def measure(
         j0 = centre[r] + shift
         if j0 - wide >= 0 and j0 + wide < cols_n:
             profiles.append(strength[r, j0 - wide : j0 + wide + 1])
-    coverage, gaps, vis_range, longest = _coverage(on, seen, z, near_row)
+    coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
     # colour
     chroma_delta = float("nan")
     if line_px:
@@ -265,12 +282,9 @@ def measure(
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
-    # cross-section
-    peaks, separation, dip, width = 0, 0.0, 1.0, 0.0
-    if len(profiles) >= 3:
-        mean_profile = np.mean(profiles, axis=0)
-        peaks, separation, dip = _two_peaks(mean_profile)
-        width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    peaks, separation, dip, width, trace = _cross_section(
+        profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
+    )
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -285,16 +299,79 @@ def measure(
         balance=side_balance(line, maps, bev),
         width=width,
         longest_gap=longest,
+        gap_paint=trace,
+        mean_gap=mean_gap,
     )
+
+
+def _cross_section(
+    profiles: list[np.ndarray],
+    strength: np.ndarray,
+    centre: np.ndarray,
+    on: np.ndarray,
+    seen: np.ndarray,
+    valid: np.ndarray,
+) -> tuple[int, float, float, float, float]:
+    """(peaks, separation, dip, width, gap trace) of a line's mean cross-section."""
+    if len(profiles) < 3:
+        return 0, 0.0, 1.0, 0.0, float("nan")
+    mean_profile = np.mean(profiles, axis=0)
+    peaks, separation, dip = _two_peaks(mean_profile)
+    width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    wide = (len(mean_profile) - 1) // 2
+    paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
+    trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
+    return peaks, separation, dip, width, trace
+
+
+def gap_trace(
+    strength: np.ndarray,
+    centre: np.ndarray,
+    paint_cols: np.ndarray,
+    on: np.ndarray,
+    seen: np.ndarray,
+    valid: np.ndarray,
+) -> float:
+    """Paint strength left in a line's gaps over that on its paint, the road beside it
+    subtracted from both: ~0 for dash gaps (clean asphalt), clearly above for worn paint.
+
+    Measured in the columns where the line's cross-section has paint (both stripes of a
+    double line), against the road 0.32-0.45 camera heights to either side (the cleaner
+    side: a ghost stripe or a curb may lie on the other).
+    """
+    cols_n = strength.shape[1]
+    near, far = int(round(0.32 / DA)), int(round(0.45 / DA))
+    idx = np.nonzero(on)[0]
+    if len(idx) < 3 or len(paint_cols) == 0:
+        return float("nan")
+    span = np.zeros_like(on)
+    span[idx.min() : idx.max() + 1] = True
+    values = {True: [], False: []}
+    for r in np.nonzero(span & seen)[0]:
+        j = centre[r]
+        if j - far < 0 or j + far >= cols_n or not valid[r, j - far : j + far + 1].all():
+            continue
+        beside = min(
+            float(np.median(strength[r, j - far : j - near + 1])),
+            float(np.median(strength[r, j + near : j + far + 1])),
+        )
+        values[bool(on[r])].append(float(strength[r, j + paint_cols].mean()) - beside)
+    if len(values[False]) < 5 or len(values[True]) < 3:
+        return float("nan")
+    paint = float(np.median(values[True]))
+    return float(np.median(values[False])) / paint if paint > 0 else float("nan")
 
 
 def _coverage(
     on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
-) -> tuple[float, int, float, float]:
-    """(share of seen rows with paint, long gaps, z range, longest gap) from the nearest
-    paint in view to this line's farthest paint."""
+) -> tuple[float, int, float, float, float]:
+    """(share of seen rows with paint, long gaps, z range, longest gap, mean gap) from the
+    nearest paint in view to this line's farthest paint. The mean is over the gaps of at
+    least HOLE that paint follows (the last one may be cut short by the view), else the
+    longest gap."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
+    inner: list[float] = []
     if len(idx):
         lo, hi = int(idx.min()), int(idx.max())
         if near_row is not None:
@@ -304,14 +381,17 @@ def _coverage(
         vis_range = float(z[lo] - z[hi])
         step = float(z[0] - z[1])
         run = 0
-        for v in np.append(occ, True):
+        for i, v in enumerate(np.append(occ, True)):
             if v:
                 gaps += int(run * step >= GAP_MIN)
                 longest = max(longest, run * step)
+                if run * step >= HOLE and i < len(occ):
+                    inner.append(run * step)
                 run = 0
             else:
                 run += 1
-    return coverage, gaps, vis_range, longest
+    # with no gap between paint, the one toward the camera is all there is to judge by
+    return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else longest
 
 
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
@@ -346,6 +426,17 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     # And a dash gap is metres long: worn paint leaves holes of a metre or so.
     conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
     conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
+    # Short gaps with paint left in them are a worn solid line's holes, not dash gaps.
+    trace = 0.0 if math.isnan(ev.gap_paint) else ev.gap_paint
+    short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
+    conf *= 1.0 - _sigmoid((trace - CLEAN_TRACE) / 0.01) * short
+    worn = _sigmoid((trace - WORN_TRACE) / 0.02) * _sigmoid((ev.coverage - WORN_COVERAGE) / 0.04)
+    holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
+    holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
+    # ... judged over a stretch long enough to hold several holes (as solid above)
+    solid = max(worn * short, holed) * min(1.0, ev.visible_range / 3.0)
+    if solid > conf:
+        return Decision("solid", round(solid, 3))
     return Decision("dashed", round(conf, 3))
 
 
@@ -363,7 +454,8 @@ def decide_count(ev: LineEvidence) -> Decision:
     if ev.profile_peaks == 0:
         return Decision("unknown", 0.0)
     if ev.profile_peaks < 2:
-        return Decision("single", 0.95)
+        # one peak, but wider than one stripe: a double line with one stripe worn in places
+        return Decision("single", round(0.95 * _sigmoid((MAX_WIDTH[0] - ev.width) / 0.02), 3))
     if lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.04), 3))
     if lo <= ev.peak_separation <= hi:
@@ -408,7 +500,11 @@ def decide_presence(line: Line, ev: LineEvidence) -> Decision:
         conf *= 0.3  # no paint near enough to see what it is
     elif not _yellow(ev):
         conf *= _sigmoid((ev.lift - LIFT_MIN) / 0.05)
-    conf *= _sigmoid((ev.coverage - 0.15) / 0.04)
+    # Sparse paint is clutter, unless it is clearly paint spread over a long stretch (the
+    # few dashes left of a worn dashed line).
+    clear = _yellow(ev) or (not math.isnan(ev.lift) and ev.lift >= LIFT_MIN + 0.25)
+    floor = SPARSE_COVERAGE[1] if clear and line.extent >= 3.0 else SPARSE_COVERAGE[0]
+    conf *= _sigmoid((ev.coverage - floor) / 0.03)
     if ev.width > 0:  # paint is narrow: a gutter pan or a car's flank is not
         limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
         conf *= _sigmoid((limit - ev.width) / 0.02)
