@@ -207,7 +207,7 @@ def test_train_run_full_size_root_layout(tmp_path, monkeypatch):
     assert (root / FLUX_FILL_DIR / "transformer" / "config.json").is_file()
     assert (root / FLUX_FILL_DIR / "tokenizer" / "vocab.json").is_file()
     assert json.loads((root / "RANDOM_WEIGHTS.json").read_text())["random_weights"] is True
-    assert ModelRoot.open(root).metadata()["model_set"] == "real"
+    assert ModelRoot.open(root).metadata()["model_set"] == "random"  # never "real"
     assert not list(tmp_path.glob(".*building"))
     monkeypatch.setattr(train_run, "FULL_ROOT_GB", 10**9)
     with pytest.raises(SystemExit, match="free"):

@@ -1,5 +1,6 @@
 """The `lanepaint` command: every stage is a subcommand, and --help stays light."""
 
+import os
 import subprocess
 import sys
 
@@ -73,3 +74,15 @@ def test_edit_cli_on_smoke(tmp_path, capsys):
     assert code == 0
     assert "edited 1 of 1" in capsys.readouterr().out
     assert (tmp_path / "out" / "v1" / "single_white_solid" / "edited.mp4").exists()
+
+
+def test_cpu_blas_threads_are_fixed_for_reproducible_runs() -> None:
+    """MKL_DYNAMIC=FALSE before torch loads MKL (a load-dependent thread count changed an
+    edit's pixels between two CPU runs); an exported value is kept."""
+    code = "import lanepaint, os; print(os.environ['MKL_DYNAMIC'])"
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DYNAMIC"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "FALSE"
+    env["MKL_DYNAMIC"] = "TRUE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "TRUE"
