@@ -169,7 +169,7 @@ def add_parts(report: StageReport, output_dir: str) -> int:
     counted = 0
     for uri in storage.list_files(part_root(output_dir)):
         if uri.endswith("/" + reports.FAILURES):
-            add_failures(report, uri)
+            report.add_failures(uri)
         elif uri.endswith("/" + reports.SUMMARY_JSON):
             part = json.loads(storage.read_text(uri))
             if part.get("settings_key") == report.settings_key:
@@ -179,19 +179,8 @@ def add_parts(report: StageReport, output_dir: str) -> int:
                 report.done += part["done"]
                 report.skipped_done += part["skipped_done"]
     # What discovery found but could not use (junk zip members ...) counts as input too.
-    report.inputs += add_failures(report, storage.join(output_dir, "discovery", reports.FAILURES))
+    report.inputs += report.add_failures(storage.join(output_dir, "discovery", reports.FAILURES))
     return counted
-
-
-def add_failures(report: StageReport, uri: str) -> int:
-    """Copy a failures.jsonl into the report (absent: none); returns how many."""
-    if not storage.exists(uri):
-        return 0
-    lines = [line for line in storage.read_text(uri).splitlines() if line.strip()]
-    for line in lines:
-        rec = json.loads(line)
-        report.fail(rec.pop("item"), rec.pop("reason"), **rec)
-    return len(lines)
 
 
 def merged_details(by_uid: dict[str, dict], rows: int, parts: int) -> dict:

@@ -153,10 +153,7 @@ def add_shards(report: StageReport, output_dir: str, num_shards: int = 0) -> int
         if uri.endswith("/" + reports.SUMMARY_JSON):
             summaries.append(json.loads(storage.read_text(uri)))
         elif uri.endswith("/" + reports.FAILURES):
-            for line in storage.read_text(uri).splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    report.fail(rec.pop("item"), rec.pop("reason"), **rec)
+            report.add_failures(uri)
     for key in ("inputs", "done", "skipped_done"):
         setattr(report, key, sum(s[key] for s in summaries))
     if summaries:

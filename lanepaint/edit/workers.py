@@ -128,7 +128,7 @@ def collect(report: StageReport, workers: list[Worker], committed: Callable[[], 
         if storage.exists(uri):
             summary = json.loads(storage.read_text(uri))
             report.done += summary["done"]
-            _add_failures(report, storage.join(w.summary_dir, reports.FAILURES))
+            report.add_failures(storage.join(w.summary_dir, reports.FAILURES))
             line |= {"done": summary["done"], "failed": summary["failed"]}
             line["placement"] = summary["details"].get("placement")
             line["timings_s"] = summary["timings_s"]
@@ -153,15 +153,6 @@ def ended(returncode: int | None) -> str:
         except ValueError:
             pass
     return f"exited with code {returncode} before recording this item"
-
-
-def _add_failures(report: StageReport, uri: str) -> None:
-    if not storage.exists(uri):
-        return
-    for text in storage.read_text(uri).splitlines():
-        if text.strip():
-            rec = json.loads(text)
-            report.fail(rec.pop("item"), rec.pop("reason"), **rec)
 
 
 def remove_worker_dirs(workers: list[Worker]) -> None:

@@ -58,6 +58,17 @@ class StageReport:
     def fail(self, item: str, reason: str, **extra: Any) -> None:
         self.failures.add(item, reason, **extra)
 
+    def add_failures(self, uri: str) -> int:
+        """Take in a part's failures.jsonl (a shard, a worker, a build part; absent: none)
+        when merging parts into one run's report; returns how many."""
+        if not storage.exists(uri):
+            return 0
+        lines = [line for line in storage.read_text(uri).splitlines() if line.strip()]
+        for line in lines:
+            rec = json.loads(line)
+            self.fail(rec.pop("item"), rec.pop("reason"), **rec)
+        return len(lines)
+
     def keep_earlier_failures(self, uri: str, still_failed: Callable[[str], bool]) -> int:
         """Carry the failures of earlier runs at ``uri`` (a failures.jsonl) whose item
         ``still_failed`` into this run's failures.jsonl, marked ``earlier``; a stage that
