@@ -30,6 +30,18 @@ RANDOM_MARKER = "RANDOM_WEIGHTS.json"
 DEFAULT_CACHE_ENV = "LANEPAINT_MODEL_CACHE"
 
 
+def model_set_metadata(uri: str, smoke: bool, random: bool = False) -> dict[str, Any]:
+    """``model_set`` / ``model_set_label`` / ``model_root`` of a root whose markers were
+    looked at (``SMOKE.json``: smoke; ``RANDOM_WEIGHTS.json``: random; neither: real)."""
+    if smoke:
+        kind, label = "smoke", SMOKE_LABEL
+    elif random:
+        kind, label = "random", f"random full-size weights at {uri} (timings, not quality)"
+    else:
+        kind, label = "real", f"real weights at {uri}"
+    return {"model_set": kind, "model_set_label": label, "model_root": uri}
+
+
 class ModelError(RuntimeError):
     """A model is missing or cannot be loaded; names the model and the offending path."""
 
@@ -85,20 +97,11 @@ class ModelRoot:
 
     def model_set_label(self) -> str:
         """Human label every stage output carries, so smoke results are never mistaken."""
-        if self.is_smoke:
-            return SMOKE_LABEL
-        if self.is_random:
-            return f"random full-size weights at {self.uri} (timings, not quality)"
-        return f"real weights at {self.uri}"
+        return self.metadata()["model_set_label"]
 
     def metadata(self) -> dict[str, Any]:
         """The fields stages put into each output's metadata."""
-        kind = "smoke" if self.is_smoke else "random" if self.is_random else "real"
-        return {
-            "model_set": kind,
-            "model_set_label": self.model_set_label(),
-            "model_root": self.uri,
-        }
+        return model_set_metadata(self.uri, self.is_smoke, self.is_random)
 
 
 def as_model_root(root: ModelRoot | str | os.PathLike[str]) -> ModelRoot:

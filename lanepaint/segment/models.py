@@ -46,16 +46,12 @@ def model_metadata(config: SegmenterSettings, model_root: str | None) -> dict[st
     from lanepaint.kit.guard import require_input
 
     require_input(model_root, "model root (--model-root)")  # before the output is claimed
-    from lanepaint.models.root import SMOKE_LABEL, SMOKE_MARKER
+    from lanepaint.models.root import RANDOM_MARKER, SMOKE_MARKER, model_set_metadata
 
-    # Only the marker is read: opening a gs:// root would download every model in it.
+    # Only the markers are read: opening a gs:// root would download every model in it.
     smoke = storage.exists(storage.join(model_root, SMOKE_MARKER))
-    label = SMOKE_LABEL if smoke else f"real weights at {model_root}"
-    return {
-        "model_set": "smoke" if smoke else "real",
-        "model_set_label": label,
-        "model_root": model_root,
-    }
+    random = storage.exists(storage.join(model_root, RANDOM_MARKER))
+    return model_set_metadata(model_root, smoke, random)
 
 
 def load_segmenter(config: SegmenterSettings, model_root: str | None = None) -> LoadedSegmenter:
