@@ -79,17 +79,25 @@ def check_supported(name: str) -> None:
             f"speed preset {name!r} needs a CUDA GPU of compute capability >= 8.9 (Hopper, "
             "Ada); this machine has none: use --preset exact or --preset cache"
         )
-    capability = torch.cuda.get_device_capability()
-    if capability < FP8_MIN_CAPABILITY:
-        raise ValueError(
-            f"speed preset {name!r} needs compute capability >= 8.9; "
-            f"{torch.cuda.get_device_name()} has {capability[0]}.{capability[1]}: "
-            "use --preset exact or --preset cache"
-        )
+    _require_fp8_gpu(f"speed preset {name!r}", "use --preset exact or --preset cache")
+
+
+def _require_fp8_gpu(what: str, instead: str) -> None:
+    """One line naming ``what`` when the current CUDA GPU is below compute capability 8.9
+    or torchao is missing (no-op without CUDA: the callers decide about the CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability()
+        if capability < FP8_MIN_CAPABILITY:
+            raise ValueError(
+                f"{what} needs compute capability >= 8.9; {torch.cuda.get_device_name()} "
+                f"has {capability[0]}.{capability[1]}: {instead}"
+            )
     try:
-        import torchao  # noqa: F401
+        import torchao.float8  # noqa: F401
     except ImportError as exc:
-        raise ValueError(f"speed preset {name!r} needs torchao (pip install torchao)") from exc
+        raise ValueError(f"{what} needs torchao (pip install torchao)") from exc
 
 
 def _in_block(module: Any, fqn: str) -> bool:
@@ -121,19 +129,7 @@ def check_fp8_training() -> None:
     """A one-line ValueError when FP8 training of the frozen base cannot run here: torchao
     missing, or a CUDA GPU below compute capability 8.9. Without CUDA it runs (torchao's
     float8 training falls back to torch's CPU ``_scaled_mm``): correct, for tests, not fast."""
-    import torch
-
-    if torch.cuda.is_available():
-        capability = torch.cuda.get_device_capability()
-        if capability < FP8_MIN_CAPABILITY:
-            raise ValueError(
-                f"--base-fp8 needs compute capability >= 8.9; {torch.cuda.get_device_name()} "
-                f"has {capability[0]}.{capability[1]}: train without --base-fp8"
-            )
-    try:
-        import torchao.float8  # noqa: F401
-    except ImportError as exc:
-        raise ValueError("--base-fp8 needs torchao (pip install torchao)") from exc
+    _require_fp8_gpu("--base-fp8", "train without --base-fp8")
 
 
 def _fp8_trainable(module: Any, fqn: str) -> bool:
