@@ -453,3 +453,22 @@ def test_cli_with_a_video_list(tmp_path, chunks, capsys):
     only_bad.write_bytes(b"x")
     bad_args = ["segment", "--videos", str(only_bad), "--output-dir", str(tmp_path / "o2")]
     assert cli([*bad_args, "--segmenter", "classical"]) == 1
+
+
+def test_vos_tracking_modules_are_compiled_without_cuda_graphs(sam2_root, monkeypatch):
+    """sam2's VOS predictor compiles its tracking modules with CUDA graphs, which crashed on
+    an H100 (docs/segment.md); on CUDA the segmenter recompiles them without, unless a mode
+    was asked for. The plain predictor stays eager by default."""
+    from lanepaint.models.loaders import load_sam2_video_predictor
+    from lanepaint.segment import sam2_video
+
+    vos = load_sam2_video_predictor(sam2_root, vos_optimized=True)
+    plain = load_sam2_video_predictor(sam2_root)
+    assert sam2_video.tracking_compile_mode(vos, "") == "max-autotune-no-cudagraphs"
+    assert sam2_video.tracking_compile_mode(vos, "default") == "default"
+    assert sam2_video.tracking_compile_mode(plain, "") == ""
+    compiled = []
+    monkeypatch.setattr(sam2_video, "compile_tracking_modules", lambda p, m: compiled.append(m))
+    monkeypatch.setattr(type(vos), "device", property(lambda _: torch.device("cuda")))
+    sam2_video.Sam2RoadSegmenter(vos)
+    assert compiled == ["max-autotune-no-cudagraphs"]

@@ -269,6 +269,21 @@ def test_fp8_base_on_an_older_gpu_is_a_user_error(tmp_path, monkeypatch, caplog)
     assert not (tmp_path / "o").exists()
 
 
+def test_fp8_base_with_the_cudnn_backend_is_refused_before_anything_loads(tmp_path, caplog):
+    """The combination crashed on an H100 (illegal memory access, docs/training.md)."""
+    from lanepaint.cli import main
+
+    args = ["--train-data", str(tmp_path), "--model-root", str(tmp_path / "m"), "--compile"]
+    out = tmp_path / "o"
+    code = main(["train-lora", *args, "--output-dir", str(out), "--base-fp8",
+                 "--attention-backend", "cudnn"])  # fmt: skip
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert code == 2 and len(errors) == 1 and "\n" not in errors[0], errors
+    assert "--base-fp8 with attention backend cudnn" in errors[0]
+    assert "--attention-backend auto" in errors[0]
+    assert not out.exists()
+
+
 def test_damaged_newest_checkpoint_falls_back_to_previous(flux_root, tmp_path):
     data = make_train_dataset(str(tmp_path / "data"), n=4)
     out = str(tmp_path / "out")

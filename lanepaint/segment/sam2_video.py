@@ -68,11 +68,10 @@ class Sam2Settings:
     event) only for the batch holding frame i instead of for every batch queued before it.
     ``attention``: SDPA kernel choice (``lanepaint.models.kernels``; auto = cuDNN first on
     Hopper). ``compile_tracking``: ``torch.compile`` mode for the per-frame tracking modules (memory
-    encoder, memory attention, prompt encoder, mask decoder) of a plain predictor, e.g.
-    ``"default"``; "" leaves them eager. sam2's VOS predictor compiles the same modules
-    with max-autotune, whose compile did not finish in 5 minutes on an H100; the plain
-    inductor modes compile in about a minute and still remove most of the per-frame Python
-    and launch overhead (see docs/segment.md for measurements).
+    encoder, memory attention, prompt encoder, mask decoder), e.g. ``"default"``; "" leaves
+    a plain predictor's eager and gives sam2's VOS predictor ``VOS_TRACKING_MODE`` (see
+    ``tracking_compile_mode``). The plain inductor modes compile in about a minute and
+    still remove most of the per-frame Python and launch overhead (docs/segment.md).
     """
 
     encoder_batch: int = 8
@@ -110,6 +109,21 @@ def compile_tracking_modules(predictor, mode: str) -> None:
             module.forward, mode=mode, dynamic=name == "memory_attention"
         )
     predictor._lanepaint_tracking_compiled = mode
+
+
+VOS_TRACKING_MODE = "max-autotune-no-cudagraphs"
+
+
+def tracking_compile_mode(predictor, requested: str) -> str:
+    """The compile mode for the tracking modules: the one asked for, else, for sam2's VOS
+    predictor, its max-autotune without CUDA graphs. sam2 compiles them with CUDA graphs,
+    whose replays overwrote the memory attention's output before the mask decoder read it
+    on an H100 (torch 2.11; sam2 issue 501): a crash after a 4-minute compile."""
+    if requested:
+        return requested
+    from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
+
+    return VOS_TRACKING_MODE if isinstance(predictor, SAM2VideoPredictorVOS) else ""
 
 
 def autocast_context(device: torch.device, bf16: bool | None):
@@ -395,8 +409,9 @@ class Sam2RoadSegmenter:
         if not self.settings.compile_encoder and encoder is not None:
             # sam2 compiles by assigning an instance attribute; removing it restores eager.
             vars(encoder).pop("forward", None)
-        if self.settings.compile_tracking and self.device.type == "cuda":
-            compile_tracking_modules(predictor, self.settings.compile_tracking)
+        mode = tracking_compile_mode(predictor, self.settings.compile_tracking)
+        if mode and self.device.type == "cuda":
+            compile_tracking_modules(predictor, mode)
 
     def _autocast(self):
         return autocast_context(self.device, self.settings.bf16)

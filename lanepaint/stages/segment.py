@@ -110,8 +110,9 @@ class SegmentConfig:
     device: str = setting("auto", help=DEVICE_HELP, output=False)
     vos: bool = setting(
         False,
-        help="sam2's VOS predictor: tracking modules compiled with max-autotune (CUDA; see "
-        "docs/segment.md for what was measured)",
+        help="sam2's VOS predictor (CUDA): its tracking modules compiled with max-autotune "
+        "but without CUDA graphs, which crashed on an H100 (docs/segment.md); not measured "
+        "faster than the default plain predictor",
         output=False,
     )
     compile_tracking: str = setting(
