@@ -11,7 +11,10 @@ Full size (random bf16 weights built on the GPU, performance.md's work units):
   run the bench once per mode to compare their speed.
 - whole_edit: one video through the stage's two phases as the edit stage runs them
   (first frame + one judge call, then propagation + encoding), models swapped between
-  phases as the placement plan does on one GPU.
+  phases as the placement plan does on one GPU. ``--preset`` (whole_edit only) switches on
+  a speed preset as the stage does (``lanepaint.models.presets.apply`` before the compile)
+  and writes ``whole_edit_<preset>.json`` beside the exact one; ``bench.presets`` measures
+  each preset's first frame and propagation against exact.
 - composite: the source-resolution work around propagation, on the CPU, at 1920x1080 for
   49 frames (smoke: 480x270, 9 frames; ``--size full --parts composite`` needs no GPU)
   (lanepaint.edit.composite): the repaint regions and the view
@@ -35,6 +38,7 @@ import torch
 
 from bench.common import bench_parser, format_table, perf_record, rel_l2, sync, write_json
 from lanepaint.edit.first_frame import compile_flux
+from lanepaint.models import presets
 from lanepaint.models.kernels import sdpa_context
 from lanepaint.videopainter.modes import DEFAULT_MODE, MODE_NAMES
 
@@ -122,15 +126,21 @@ def build_flux(size: str, device: str):
     return pipe, call, res, steps, (frame, road)
 
 
-def bench_first_frame(size: str, device: str, measure: bool = True) -> tuple[dict, object, dict]:
-    """(record, pipeline, scene); ``measure=False`` only builds and compiles (for whole_edit)."""
+def bench_first_frame(
+    size: str, device: str, measure: bool = True, preset: str = "exact"
+) -> tuple[dict, object, dict]:
+    """(record, pipeline, scene); ``measure=False`` only builds, applies ``preset`` and
+    compiles, as the edit stage loads FluxFill (for whole_edit)."""
     pipe, call, res, steps, (frame, road) = build_flux(size, device)
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if not measure:
-        compile_flux(pipe)
+        presets.apply(preset, [pipe.transformer], steps)
+        if device == "cuda":  # FP8 quantizes the separate q/k/v projections: none to fuse
+            compile_flux(pipe, fuse_qkv=not presets.parse(preset).fp8)
         return None, pipe, {"frame": frame[0], "mask": road[0]}
+    assert preset == "exact", "first_frame measures exact; bench.presets measures presets"
     _clock(lambda: call(2))  # warm-up
     ref_s, ref = _clock(call)
     t_compile = time.perf_counter()
@@ -207,10 +217,11 @@ def build_painter(size: str, device: str, mode: str = DEFAULT_MODE):
 
 
 def bench_propagate(
-    size: str, device: str, measure: bool = True, mode: str = DEFAULT_MODE
+    size: str, device: str, measure: bool = True, mode: str = DEFAULT_MODE, preset: str = "exact"
 ) -> tuple[dict, object]:
-    """(record, painter); ``measure=False`` only builds and compiles (for whole_edit).
-    ``mode``: the propagation mode of every call (reference and ours alike)."""
+    """(record, painter); ``measure=False`` only builds, applies ``preset`` and compiles, as
+    the edit stage loads the painter (for whole_edit). ``mode``: the propagation mode of
+    every call (reference and ours alike)."""
     painter, call, steps = build_painter(size, device, mode)
     pipe = painter.pipe
     cfg = pipe.transformer.config
@@ -221,10 +232,13 @@ def bench_propagate(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if not measure:
+        presets.apply(preset, [pipe.transformer, painter.branch], steps)
         if device == "cuda":
             painter.compile_blocks()
-        _clock(lambda: _ours(call)(2))  # compiles
+        # compiles (a cached preset also its predicted steps, which start after its warm-up)
+        _clock(lambda: _ours(call)(presets.WARMUP + 2 if presets.parse(preset).cache else 2))
         return None, painter
+    assert preset == "exact", "propagate measures exact; bench.presets measures presets"
     _clock(lambda: call(2))  # warm-up
     ref_s, ref = _clock(call)
     ref_step = _denoiser_probe(pipe, h, w, device)
@@ -380,14 +394,16 @@ def bench_composite(size: str, propagate_s: float | None) -> dict:
     )
 
 
-def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> list[dict]:
+def run(
+    size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE, preset: str = "exact"
+) -> list[dict]:
     device = "cuda" if size == "full" else "cpu"
     results = []
     whole: dict[str, float] = {}
     once: dict[str, float] = {}
     peaks: dict[str, float | None] = {}
     if parts & {"first_frame", "whole_edit"}:
-        record, flux, scene = bench_first_frame(size, device, "first_frame" in parts)
+        record, flux, scene = bench_first_frame(size, device, "first_frame" in parts, preset)
         if record is not None:
             results.append(record)
             write_json(results, out_dir, size)  # each result lands even if a later part fails
@@ -433,7 +449,7 @@ def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> 
             _free(flux)
         del flux
     if parts & {"propagate", "whole_edit"}:
-        record, painter = bench_propagate(size, device, "propagate" in parts, mode)
+        record, painter = bench_propagate(size, device, "propagate" in parts, mode, preset)
         if record is not None:
             results.append(record)
             write_json(results, out_dir, size)
@@ -482,6 +498,7 @@ def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> 
                         "once_per_run_s": {k: round(v, 3) for k, v in once.items()},
                         "videos_per_hour": round(3600 / total, 2),
                         "propagation": mode,
+                        "speed_preset": preset,
                         # The stage writes an item's videos on a thread while the next item
                         # propagates, so in a run of many videos encoding is off the path.
                         # ... and the release happens once per run, not per video.
@@ -496,6 +513,9 @@ def run(size: str, out_dir: Path, parts: set[str], mode: str = DEFAULT_MODE) -> 
     if "composite" in parts:
         propagated = [r["ours_s"] for r in results if r["stage"] == "propagate"]
         results.append(bench_composite(size, propagated[0] if propagated else None))
+    if preset != "exact":  # beside the exact whole edit, never over it
+        for r in results:
+            r["stage"] = f"{r['stage']}_{preset.replace('+', '_')}"
     write_json(results, out_dir, size)
     return results
 
@@ -509,8 +529,22 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MODE,
         help="propagation mode of propagate and whole_edit (lanepaint.videopainter.modes)",
     )
+    parser.add_argument(
+        "--preset",
+        choices=presets.PRESETS,
+        default="exact",
+        help="speed preset of the whole edit (with --parts whole_edit only)",
+    )
     args = parser.parse_args(argv)
-    results = run(args.size, args.out_dir, set(args.parts.split(",")), args.propagation)
+    parts = set(args.parts.split(","))
+    if args.preset != "exact":
+        if parts != {"whole_edit"}:
+            parser.error("--preset measures the whole edit: use --parts whole_edit")
+        try:
+            presets.check_supported(args.preset)
+        except ValueError as exc:
+            parser.error(str(exc))
+    results = run(args.size, args.out_dir, parts, args.propagation, args.preset)
     print(json.dumps({r["stage"]: r["extra"] for r in results}, default=str))
     print(format_table(results))  # last, as every bench does
     return 0

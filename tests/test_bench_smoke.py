@@ -53,6 +53,24 @@ def test_edit_bench_smoke(tmp_path):
     assert written and all(n.endswith(".smoke.json") for n in written), written
 
 
+def test_edit_bench_whole_edit_with_a_speed_preset(tmp_path, capsys):
+    """``--preset`` runs the whole edit with the preset on, as the stage loads its models,
+    and writes beside the exact result; it measures nothing else."""
+    from bench import edit
+
+    out = ["--size", "smoke", "--out-dir", str(tmp_path)]
+    assert edit.main([*out, "--parts", "whole_edit", "--preset", "cache"]) == 0
+    record = json.loads((tmp_path / "whole_edit_cache.smoke.json").read_text())
+    assert record["extra"]["speed_preset"] == "cache"
+    assert [p.name for p in tmp_path.iterdir()] == ["whole_edit_cache.smoke.json"]
+    for bad in (["--preset", "cache"], ["--parts", "whole_edit", "--preset", "fp8"]):
+        with pytest.raises(SystemExit) as exc:
+            edit.main([*out, *bad])
+        assert exc.value.code == 2
+    errors = capsys.readouterr().err
+    assert "use --parts whole_edit" in errors and "compute capability >= 8.9" in errors
+
+
 @pytest.mark.slow
 def test_edit_bench_runs_the_other_propagation_mode(tmp_path):
     """``--propagation lanepaint`` times and compares our earlier variant the same way."""
