@@ -184,7 +184,8 @@ class EditConfig:
         choices=PRESETS,
         help="speed preset: exact (bf16), fp8 (torchao float8, CUDA compute capability >= 8.9), "
         "cache (diffusers TaylorSeer-lite step cache) or fp8+cache; not bit-exact, so part of "
-        "the settings key; times and drift in docs/performance.md",
+        "the settings key. Measured on an H100, first frame / propagation: exact 6.95 / 77.8 "
+        "s, cache 3.58 / 42.2 s, fp8+cache 2.80 / 37.3 s (drift in docs/performance.md)",
     )
     compile: bool = setting(
         True,
