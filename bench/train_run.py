@@ -104,8 +104,8 @@ SIZES = {
 def build_root(size: str, dest: Path) -> Path:
     """FLUX.1-Fill-dev as a model root: random bf16 weights at full size (built on the GPU),
     the tiny smoke FluxFill otherwise; written aside, then renamed into place."""
-    from lanepaint.models.root import FLUX_FILL_DIR, RANDOM_MARKER, SMOKE_LABEL, SMOKE_MARKER
-    from lanepaint.models.tokenizers import write_clip_vocab_files
+    from lanepaint.models.fullsize import mark_random_weights, save_flux_fill_root
+    from lanepaint.models.root import SMOKE_LABEL, SMOKE_MARKER
 
     if dest.is_dir():
         return dest
@@ -117,13 +117,11 @@ def build_root(size: str, dest: Path) -> Path:
     work.mkdir()
     try:
         pipe = _full_pipeline() if size == "full" else _smoke_pipeline()
-        pipe.save_pretrained(work / FLUX_FILL_DIR)
-        write_clip_vocab_files(work / FLUX_FILL_DIR / "tokenizer")
+        save_flux_fill_root(pipe, work)
         del pipe
         _free_cuda()
         if size == "full":
-            note = {"random_weights": True, "built_by": "bench.train_run", "seed": 0}
-            (work / RANDOM_MARKER).write_text(json.dumps(note) + "\n")
+            mark_random_weights(work, "bench.train_run", seed=0)
         else:
             (work / SMOKE_MARKER).write_text(json.dumps({"smoke": True, "label": SMOKE_LABEL}))
         work.rename(dest)

@@ -123,16 +123,10 @@ def write_random_root(dest: Path, device: str = "cuda:0") -> None:
     """The released architectures with random bf16 weights, built on ``device``, in the
     model root's layout, marked as random weights (``RANDOM_WEIGHTS.json``: the stages
     load it like real weights and label their outputs ``random``)."""
-    import json
-
     from lanepaint.models import fullsize, root
     from lanepaint.models.smoke import tiny_videopainter_branch
-    from lanepaint.models.tokenizers import write_clip_vocab_files
 
-    flux = fullsize.build_flux_fill_pipeline(device)
-    flux.save_pretrained(dest / root.FLUX_FILL_DIR)
-    write_clip_vocab_files(dest / root.FLUX_FILL_DIR / "tokenizer")
-    del flux
+    fullsize.save_flux_fill_root(fullsize.build_flux_fill_pipeline(device), dest)
     cog = fullsize.build_cogvideox_i2v_pipeline(device)
     cog.save_pretrained(dest / root.COGVIDEOX_I2V_DIR)
     branch = tiny_videopainter_branch(cog.transformer)  # from_transformer: any size
@@ -141,8 +135,7 @@ def write_random_root(dest: Path, device: str = "cuda:0") -> None:
     qwen, processor = fullsize.build_qwen_vl(device)
     qwen.save_pretrained(dest / root.QWEN_VL_DIRS["7B"])
     processor.save_pretrained(dest / root.QWEN_VL_DIRS["7B"])
-    note = {"random_weights": True, "built_by": "bench.two_gpu"}
-    (dest / root.RANDOM_MARKER).write_text(json.dumps(note) + "\n")
+    fullsize.mark_random_weights(dest, "bench.two_gpu")
 
 
 def edit_inputs(size: str, work: Path, videos: int) -> Path:

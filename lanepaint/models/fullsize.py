@@ -108,3 +108,28 @@ def build_sam2_video_predictor(device: Device = "cuda", seed: int = 0, vos_optim
 
     torch.manual_seed(seed)
     return build(SAM2_CONFIG, None, device=str(device), vos_optimized=vos_optimized)
+
+
+def save_flux_fill_root(pipe: FluxFillPipeline, root_dir) -> None:
+    """A FluxFill pipeline written in a model root's layout (the CLIP folder as vocab.json +
+    merges.txt, as the released one has it), so the stages load it like real weights."""
+    from pathlib import Path
+
+    from lanepaint.models.root import FLUX_FILL_DIR
+    from lanepaint.models.tokenizers import write_clip_vocab_files
+
+    folder = Path(root_dir) / FLUX_FILL_DIR
+    pipe.save_pretrained(folder)
+    write_clip_vocab_files(folder / "tokenizer")
+
+
+def mark_random_weights(root_dir, built_by: str, **note) -> None:
+    """``RANDOM_WEIGHTS.json``: the stages load the root like real weights and label their
+    outputs ``random`` (lanepaint.models.root)."""
+    import json
+    from pathlib import Path
+
+    from lanepaint.models.root import RANDOM_MARKER
+
+    marker = {"random_weights": True, "built_by": built_by, **note}
+    (Path(root_dir) / RANDOM_MARKER).write_text(json.dumps(marker) + "\n")
