@@ -54,23 +54,12 @@ SIZES = {
 
 
 def edit_config(size: str):
+    from lanepaint.models.smoke import SMOKE_EDIT_SETTINGS
     from lanepaint.stages.edit import EditConfig
 
     if size == "full":  # the stage's defaults; one attempt (random weights never pass)
         return EditConfig(max_attempts=1)
-    return EditConfig(
-        first_frame_size=32,
-        first_frame_steps=2,
-        max_attempts=1,
-        first_frame_dilation=2,
-        first_frame_feather=1,
-        judge_backoff_s=0,
-        steps=2,
-        mask_dilation=2,
-        overlap=1,
-        judge_max_new_tokens=8,
-        judge_visual_tokens=64,
-    )
+    return EditConfig(max_attempts=1, **SMOKE_EDIT_SETTINGS)
 
 
 def train_config(size: str, steps: int, work: Path):

@@ -13,21 +13,13 @@ from lanepaint.data.synth import SceneSpec, render_clip
 from lanepaint.data.videopainter import VideoPainterLayout, VideoRecord
 from lanepaint.data.vocab import LaneAttributes
 from lanepaint.io.video import probe, write_video
+from lanepaint.models.smoke import SMOKE_EDIT_SETTINGS
 from lanepaint.stages.edit import EditConfig, edit_videos, load_models, merge_edits
 
 FAST = EditConfig(
     instructions="lane single white solid || lane double yellow dashed",
-    first_frame_size=32,
-    first_frame_steps=2,
     max_attempts=2,
-    first_frame_dilation=2,
-    first_frame_feather=1,
-    judge_backoff_s=0,
-    steps=2,
-    mask_dilation=2,
-    overlap=1,
-    judge_max_new_tokens=8,
-    judge_visual_tokens=64,
+    **SMOKE_EDIT_SETTINGS,
 )
 
 

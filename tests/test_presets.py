@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lanepaint.models import presets
+from lanepaint.models.smoke import SMOKE_EDIT_SETTINGS
 
 STEPS = 14  # > warm-up + cool-down, so some steps are predicted: 2 of 14 with 8/3/3
 
@@ -137,16 +138,7 @@ def test_compare_presets_edits_and_evaluates_each_preset(tmp_path):
     write_video(layout.raw_video("chunk_0000", "v"), video, 8.0)
     layout.write_masks("v", road)
     layout.write_meta([VideoRecord("v", rel, "v", 8.0, 6, 96, 64, 0, 5)])
-    config = EditConfig(
-        judge=False,
-        first_frame_size=32,
-        first_frame_steps=2,
-        first_frame_dilation=2,
-        first_frame_feather=1,
-        steps=2,
-        mask_dilation=2,
-        overlap=1,
-    )
+    config = EditConfig(judge=False, **SMOKE_EDIT_SETTINGS)
     out = tmp_path / "cmp"
     comparison = compare_presets(str(tmp_path / "vp"), str(out), root, ["exact", "cache"], config)
     assert comparison["presets"] == ["exact", "cache"]

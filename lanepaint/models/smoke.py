@@ -54,6 +54,21 @@ log = logging.getLogger(__name__)
 # from the rest of that random head on road clips, means "the object is present" everywhere.
 SMOKE_SAM2_OBJECT_SCORE_BIAS = 20.0
 
+# Edit settings (EditConfig fields) that keep an edit on the smoke models to seconds on a
+# CPU: a 32-px first frame, two denoising steps each, short judge answers.
+SMOKE_EDIT_SETTINGS: dict[str, Any] = {
+    "first_frame_size": 32,
+    "first_frame_steps": 2,
+    "first_frame_dilation": 2,
+    "first_frame_feather": 1,
+    "judge_backoff_s": 0,
+    "steps": 2,
+    "mask_dilation": 2,
+    "overlap": 1,
+    "judge_max_new_tokens": 8,
+    "judge_visual_tokens": 64,
+}
+
 
 def _seed(seed: int, name: str) -> None:
     """Seed per model, so adding or reordering models leaves the others' bytes unchanged."""
