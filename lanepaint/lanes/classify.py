@@ -52,6 +52,11 @@ HIDDEN_TINT = 0.12
 MAX_WIDTH = (0.19, 0.32)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
 
+NEAR_Z = 4.0  # z units: the near stretch, where paint is resolved (colour, lightness)
+# Rows of the near stretch in view (of ~150) beyond which a line without paint there is no
+# painted line: a dash period is shorter than the stretch, so a lane line shows paint in it.
+NEAR_VIEW = 60
+
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
 MIN_ROWS = 28  # BEV rows with paint (of 300); a short dash at 320x192 has ~35
@@ -95,6 +100,9 @@ class LineEvidence:
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
+    near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
+    near_paint: int = 0  # ... and those of them with paint
+    paint_rows: int = 0  # rows with paint, near and far
 
 
 def is_plausible(line: Line) -> bool:
@@ -252,7 +260,7 @@ def measure(
     profiles, shifts, profile_rows = [], [], []
     for r in np.nonzero(on & (z <= 5.0))[0]:
         jc = centre[r]
-        if z[r] <= 4.0:  # colour from near paint: far paint is thin and loses its chroma
+        if z[r] <= NEAR_Z:  # colour from near paint: far paint is thin and loses its chroma
             win = maps.mask[r, jc - half : jc + half + 1]
             line_px.append(maps.chroma[r, jc - half : jc + half + 1][win])
             side = np.r_[jc - wide : jc - half - 2, jc + half + 3 : jc + wide + 1]
@@ -274,6 +282,7 @@ def measure(
         if j0 - wide >= 0 and j0 + wide < cols_n:
             profiles.append(strength[r, j0 - wide : j0 + wide + 1])
     coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
+    near = z <= NEAR_Z
     # colour
     chroma_delta = float("nan")
     if line_px:
@@ -301,6 +310,9 @@ def measure(
         longest_gap=longest,
         gap_paint=trace,
         mean_gap=mean_gap,
+        near_view=int((seen & near).sum()),
+        near_paint=int((on & near).sum()),
+        paint_rows=int(on.sum()),
     )
 
 
@@ -463,12 +475,21 @@ def decide_count(ev: LineEvidence) -> Decision:
     return Decision("single", round(_sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08), 3))
 
 
+def far_only(ev: LineEvidence) -> bool:
+    """No paint on a near stretch that is in view: the "line" is something far ahead (the
+    lower edge of a parked or leading car), since a lane line, even dashed, shows paint there.
+    """
+    return ev.near_paint == 0 and ev.near_view >= NEAR_VIEW
+
+
 def not_paint(ev: LineEvidence) -> bool:
-    """Clearly not a painted line: far too wide, an edge between unlike grounds, or no
-    lighter than the asphalt ahead (the caller then looks for the next line out)."""
+    """Clearly not a painted line: far too wide, an edge between unlike grounds, no
+    lighter than the asphalt ahead, or no paint near the camera where the road is in view
+    (the caller then looks for the next line out)."""
     limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
     return (
-        ev.width > limit + 0.05
+        far_only(ev)
+        or ev.width > limit + 0.05
         or ev.balance > BALANCE_MAX + 0.1
         or (not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev))
     )
@@ -478,10 +499,13 @@ def may_be_paint(ev: LineEvidence) -> bool:
     """Of a candidate that ``not_paint`` drops: whether it may still be a line. One that is
     only too wide, with road alike on both sides and no yellow in it, is a gutter pan, a
     snow bank or a car's flank; an edge between unlike grounds or a dark stripe may be a
-    line half under snow or beside a car."""
+    line half under snow or beside a car. Paint far ahead only may be what is left of a
+    worn line when there is little of it; much of it is a solid structure (a car)."""
     limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
     edge = ev.balance > BALANCE_MAX + 0.1
     dark = not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev)
+    if far_only(ev):  # a remnant of a worn or snow-covered line, or a car's edge
+        return ev.paint_rows < 2 * MIN_ROWS
     return edge or dark or _yellow(ev) or not ev.width > limit + 0.05
 
 
