@@ -112,10 +112,13 @@ def is_plausible(line: Line) -> bool:
     wrong horizon fans lines out), not more: a shadow edge or a seam crossing the lane at
     an angle is not a lane line.
     """
-    fan = 0.12 + 0.1 * abs(line.a0)
-    return (
-        line.rows >= MIN_ROWS and line.extent >= MIN_EXTENT and abs(line.b - line.shared_b) <= fan
-    )
+    return line.rows >= MIN_ROWS and line.extent >= MIN_EXTENT and is_parallel(line)
+
+
+def is_parallel(line: Line) -> bool:
+    """Whether the line's slope departs from the shared one no more than a wrong horizon
+    explains (in proportion to its offset)."""
+    return abs(line.b - line.shared_b) <= 0.12 + 0.1 * abs(line.a0)
 
 
 def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
