@@ -48,6 +48,7 @@ LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
 # this much more coloured, is hidden (a car), not a gap.
 HIDDEN_RATIO = (0.3, 1.7)
 HIDDEN_TINT = 0.12
+REF_WIDE = 2.0  # camera heights: the road across both ego lines (see _row_refs)
 # Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
 MAX_WIDTH = (0.19, 0.32)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
@@ -217,11 +218,21 @@ def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: fl
 def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]:
     """Per BEV row, the median lightness and chroma of the road straight ahead (|a| <= 0.6
     camera heights, inside the ego lane; NaN where none is in view): the asphalt that
-    paint must outshine and that a car is unlike."""
+    paint must outshine and that a car is unlike.
+
+    A light car straight ahead fills that strip in its rows; the road across both ego
+    lines (|a| <= REF_WIDE) is then darker, and is the asphalt: the lower of the two is
+    taken. (Snow banks and sidewalks, lighter, lie beyond the ego lines: never taken.)"""
+    _, chroma = _row_medians(maps, bev, 0.6)
+    return np.fmin(_row_medians(maps, bev, 0.6)[0], _row_medians(maps, bev, REF_WIDE)[0]), chroma
+
+
+def _row_medians(maps: MarkingMaps, bev: Birdseye, half: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per BEV row, the median surface lightness and chroma over |a| <= half."""
     rows_n = maps.mask.shape[0]
     if maps.surface is None:
         return np.full(rows_n, np.nan), np.full(rows_n, np.nan)
-    ahead = maps.valid & (np.abs(bev.a) <= 0.6)[None, :]
+    ahead = maps.valid & (np.abs(bev.a) <= half)[None, :]
     any_ahead = ahead.any(axis=1)
     surface = np.where(ahead, maps.surface, np.nan)[any_ahead]
     chroma = np.where(ahead, maps.chroma, np.nan)[any_ahead]
