@@ -161,15 +161,49 @@ def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
     centre = _centres(line, bev)
     half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
     cols = maps.surface.shape[1]
-    ratios = []
+    rows = []
     for r in np.nonzero(bev.z <= 4.0)[0]:
         jc = centre[r]
         if jc - wide < 0 or jc + wide >= cols or not maps.valid[r, jc - wide : jc + wide + 1].all():
             continue
+        rows.append(r)
+    ratios = []
+    for r in _mostly_clear(rows, beside_clear(line, maps, bev)):
+        jc = centre[r]
         left = float(np.median(maps.surface[r, jc - wide : jc - half - 1]))
         right = float(np.median(maps.surface[r, jc + half + 2 : jc + wide + 1]))
         ratios.append(abs(math.log((left + 15.0) / (right + 15.0))))
     return float(np.median(ratios)) if len(ratios) >= 10 else 0.0
+
+
+def beside_clear(line: Line, maps: MarkingMaps, bev: Birdseye) -> np.ndarray:
+    """Per BEV row: whether the road on both sides of the line is like the asphalt ahead
+    (no car beside it there): as ``occupancy`` tells a hidden line, by lightness and tint."""
+    rows_n, cols_n = maps.mask.shape
+    if maps.surface is None:
+        return np.ones(rows_n, bool)
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
+    surface_ref, chroma_ref = _row_refs(maps, bev)
+    clear = (centre - wide >= 0) & (centre + wide < cols_n)
+    no_ref = ~(surface_ref > 0)  # nothing ahead to compare with: nothing seen as a car
+    rows = np.arange(rows_n)[:, None]
+    for offsets in (np.arange(-wide, -half - 1), np.arange(half + 2, wide + 1)):
+        cols = np.clip(centre[:, None] + offsets[None, :], 0, cols_n - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.median(maps.surface[rows, cols], axis=1) / surface_ref
+        tint = np.abs(np.median(maps.chroma[rows, cols], axis=1) - chroma_ref)
+        road = (ratio >= HIDDEN_RATIO[0]) & (ratio <= HIDDEN_RATIO[1]) & (tint <= HIDDEN_TINT)
+        clear &= road | no_ref
+    return clear
+
+
+def _mostly_clear(rows: list[int], clear: np.ndarray) -> list[int]:
+    """The rows with clear road beside the line, when they are most of them: a car beside
+    a line for a stretch must not make it look wide or one-sided, but what runs along all
+    of it (a curb, a snow bank) is the line's surroundings."""
+    kept = [r for r in rows if clear[r]]
+    return kept if len(kept) >= max(3, len(rows) / 2) else rows
 
 
 def _strength(maps: MarkingMaps) -> np.ndarray:
@@ -223,8 +257,10 @@ def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]
     A light car straight ahead fills that strip in its rows; the road across both ego
     lines (|a| <= REF_WIDE) is then darker, and is the asphalt: the lower of the two is
     taken. (Snow banks and sidewalks, lighter, lie beyond the ego lines: never taken.)"""
-    _, chroma = _row_medians(maps, bev, 0.6)
-    return np.fmin(_row_medians(maps, bev, 0.6)[0], _row_medians(maps, bev, REF_WIDE)[0]), chroma
+    if "row_refs" not in maps.cache:
+        surface, chroma = _row_medians(maps, bev, 0.6)
+        maps.cache["row_refs"] = np.fmin(surface, _row_medians(maps, bev, REF_WIDE)[0]), chroma
+    return maps.cache["row_refs"]
 
 
 def _row_medians(maps: MarkingMaps, bev: Birdseye, half: float) -> tuple[np.ndarray, np.ndarray]:
@@ -271,7 +307,7 @@ def measure(
     line_px: list[np.ndarray] = []
     road_px: list[np.ndarray] = []
     lifts: list[np.ndarray] = []
-    profiles, shifts, profile_rows = [], [], []
+    shifts, profile_rows = [], []
     for r in np.nonzero(on & (z <= 5.0))[0]:
         jc = centre[r]
         if z[r] <= NEAR_Z:  # colour from near paint: far paint is thin and loses its chroma
@@ -291,10 +327,13 @@ def measure(
     # Centre the rows on the paint, then average. One shift for all rows (a median): a row
     # where one stripe of a double line is worn away must not be centred on the other.
     shift = int(round(float(np.median(shifts)))) if shifts else 0
-    for r in profile_rows:
-        j0 = centre[r] + shift
-        if j0 - wide >= 0 and j0 + wide < cols_n:
-            profiles.append(strength[r, j0 - wide : j0 + wide + 1])
+    profile_rows = [r for r in profile_rows if 0 <= centre[r] + shift - wide < cols_n - 2 * wide]
+    profiles = [
+        strength[r, centre[r] + shift - wide : centre[r] + shift + wide + 1] for r in profile_rows
+    ]
+    # The paint's width from rows without a car beside the line, where there are enough
+    clear = set(_mostly_clear(profile_rows, beside_clear(line, maps, bev)))
+    clear_profiles = [p for r, p in zip(profile_rows, profiles, strict=True) if r in clear]
     coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
     near = z <= NEAR_Z
     # colour
@@ -308,6 +347,8 @@ def measure(
     peaks, separation, dip, width, trace = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
+    if len(clear_profiles) >= 3:
+        width = _half_width(np.mean(clear_profiles, axis=0))
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -343,11 +384,16 @@ def _cross_section(
         return 0, 0.0, 1.0, 0.0, float("nan")
     mean_profile = np.mean(profiles, axis=0)
     peaks, separation, dip = _two_peaks(mean_profile)
-    width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    width = _half_width(mean_profile)
     wide = (len(mean_profile) - 1) // 2
     paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
     trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
     return peaks, separation, dip, width, trace
+
+
+def _half_width(profile: np.ndarray) -> float:
+    """Camera heights of a cross-section at half its peak or more."""
+    return float((profile >= 0.5 * profile.max()).sum()) * DA
 
 
 def gap_trace(
