@@ -557,16 +557,17 @@ def not_paint(ev: LineEvidence) -> bool:
 
 def may_be_paint(ev: LineEvidence) -> bool:
     """Of a candidate that ``not_paint`` drops: whether it may still be a line. One that is
-    only too wide, with road alike on both sides and no yellow in it, is a gutter pan, a
-    snow bank or a car's flank; an edge between unlike grounds or a dark stripe may be a
-    line half under snow or beside a car. Paint far ahead only may be what is left of a
-    worn line when there is little of it; much of it is a solid structure (a car)."""
+    too wide, with no yellow in it, is a gutter pan, a snow bank (also an edge between
+    unlike grounds then) or a car's flank; a narrow edge between unlike grounds or a dark
+    stripe may be a line half under snow or beside a car. Paint far ahead only may be
+    what is left of a worn line when there is little of it; much of it is a solid
+    structure (a car)."""
     limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
     edge = ev.balance > BALANCE_MAX + 0.1
     dark = not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev)
     if far_only(ev):  # a remnant of a worn or snow-covered line, or a car's edge
         return ev.paint_rows < 2 * MIN_ROWS
-    return edge or dark or _yellow(ev) or not ev.width > limit + 0.05
+    return _yellow(ev) or not ev.width > limit + 0.05 and (edge or dark)
 
 
 def _yellow(ev: LineEvidence) -> bool:
