@@ -154,9 +154,16 @@ def test_double_line_dip_band_abstains():
 def test_a_candidate_only_too_wide_is_no_doubt_about_an_absent_line():
     wide = _evidence(1.0, 0, width=0.35)
     assert classify.not_paint(wide) and not classify.may_be_paint(wide)
-    # an edge between unlike grounds or yellow paint may be a line half hidden
-    assert classify.may_be_paint(_evidence(1.0, 0, width=0.35, balance=0.7))
+    # a narrow edge between unlike grounds or yellow paint may be a line half hidden
+    assert classify.may_be_paint(_evidence(1.0, 0, balance=0.7))
     assert classify.may_be_paint(_evidence(1.0, 0, width=0.35, chroma_delta=0.2))
+    # a wide one, not yellow, is the edge of a snow bank or a sidewalk
+    assert not classify.may_be_paint(_evidence(1.0, 0, width=0.35, balance=0.7))
+    # no paint near the camera though the road is in view: a car's edge far ahead, unless
+    # there is little of it (what is left of a worn line)
+    far = _evidence(0.4, 1, near_view=120, near_paint=0, paint_rows=80)
+    assert classify.not_paint(far) and not classify.may_be_paint(far)
+    assert classify.may_be_paint(_evidence(0.4, 1, near_view=120, near_paint=0, paint_rows=30))
 
 
 def test_road_without_markings_is_absent_on_both_sides():

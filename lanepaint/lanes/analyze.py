@@ -156,11 +156,18 @@ def _absent_confidence(
 ) -> float:
     """How sure a side without an ego line has none: sure when the other side's line was
     found and nothing line-like was seen on this side; not when a weak candidate was (a
-    worn line may be one) or a candidate was dropped that may still be paint (a line half
+    worn line may be one; not a streak at an angle to the line found on the other side, as
+    slush or a snow edge makes) or a candidate was dropped that may still be paint (a line half
     hidden by snow or a car may look like an edge). With no line on either side a road was
     seen (a vanishing point) without markings: less sure, and not at all with a doubt."""
     lo, hi = classify.EGO_RANGE
-    weak = [ln for ln in lines if lo <= sign * ln.a0 <= hi and ln.rows >= classify.MIN_ROWS // 2]
+    weak = [
+        ln
+        for ln in lines
+        if lo <= sign * ln.a0 <= hi
+        and ln.rows >= classify.MIN_ROWS // 2
+        and (found == 0 or classify.is_parallel(ln))
+    ]
     doubt = weak or any(sign * ln.a0 > 0 for ln in dropped)
     if found == 0:
         return 0.0 if doubt else NO_LINE_CONFIDENCE

@@ -48,9 +48,15 @@ LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
 # this much more coloured, is hidden (a car), not a gap.
 HIDDEN_RATIO = (0.3, 1.7)
 HIDDEN_TINT = 0.12
+REF_WIDE = 2.0  # camera heights: the road across both ego lines (see _row_refs)
 # Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
 MAX_WIDTH = (0.19, 0.32)
 BALANCE_MAX = 0.45  # |log| lightness ratio between the two sides beyond which it is an edge
+
+NEAR_Z = 4.0  # z units: the near stretch, where paint is resolved (colour, lightness)
+# Rows of the near stretch in view (of ~150) beyond which a line without paint there is no
+# painted line: a dash period is shorter than the stretch, so a lane line shows paint in it.
+NEAR_VIEW = 60
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
@@ -95,6 +101,9 @@ class LineEvidence:
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
+    near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
+    near_paint: int = 0  # ... and those of them with paint
+    paint_rows: int = 0  # rows with paint, near and far
 
 
 def is_plausible(line: Line) -> bool:
@@ -104,10 +113,13 @@ def is_plausible(line: Line) -> bool:
     wrong horizon fans lines out), not more: a shadow edge or a seam crossing the lane at
     an angle is not a lane line.
     """
-    fan = 0.12 + 0.1 * abs(line.a0)
-    return (
-        line.rows >= MIN_ROWS and line.extent >= MIN_EXTENT and abs(line.b - line.shared_b) <= fan
-    )
+    return line.rows >= MIN_ROWS and line.extent >= MIN_EXTENT and is_parallel(line)
+
+
+def is_parallel(line: Line) -> bool:
+    """Whether the line's slope departs from the shared one no more than a wrong horizon
+    explains (in proportion to its offset)."""
+    return abs(line.b - line.shared_b) <= 0.12 + 0.1 * abs(line.a0)
 
 
 def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
@@ -149,15 +161,49 @@ def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
     centre = _centres(line, bev)
     half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
     cols = maps.surface.shape[1]
-    ratios = []
+    rows = []
     for r in np.nonzero(bev.z <= 4.0)[0]:
         jc = centre[r]
         if jc - wide < 0 or jc + wide >= cols or not maps.valid[r, jc - wide : jc + wide + 1].all():
             continue
+        rows.append(r)
+    ratios = []
+    for r in _mostly_clear(rows, beside_clear(line, maps, bev)):
+        jc = centre[r]
         left = float(np.median(maps.surface[r, jc - wide : jc - half - 1]))
         right = float(np.median(maps.surface[r, jc + half + 2 : jc + wide + 1]))
         ratios.append(abs(math.log((left + 15.0) / (right + 15.0))))
     return float(np.median(ratios)) if len(ratios) >= 10 else 0.0
+
+
+def beside_clear(line: Line, maps: MarkingMaps, bev: Birdseye) -> np.ndarray:
+    """Per BEV row: whether the road on both sides of the line is like the asphalt ahead
+    (no car beside it there): as ``occupancy`` tells a hidden line, by lightness and tint."""
+    rows_n, cols_n = maps.mask.shape
+    if maps.surface is None:
+        return np.ones(rows_n, bool)
+    centre = _centres(line, bev)
+    half, wide = int(round(LINE_HALF / DA)), int(round(0.4 / DA))
+    surface_ref, chroma_ref = _row_refs(maps, bev)
+    clear = (centre - wide >= 0) & (centre + wide < cols_n)
+    no_ref = ~(surface_ref > 0)  # nothing ahead to compare with: nothing seen as a car
+    rows = np.arange(rows_n)[:, None]
+    for offsets in (np.arange(-wide, -half - 1), np.arange(half + 2, wide + 1)):
+        cols = np.clip(centre[:, None] + offsets[None, :], 0, cols_n - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.median(maps.surface[rows, cols], axis=1) / surface_ref
+        tint = np.abs(np.median(maps.chroma[rows, cols], axis=1) - chroma_ref)
+        road = (ratio >= HIDDEN_RATIO[0]) & (ratio <= HIDDEN_RATIO[1]) & (tint <= HIDDEN_TINT)
+        clear &= road | no_ref
+    return clear
+
+
+def _mostly_clear(rows: list[int], clear: np.ndarray) -> list[int]:
+    """The rows with clear road beside the line, when they are most of them: a car beside
+    a line for a stretch must not make it look wide or one-sided, but what runs along all
+    of it (a curb, a snow bank) is the line's surroundings."""
+    kept = [r for r in rows if clear[r]]
+    return kept if len(kept) >= max(3, len(rows) / 2) else rows
 
 
 def _strength(maps: MarkingMaps) -> np.ndarray:
@@ -206,11 +252,23 @@ def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: fl
 def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]:
     """Per BEV row, the median lightness and chroma of the road straight ahead (|a| <= 0.6
     camera heights, inside the ego lane; NaN where none is in view): the asphalt that
-    paint must outshine and that a car is unlike."""
+    paint must outshine and that a car is unlike.
+
+    A light car straight ahead fills that strip in its rows; the road across both ego
+    lines (|a| <= REF_WIDE) is then darker, and is the asphalt: the lower of the two is
+    taken. (Snow banks and sidewalks, lighter, lie beyond the ego lines: never taken.)"""
+    if "row_refs" not in maps.cache:
+        surface, chroma = _row_medians(maps, bev, 0.6)
+        maps.cache["row_refs"] = np.fmin(surface, _row_medians(maps, bev, REF_WIDE)[0]), chroma
+    return maps.cache["row_refs"]
+
+
+def _row_medians(maps: MarkingMaps, bev: Birdseye, half: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per BEV row, the median surface lightness and chroma over |a| <= half."""
     rows_n = maps.mask.shape[0]
     if maps.surface is None:
         return np.full(rows_n, np.nan), np.full(rows_n, np.nan)
-    ahead = maps.valid & (np.abs(bev.a) <= 0.6)[None, :]
+    ahead = maps.valid & (np.abs(bev.a) <= half)[None, :]
     any_ahead = ahead.any(axis=1)
     surface = np.where(ahead, maps.surface, np.nan)[any_ahead]
     chroma = np.where(ahead, maps.chroma, np.nan)[any_ahead]
@@ -249,10 +307,10 @@ def measure(
     line_px: list[np.ndarray] = []
     road_px: list[np.ndarray] = []
     lifts: list[np.ndarray] = []
-    profiles, shifts, profile_rows = [], [], []
+    shifts, profile_rows = [], []
     for r in np.nonzero(on & (z <= 5.0))[0]:
         jc = centre[r]
-        if z[r] <= 4.0:  # colour from near paint: far paint is thin and loses its chroma
+        if z[r] <= NEAR_Z:  # colour from near paint: far paint is thin and loses its chroma
             win = maps.mask[r, jc - half : jc + half + 1]
             line_px.append(maps.chroma[r, jc - half : jc + half + 1][win])
             side = np.r_[jc - wide : jc - half - 2, jc + half + 3 : jc + wide + 1]
@@ -269,11 +327,15 @@ def measure(
     # Centre the rows on the paint, then average. One shift for all rows (a median): a row
     # where one stripe of a double line is worn away must not be centred on the other.
     shift = int(round(float(np.median(shifts)))) if shifts else 0
-    for r in profile_rows:
-        j0 = centre[r] + shift
-        if j0 - wide >= 0 and j0 + wide < cols_n:
-            profiles.append(strength[r, j0 - wide : j0 + wide + 1])
+    profile_rows = [r for r in profile_rows if 0 <= centre[r] + shift - wide < cols_n - 2 * wide]
+    profiles = [
+        strength[r, centre[r] + shift - wide : centre[r] + shift + wide + 1] for r in profile_rows
+    ]
+    # The paint's width from rows without a car beside the line, where there are enough
+    clear = set(_mostly_clear(profile_rows, beside_clear(line, maps, bev)))
+    clear_profiles = [p for r, p in zip(profile_rows, profiles, strict=True) if r in clear]
     coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
+    near = z <= NEAR_Z
     # colour
     chroma_delta = float("nan")
     if line_px:
@@ -285,6 +347,8 @@ def measure(
     peaks, separation, dip, width, trace = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
+    if len(clear_profiles) >= 3:
+        width = _half_width(np.mean(clear_profiles, axis=0))
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -301,6 +365,9 @@ def measure(
         longest_gap=longest,
         gap_paint=trace,
         mean_gap=mean_gap,
+        near_view=int((seen & near).sum()),
+        near_paint=int((on & near).sum()),
+        paint_rows=int(on.sum()),
     )
 
 
@@ -317,11 +384,16 @@ def _cross_section(
         return 0, 0.0, 1.0, 0.0, float("nan")
     mean_profile = np.mean(profiles, axis=0)
     peaks, separation, dip = _two_peaks(mean_profile)
-    width = float((mean_profile >= 0.5 * mean_profile.max()).sum()) * DA
+    width = _half_width(mean_profile)
     wide = (len(mean_profile) - 1) // 2
     paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
     trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
     return peaks, separation, dip, width, trace
+
+
+def _half_width(profile: np.ndarray) -> float:
+    """Camera heights of a cross-section at half its peak or more."""
+    return float((profile >= 0.5 * profile.max()).sum()) * DA
 
 
 def gap_trace(
@@ -463,12 +535,21 @@ def decide_count(ev: LineEvidence) -> Decision:
     return Decision("single", round(_sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08), 3))
 
 
+def far_only(ev: LineEvidence) -> bool:
+    """No paint on a near stretch that is in view: the "line" is something far ahead (the
+    lower edge of a parked or leading car), since a lane line, even dashed, shows paint there.
+    """
+    return ev.near_paint == 0 and ev.near_view >= NEAR_VIEW
+
+
 def not_paint(ev: LineEvidence) -> bool:
-    """Clearly not a painted line: far too wide, an edge between unlike grounds, or no
-    lighter than the asphalt ahead (the caller then looks for the next line out)."""
+    """Clearly not a painted line: far too wide, an edge between unlike grounds, no
+    lighter than the asphalt ahead, or no paint near the camera where the road is in view
+    (the caller then looks for the next line out)."""
     limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
     return (
-        ev.width > limit + 0.05
+        far_only(ev)
+        or ev.width > limit + 0.05
         or ev.balance > BALANCE_MAX + 0.1
         or (not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev))
     )
@@ -476,13 +557,17 @@ def not_paint(ev: LineEvidence) -> bool:
 
 def may_be_paint(ev: LineEvidence) -> bool:
     """Of a candidate that ``not_paint`` drops: whether it may still be a line. One that is
-    only too wide, with road alike on both sides and no yellow in it, is a gutter pan, a
-    snow bank or a car's flank; an edge between unlike grounds or a dark stripe may be a
-    line half under snow or beside a car."""
+    too wide, with no yellow in it, is a gutter pan, a snow bank (also an edge between
+    unlike grounds then) or a car's flank; a narrow edge between unlike grounds or a dark
+    stripe may be a line half under snow or beside a car. Paint far ahead only may be
+    what is left of a worn line when there is little of it; much of it is a solid
+    structure (a car)."""
     limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
     edge = ev.balance > BALANCE_MAX + 0.1
     dark = not math.isnan(ev.lift) and ev.lift < LIFT_MIN - 0.1 and not _yellow(ev)
-    return edge or dark or _yellow(ev) or not ev.width > limit + 0.05
+    if far_only(ev):  # a remnant of a worn or snow-covered line, or a car's edge
+        return ev.paint_rows < 2 * MIN_ROWS
+    return _yellow(ev) or not ev.width > limit + 0.05 and (edge or dark)
 
 
 def _yellow(ev: LineEvidence) -> bool:

@@ -12,7 +12,7 @@ and both ego lines follow the same curve, which the line search exploits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -291,6 +291,7 @@ class MarkingMaps:
     mask: np.ndarray  # bool: paint candidates
     valid: np.ndarray  # bool: inside the image (and the road mask when given)
     surface: np.ndarray | None = None  # lightness of the road surface (paint removed)
+    cache: dict = field(default_factory=dict)  # per-image values derived from the maps
 
 
 def _open_h(channel: np.ndarray, width: int) -> np.ndarray:
