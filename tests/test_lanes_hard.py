@@ -166,6 +166,17 @@ def test_a_candidate_only_too_wide_is_no_doubt_about_an_absent_line():
     assert classify.may_be_paint(_evidence(0.4, 1, near_view=120, near_paint=0, paint_rows=30))
 
 
+def test_the_farther_line_of_a_lane_too_wide_is_in_doubt():
+    near, usual, far = (classify.Line(a0, 0.0, 0.0) for a0 in (1.3, -1.5, -2.7))
+    # a lane of usual width: neither line in doubt
+    assert classify.outer_line_doubt(usual, near) > 0.99
+    assert classify.outer_line_doubt(near, usual) == 1.0
+    # 4 camera heights wide: the far one may be a curb or a parked car's edge, not the near
+    assert classify.outer_line_doubt(far, near) < 0.05
+    assert classify.outer_line_doubt(near, far) == 1.0
+    assert classify.outer_line_doubt(far, None) == 1.0
+
+
 def test_road_without_markings_is_absent_on_both_sides():
     spec = SceneSpec(absent=("left", "right"), lanes_left=0, lanes_right=0, seed=1)
     result = analyze_image(render_frame(spec, 1.0)[0])

@@ -126,16 +126,24 @@ def _near_row(lines, maps, bev) -> int | None:
 
 
 def _side(
-    line: detect.Line | None, maps, bev, near_row: int | None, absent_confidence: float
+    line: detect.Line | None,
+    maps,
+    bev,
+    near_row: int | None,
+    absent_confidence: float,
+    other: detect.Line | None = None,
 ) -> tuple[SideResult, classify.LineEvidence | None]:
-    """One side's answer; below MIN_CONFIDENCE a value is ``unknown`` (an abstention)."""
+    """One side's answer; below MIN_CONFIDENCE a value is ``unknown`` (an abstention).
+    ``other`` is the other side's ego line (the lane's width puts a far line in doubt)."""
     if line is None:
         conf = {name: 0.0 for name in SIDE_FIELDS} | {"presence": absent_confidence}
         presence = ABSENT if absent_confidence >= MIN_CONFIDENCE else UNKNOWN
         return SideResult(confidence=conf, presence=presence), None
     ev = classify.measure(line, maps, bev, near_row)
+    presence = classify.decide_presence(line, ev)
+    doubt = classify.outer_line_doubt(line, other)
     decisions = {
-        "presence": classify.decide_presence(line, ev),
+        "presence": classify.Decision(presence.value, round(presence.confidence * doubt, 3)),
         "count": classify.decide_count(ev),
         "color": classify.decide_color(ev),
         "pattern": classify.decide_pattern(ev),
@@ -354,10 +362,10 @@ def _describe(view: _View, notes: list[str], det: Detection) -> LaneAnalysis:
     near = _near_row((det.left, det.right), maps, bev)
     found = [ln for ln in (det.left, det.right) if ln is not None]
     left, det.evidence["left"] = _side(
-        det.left, maps, bev, near, _absent_confidence(lines, dropped, -1, len(found))
+        det.left, maps, bev, near, _absent_confidence(lines, dropped, -1, len(found)), det.right
     )
     right, det.evidence["right"] = _side(
-        det.right, maps, bev, near, _absent_confidence(lines, dropped, 1, len(found))
+        det.right, maps, bev, near, _absent_confidence(lines, dropped, 1, len(found)), det.left
     )
     for name, line in (("left", det.left), ("right", det.right)):
         if line is None:

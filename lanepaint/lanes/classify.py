@@ -60,6 +60,9 @@ NEAR_VIEW = 60
 
 EGO_RANGE = (0.25, 2.8)  # |a0| of a line that may bound the ego lane, camera heights
 LANE_WIDTH = (1.6, 4.2)  # plausible ego-lane width, camera heights
+# Lane width beyond which the farther of the two ego lines is in doubt: a lane is seldom
+# this wide, a curb or a parked car's edge beyond a missing line often is that far out.
+WIDE_LANE = 3.5
 MIN_ROWS = 28  # BEV rows with paint (of 300); a short dash at 320x192 has ~35
 MIN_EXTENT = 0.4  # z units between a line's nearest and farthest paint
 # Least share of rows with paint for a present line; the second for clear paint seen over
@@ -573,6 +576,15 @@ def may_be_paint(ev: LineEvidence) -> bool:
 def _yellow(ev: LineEvidence) -> bool:
     """Yellow paint is paint even where a shadow keeps it no lighter than sunlit road."""
     return not math.isnan(ev.chroma_delta) and ev.chroma_delta > YELLOW_DELTA
+
+
+def outer_line_doubt(line: Line, other: Line | None) -> float:
+    """Factor on a found line's presence: 1, unless the lane it bounds with ``other`` is
+    wider than a lane (WIDE_LANE) and it is the farther of the two; then it may be a curb or
+    a parked car's edge on a side without a line, and the wider the less sure."""
+    if other is None or abs(line.a0) <= abs(other.a0):
+        return 1.0
+    return _sigmoid((WIDE_LANE - abs(line.a0 - other.a0)) / 0.1)
 
 
 def decide_presence(line: Line, ev: LineEvidence) -> Decision:
