@@ -152,12 +152,13 @@ def ego_pair(lines: list[Line]) -> tuple[Line | None, Line | None]:
     return chosen_l, chosen_r
 
 
-def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
+def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye, clear: np.ndarray) -> float:
     """How unlike the road is on the line's two sides: median |log(lightness ratio)|.
 
     Paint lies on the road, with road on both sides; a gutter or curb has sidewalk on one
     side, the edge of a snow cover has snow, a car's flank has the car. 0 for a line on
-    uniform road; the near rows (z <= 4) decide, where both sides are resolved.
+    uniform road; the near rows (z <= 4) decide, where both sides are resolved, those with
+    no car beside the line (``clear``, from ``beside_clear``) when they are most of them.
     """
     if maps.surface is None:
         return 0.0
@@ -171,7 +172,7 @@ def side_balance(line: Line, maps: MarkingMaps, bev: Birdseye) -> float:
             continue
         rows.append(r)
     ratios = []
-    for r in _mostly_clear(rows, beside_clear(line, maps, bev)):
+    for r in _mostly_clear(rows, clear):
         jc = centre[r]
         left = float(np.median(maps.surface[r, jc - wide : jc - half - 1]))
         right = float(np.median(maps.surface[r, jc + half + 2 : jc + wide + 1]))
@@ -335,7 +336,8 @@ def measure(
         strength[r, centre[r] + shift - wide : centre[r] + shift + wide + 1] for r in profile_rows
     ]
     # The paint's width from rows without a car beside the line, where there are enough
-    clear = set(_mostly_clear(profile_rows, beside_clear(line, maps, bev)))
+    beside = beside_clear(line, maps, bev)  # per row: no car beside the line
+    clear = set(_mostly_clear(profile_rows, beside))
     clear_profiles = [p for r, p in zip(profile_rows, profiles, strict=True) if r in clear]
     coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
     near = z <= NEAR_Z
@@ -363,7 +365,7 @@ def measure(
         peak_separation=separation,
         dip_ratio=dip,
         lift=float(np.median(np.concatenate(lifts))) if lifts else float("nan"),
-        balance=side_balance(line, maps, bev),
+        balance=side_balance(line, maps, bev, beside),
         width=width,
         longest_gap=longest,
         gap_paint=trace,
