@@ -51,7 +51,7 @@ def train_lora(
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     output_dir = _keyed_output(output_dir, train_data, model_root, config, processes)
     with _guarded(train_data, model_root, output_dir):
-        return train(train_data, model_root, output_dir, config or TrainConfig())
+        return train(train_data, model_root, output_dir, config)
 
 
 def _check_machine(config: TrainConfig) -> None:
@@ -113,10 +113,10 @@ def train_lora_multi(
     summary is read back from the output.
     """
     config = config or TrainConfig()
-    _check_machine(config)
     n = num_processes or max(1, gpu_count())
     if n == 1:
         return train_lora(train_data, model_root, output_dir, config)
+    _check_machine(config)  # before torchrun starts the ranks
     output_dir = _keyed_output(output_dir, train_data, model_root, config, n)
     with _guarded(train_data, model_root, output_dir):  # the ranks inherit the lock
         return _launch(train_data, model_root, output_dir, config, n)
