@@ -319,6 +319,7 @@ def test_bench_fp8_variant_drifts_a_little_and_is_undone(tmp_path):
     assert 1e-4 < by["ours+fp8"]["rel_err"]["grad"] < 0.2
     assert by["ours+gc"]["rel_err"]["grad"] < 1e-4
     assert record["extra"]["ours_variant"] in by
+    assert "fp8" not in record["extra"]["ours_variant"]  # the record is bf16's; fp8 a row
 
 
 def test_attention_choice_is_fresh_per_use_and_never_cudnn_by_default():
