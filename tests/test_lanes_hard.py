@@ -6,6 +6,7 @@ tuned on nor the one of the table in docs/quality.md.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -149,6 +150,41 @@ def test_double_line_dip_band_abstains():
     assert count(0.76).value == "double" and count(0.76).confidence >= MIN_CONFIDENCE
     assert count(0.84).confidence < MIN_CONFIDENCE
     assert count(0.97).value == "single" and count(0.97).confidence >= MIN_CONFIDENCE
+
+
+def test_second_stripe_is_a_worn_stripe_not_a_ghost():
+    # rows x columns centred on a line; a second stripe 0.2 camera heights to its right
+    rows, cols, gap = 40, 29, int(round(0.2 / classify.DA))
+    profiles = np.full((rows, cols), 0.02)
+    profiles[:, 13:16] = 1.0
+    worn = profiles.copy()
+    worn[::3, 13 + gap : 16 + gap] = 0.9  # paint left in a third of the rows
+    assert classify.second_stripe(worn) == pytest.approx(14 / 40)
+    ghost = profiles.copy()
+    ghost[:, 13 + gap : 16 + gap] = 0.3  # faint all along: old paint
+    assert classify.second_stripe(ghost) == 0.0
+    assert classify.second_stripe(profiles) == 0.0
+    plateau = profiles.copy()  # a wide bright edge: no dip, no second stripe
+    plateau[:, 13 : 16 + gap] = 1.0
+    plateau[::3, 14 + gap] = 1.2
+    assert classify.second_stripe(plateau) == 0.0
+
+
+def test_a_worn_double_line_is_not_called_single():
+    # one peak, but a second stripe with paint in a third of the rows: no answer
+    one_peak = _evidence(1.0, 0, second_stripe=0.35)
+    assert classify.decide_count(one_peak).confidence < MIN_CONFIDENCE
+    assert classify.decide_count(_evidence(1.0, 0, second_stripe=0.1)).value == "single"
+    assert classify.decide_count(_evidence(1.0, 0, second_stripe=0.1)).confidence > 0.8
+
+    # two peaks at a double line's spacing with a flat top, over paint wider than one
+    # stripe: the stripes merged, not a single line
+    def flat(width: float) -> classify.Decision:
+        ev = _evidence(1.0, 0, profile_peaks=2, peak_separation=0.15, dip_ratio=0.98)
+        return classify.decide_count(replace(ev, width=width))
+
+    assert flat(0.125).value == "single" and flat(0.125).confidence >= MIN_CONFIDENCE
+    assert flat(0.275).confidence < MIN_CONFIDENCE
 
 
 def test_a_candidate_only_too_wide_is_no_doubt_about_an_absent_line():

@@ -41,6 +41,12 @@ DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the 
 # ... and a line with two peaks at a double line's separation is single only when the dip
 # is above this (between them: abstain; worn or glared double lines dip that little).
 SINGLE_DIP = 0.88
+# A double line with one stripe worn away in places: the worn stripe is a faint bump beside
+# the other in the mean cross-section (the dip between them below STRIPE_DIP of the bump),
+# but where its paint is left it is as strong as paint. On this share of the rows or more
+# it is a stripe, not a ghost of old paint (faint all along), and "single" is in doubt.
+STRIPE_DIP = 0.6
+SECOND_STRIPE = 0.18
 RESOLVE_PX = 0.045  # camera heights per image pixel up to which a double line is resolved
 
 LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
@@ -107,6 +113,8 @@ class LineEvidence:
     near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
     near_paint: int = 0  # ... and those of them with paint
     paint_rows: int = 0  # rows with paint, near and far
+    # share of cross-section rows with paint in a faint second stripe (second_stripe)
+    second_stripe: float = 0.0
 
 
 def is_plausible(line: Line) -> bool:
@@ -349,7 +357,7 @@ def measure(
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
-    peaks, separation, dip, width, trace = _cross_section(
+    peaks, separation, dip, width, trace, stripe = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
     if len(clear_profiles) >= 3:
@@ -373,6 +381,7 @@ def measure(
         near_view=int((seen & near).sum()),
         near_paint=int((on & near).sum()),
         paint_rows=int(on.sum()),
+        second_stripe=stripe,
     )
 
 
@@ -383,17 +392,47 @@ def _cross_section(
     on: np.ndarray,
     seen: np.ndarray,
     valid: np.ndarray,
-) -> tuple[int, float, float, float, float]:
-    """(peaks, separation, dip, width, gap trace) of a line's mean cross-section."""
+) -> tuple[int, float, float, float, float, float]:
+    """(peaks, separation, dip, width, gap trace, second stripe) of a line's mean
+    cross-section."""
     if len(profiles) < 3:
-        return 0, 0.0, 1.0, 0.0, float("nan")
+        return 0, 0.0, 1.0, 0.0, float("nan"), 0.0
     mean_profile = np.mean(profiles, axis=0)
     peaks, separation, dip = _two_peaks(mean_profile)
     width = _half_width(mean_profile)
     wide = (len(mean_profile) - 1) // 2
     paint_cols = np.nonzero(mean_profile >= 0.5 * mean_profile.max())[0] - wide
     trace = gap_trace(strength, centre, paint_cols, on, seen, valid)
-    return peaks, separation, dip, width, trace
+    return peaks, separation, dip, width, trace, second_stripe(np.asarray(profiles))
+
+
+def second_stripe(profiles: np.ndarray) -> float:
+    """Share of the rows (``profiles``: rows x columns, centred on the line) where a second
+    stripe, at a double line's separation from the strongest, has paint at least half as
+    strong as the strongest stripe's typical paint; 0 when no such stripe stands out of the
+    mean cross-section behind a clear dip (STRIPE_DIP).
+
+    A double line with one stripe worn away in places shows that stripe as a bump too low
+    to count as a peak, yet strong where paint is left; a ghost of old paint beside a
+    single line is faint everywhere, and snow's or a car's edges leave no clear dip."""
+    p = np.convolve(profiles.mean(axis=0), np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
+    i = int(np.argmax(p))
+    if p[i] <= 0:
+        return 0.0
+
+    def column(c: int) -> np.ndarray:  # per row, the paint at column c (one column of slack)
+        return profiles[:, max(0, c - 1) : c + 2].max(axis=1)
+
+    main = float(np.percentile(column(i), 75))
+    lo, hi = (int(round(s / DA)) for s in DOUBLE_SEPARATION)
+    share = 0.0
+    for j in range(1, len(p) - 1):
+        if not (lo <= abs(j - i) <= hi and p[j] >= p[j - 1] and p[j] > p[j + 1]):
+            continue
+        a, b = sorted((i, j))
+        if p[a : b + 1].min() < STRIPE_DIP * p[j]:
+            share = max(share, float((column(j) > 0.5 * main).mean()))
+    return share
 
 
 def _half_width(profile: np.ndarray) -> float:
@@ -530,14 +569,19 @@ def decide_count(ev: LineEvidence) -> Decision:
     lo, hi = DOUBLE_SEPARATION
     if ev.profile_peaks == 0:
         return Decision("unknown", 0.0)
+    # A double line with one stripe worn in places reads as single but leaves a trace:
+    # paint wider than one stripe, or a faint second stripe strong where paint is left.
+    one_stripe = _sigmoid((MAX_WIDTH[0] - ev.width) / 0.02)
+    not_worn_double = _sigmoid((SECOND_STRIPE - ev.second_stripe) / 0.015)
     if ev.profile_peaks < 2:
-        # one peak, but wider than one stripe: a double line with one stripe worn in places
-        return Decision("single", round(0.95 * _sigmoid((MAX_WIDTH[0] - ev.width) / 0.02), 3))
+        return Decision("single", round(0.95 * one_stripe * not_worn_double, 3))
     if lo <= ev.peak_separation <= hi and ev.dip_ratio < DOUBLE_DIP:
         return Decision("double", round(_sigmoid((DOUBLE_DIP - ev.dip_ratio) / 0.04), 3))
     if lo <= ev.peak_separation <= hi:
-        return Decision("single", round(_sigmoid((ev.dip_ratio - SINGLE_DIP) / 0.03), 3))
-    return Decision("single", round(_sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08), 3))
+        conf = _sigmoid((ev.dip_ratio - SINGLE_DIP) / 0.03) * one_stripe * not_worn_double
+        return Decision("single", round(conf, 3))
+    conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08) * not_worn_double
+    return Decision("single", round(conf, 3))
 
 
 def far_only(ev: LineEvidence) -> bool:
