@@ -111,14 +111,16 @@ def compile_tracking_modules(predictor, mode: str) -> None:
     predictor._lanepaint_tracking_compiled = mode
 
 
-VOS_TRACKING_MODE = "max-autotune-no-cudagraphs"
+VOS_TRACKING_MODE = "default"
 
 
 def tracking_compile_mode(predictor, requested: str) -> str:
     """The compile mode for the tracking modules: the one asked for, else, for sam2's VOS
-    predictor, its max-autotune without CUDA graphs. sam2 compiles them with CUDA graphs,
-    whose replays overwrote the memory attention's output before the mask decoder read it
-    on an H100 (torch 2.11; sam2 issue 501): a crash after a 4-minute compile."""
+    predictor, inductor's default mode (no CUDA graphs). sam2 compiles them with
+    max-autotune and CUDA graphs, whose replays overwrote the memory attention's output
+    before the mask decoder read it on an H100 (torch 2.11; sam2 issue 501): a crash after
+    a 4-minute compile. max-autotune without CUDA graphs was still autotuning after 6
+    minutes on an H100; the default mode tracked after an 87 s first run (docs/segment.md)."""
     if requested:
         return requested
     from sam2.sam2_video_predictor import SAM2VideoPredictorVOS

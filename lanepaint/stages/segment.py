@@ -110,9 +110,9 @@ class SegmentConfig:
     device: str = setting("auto", help=DEVICE_HELP, output=False)
     vos: bool = setting(
         False,
-        help="sam2's VOS predictor (CUDA): its tracking modules compiled with max-autotune "
-        "but without CUDA graphs, which crashed on an H100 (docs/segment.md); not measured "
-        "faster than the default plain predictor",
+        help="sam2's VOS predictor (CUDA): its tracking modules compiled with inductor's "
+        "default mode, not sam2's CUDA graphs, which crashed on an H100 (docs/segment.md); "
+        "slower than the default plain predictor on an H100 (6.0 vs 4.9 s per video)",
         output=False,
     )
     compile_tracking: str = setting(
