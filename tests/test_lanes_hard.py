@@ -15,7 +15,7 @@ import pytest
 from lanepaint.data.synth import SceneSpec, render_frame
 from lanepaint.data.synth_hard import HARD_CONDITIONS, hard_spec
 from lanepaint.data.vocab import LaneAttributes
-from lanepaint.lanes import classify
+from lanepaint.lanes import analyze, classify
 from lanepaint.lanes.accuracy import (
     GOAL,
     MAX_ABSTENTION,
@@ -211,6 +211,18 @@ def test_the_farther_line_of_a_lane_too_wide_is_in_doubt():
     assert classify.outer_line_doubt(far, near) < 0.05
     assert classify.outer_line_doubt(near, far) == 1.0
     assert classify.outer_line_doubt(far, None) == 1.0
+
+
+def test_beside_worn_paint_a_missing_line_is_not_surely_absent():
+    # short gaps holding a trace of paint on a line not fully painted: worn paint
+    worn = _evidence(0.5, 3, longest=0.9, gap_paint=0.15, mean_gap=0.7)
+    assert classify.worn_paint(worn)
+    assert not classify.worn_paint(replace(worn, gap_paint=0.02))  # clean gaps: dashes
+    assert not classify.worn_paint(replace(worn, mean_gap=2.0))  # long gaps: dashes
+    assert not classify.worn_paint(replace(worn, coverage=0.95))  # nearly whole
+    sure = analyze._absent_confidence([], [], 1, found=1)
+    doubtful = analyze._absent_confidence([], [], 1, found=1, worn_beside=True)
+    assert sure >= MIN_CONFIDENCE > doubtful
 
 
 def test_road_without_markings_is_absent_on_both_sides():

@@ -160,14 +160,20 @@ def _side(
 
 
 def _absent_confidence(
-    lines: list[detect.Line], dropped: list[detect.Line], sign: int, found: int
+    lines: list[detect.Line],
+    dropped: list[detect.Line],
+    sign: int,
+    found: int,
+    worn_beside: bool = False,
 ) -> float:
     """How sure a side without an ego line has none: sure when the other side's line was
     found and nothing line-like was seen on this side; not when a weak candidate was (a
     worn line may be one; not a streak at an angle to the line found on the other side, as
     slush or a snow edge makes) or a candidate was dropped that may still be paint (a line half
     hidden by snow or a car may look like an edge). With no line on either side a road was
-    seen (a vanishing point) without markings: less sure, and not at all with a doubt."""
+    seen (a vanishing point) without markings: less sure, and not at all with a doubt.
+    Beside a found line whose paint is worn (``worn_beside``), a missing line may be worn
+    away: a doubt too."""
     lo, hi = classify.EGO_RANGE
     weak = [
         ln
@@ -176,7 +182,7 @@ def _absent_confidence(
         and ln.rows >= classify.MIN_ROWS // 2
         and (found == 0 or classify.is_parallel(ln))
     ]
-    doubt = weak or any(sign * ln.a0 > 0 for ln in dropped)
+    doubt = weak or worn_beside or any(sign * ln.a0 > 0 for ln in dropped)
     if found == 0:
         return 0.0 if doubt else NO_LINE_CONFIDENCE
     return ABSENT_CONFIDENCE * (0.5 if doubt else 1.0)
@@ -360,17 +366,20 @@ def _describe(view: _View, notes: list[str], det: Detection) -> LaneAnalysis:
         )
         return LaneAnalysis(left, right, notes=(*notes, "no lane line found"))
     near = _near_row((det.left, det.right), maps, bev)
-    found = [ln for ln in (det.left, det.right) if ln is not None]
-    left, det.evidence["left"] = _side(
-        det.left, maps, bev, near, _absent_confidence(lines, dropped, -1, len(found)), det.right
-    )
-    right, det.evidence["right"] = _side(
-        det.right, maps, bev, near, _absent_confidence(lines, dropped, 1, len(found)), det.left
-    )
-    for name, line in (("left", det.left), ("right", det.right)):
-        if line is None:
+    ego = {"left": det.left, "right": det.right}
+    found = sum(ln is not None for ln in ego.values())
+    sides: dict[str, SideResult] = {}
+    worn = False  # the found line's paint is worn: a missing one may be worn away
+    for name in sorted(ego, key=lambda n: ego[n] is None):  # the found line first
+        other = ego["right" if name == "left" else "left"]
+        sign = -1 if name == "left" else 1
+        absent = _absent_confidence(lines, dropped, sign, found, worn)
+        sides[name], ev = _side(ego[name], maps, bev, near, absent, other)
+        det.evidence[name] = ev
+        worn = ev is not None and classify.worn_paint(ev)
+        if ego[name] is None:
             notes.append(f"no {name} ego-lane line found")
-    return LaneAnalysis(left, right, tuple(notes))
+    return LaneAnalysis(sides["left"], sides["right"], tuple(notes))
 
 
 # ------------------------------------------------------------------------------- video

@@ -36,6 +36,7 @@ WORN_COVERAGE = 0.45  # ... on a line with paint on at least this share of its r
 CLEAN_TRACE = 0.08  # gap_paint above which short gaps are not a dashed line's
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
+WORN_GAP = 1.0  # z units: mean gap below which gaps with a trace are worn paint's (worn_paint)
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the lower one
 # ... and a line with two peaks at a double line's separation is single only when the dip
@@ -582,6 +583,14 @@ def decide_count(ev: LineEvidence) -> Decision:
         return Decision("single", round(conf, 3))
     conf = _sigmoid((ev.dip_ratio - DOUBLE_DIP + 0.08) / 0.08) * not_worn_double
     return Decision("single", round(conf, 3))
+
+
+def worn_paint(ev: LineEvidence) -> bool:
+    """Worn paint: a line not fully painted whose gaps are short (mean below WORN_GAP) and
+    hold a trace of paint (CLEAN_TRACE or more), as a worn solid line's holes do; dash gaps
+    are long and clean, and snow over a line leaves it nearly whole."""
+    trace = 0.0 if math.isnan(ev.gap_paint) else ev.gap_paint
+    return trace >= CLEAN_TRACE and ev.mean_gap < WORN_GAP and ev.coverage < 0.9
 
 
 def far_only(ev: LineEvidence) -> bool:
