@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -59,6 +60,16 @@ PEAK_TFLOPS = 790.0
 FLUX_STEP_TFLOP = 74.0
 COG_STEP_TFLOP = 660.0  # one CFG step (batch 2) of the 49-frame clip: 2 x 330
 ATTENTION = "auto"  # the edit stage's default (lanepaint.models.kernels)
+
+
+_START = time.perf_counter()
+
+
+def _progress(message: str) -> None:
+    """One line on stderr per step of the whole edit: its once-per-run compiles take
+    minutes, and a run cut off by a time limit should show how far it got."""
+    elapsed = time.perf_counter() - _START
+    print(f"[bench.edit {elapsed:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def _clock(fn):
@@ -136,6 +147,7 @@ def bench_first_frame(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if not measure:
+        _progress(f"FluxFill built; applying preset {preset!r} and compiling")
         presets.apply(preset, [pipe.transformer], steps)
         if device == "cuda":  # FP8 quantizes the separate q/k/v projections: none to fuse
             compile_flux(pipe, fuse_qkv=not presets.parse(preset).fp8)
@@ -232,11 +244,15 @@ def bench_propagate(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     if not measure:
+        _progress(f"painter built; applying preset {preset!r}, warm-up call (compiles)")
         presets.apply(preset, [pipe.transformer, painter.branch], steps)
         if device == "cuda":
             painter.compile_blocks()
         # compiles (a cached preset also its predicted steps, which start after its warm-up)
-        _clock(lambda: _ours(call)(presets.WARMUP + 2 if presets.parse(preset).cache else 2))
+        warm_s, _ = _clock(
+            lambda: _ours(call)(presets.WARMUP + 2 if presets.parse(preset).cache else 2)
+        )
+        _progress(f"propagation warm-up done in {warm_s:.1f} s")
         return None, painter
     assert preset == "exact", "propagate measures exact; bench.presets measures presets"
     _clock(lambda: call(2))  # warm-up
@@ -438,13 +454,16 @@ def run(
 
             # The stage paints every video at this working size, so its compile (a new
             # shape) and the judge's decode compile are paid once per run, like loading.
+            _progress("phase 1 (first frame + judge): first call, compiles")
             once["phase1_first_call_s"], _ = _clock(phase1)
+            _progress(f"phase 1 first call took {once['phase1_first_call_s']:.1f} s; timed call")
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             whole["phase1_s"], _ = _clock(phase1)
             peaks["phase1"] = _peak()
             # As the stage releases phase one's models when it loaded them itself.
             whole["release_s"], _ = _clock(lambda: release(flux, qwen, keep=False))
+            _progress(f"phase 1 {whole['phase1_s']:.2f} s; released; building the painter")
         else:
             _free(flux)
         del flux
@@ -467,10 +486,12 @@ def run(
                 )
             )
 
+            _progress("phase 2 (propagation): timed call")
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             whole["phase2_s"], res = _clock(phase2)
             peaks["phase2"] = _peak()
+            _progress(f"phase 2 {whole['phase2_s']:.2f} s; encoding")
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:

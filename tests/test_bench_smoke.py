@@ -63,6 +63,9 @@ def test_edit_bench_whole_edit_with_a_speed_preset(tmp_path, capsys):
     record = json.loads((tmp_path / "whole_edit_cache.smoke.json").read_text())
     assert record["extra"]["speed_preset"] == "cache"
     assert [p.name for p in tmp_path.iterdir()] == ["whole_edit_cache.smoke.json"]
+    steps = capsys.readouterr().err  # how far a run cut off by a time limit got
+    for step in ("phase 1", "first call", "painter built", "warm-up done", "phase 2"):
+        assert step in steps, steps
     for bad in (["--preset", "cache"], ["--parts", "whole_edit", "--preset", "fp8"]):
         with pytest.raises(SystemExit) as exc:
             edit.main([*out, *bad])
