@@ -206,8 +206,7 @@ def beside_clear(line: Line, maps: MarkingMaps, bev: Birdseye) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.median(maps.surface[rows, cols], axis=1) / surface_ref
         tint = np.abs(np.median(maps.chroma[rows, cols], axis=1) - chroma_ref)
-        road = (ratio >= HIDDEN_RATIO[0]) & (ratio <= HIDDEN_RATIO[1]) & (tint <= HIDDEN_TINT)
-        clear &= road | no_ref
+        clear &= _road_like(ratio, tint) | no_ref
     return clear
 
 
@@ -259,7 +258,13 @@ def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: fl
         return False
     ratio = float(np.median(maps.surface[r, window])) / surface
     tint = abs(float(np.median(maps.chroma[r, window])) - chroma)
-    return ratio < HIDDEN_RATIO[0] or ratio > HIDDEN_RATIO[1] or tint > HIDDEN_TINT
+    return not _road_like(ratio, tint)
+
+
+def _road_like(ratio, tint):
+    """Whether ground of this lightness ratio and tint (against the asphalt ahead) is road,
+    not a car (scalars or arrays)."""
+    return (ratio >= HIDDEN_RATIO[0]) & (ratio <= HIDDEN_RATIO[1]) & (tint <= HIDDEN_TINT)
 
 
 def _row_refs(maps: MarkingMaps, bev: Birdseye) -> tuple[np.ndarray, np.ndarray]:
@@ -416,7 +421,7 @@ def second_stripe(profiles: np.ndarray) -> float:
     A double line with one stripe worn away in places shows that stripe as a bump too low
     to count as a peak, yet strong where paint is left; a ghost of old paint beside a
     single line is faint everywhere, and snow's or a car's edges leave no clear dip."""
-    p = np.convolve(profiles.mean(axis=0), np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
+    p = _smooth(profiles.mean(axis=0))
     i = int(np.argmax(p))
     if p[i] <= 0:
         return 0.0
@@ -511,9 +516,14 @@ def _coverage(
     return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else longest
 
 
+def _smooth(profile: np.ndarray) -> np.ndarray:
+    """A cross-section smoothed over three columns (1-2-1), as its peaks are read."""
+    return np.convolve(profile, np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
+
+
 def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
     """(number of significant peaks, separation of the top two in camera heights, dip ratio)."""
-    p = np.convolve(profile, np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
+    p = _smooth(profile)
     top = float(p.max())
     if top <= 0:
         return 0, 0.0, 1.0
