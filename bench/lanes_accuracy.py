@@ -205,7 +205,7 @@ def _hard_section(smoke: bool, data: Path) -> tuple[list[str], list[Case], list[
     from lanepaint.data.synth_hard import HARD_CONDITIONS
 
     # 48 scenes, 192 lines per condition: with 64 (16 scenes) a rate near 95 % is known to
-    # about +-3 points only, and a goal passed or missed by less than that says little.
+    # about +-2.7 points only, and a goal passed or missed by less than that says little.
     per = 4 if smoke else 48
     times = (0.7, 2.9)
     cases = run_synthetic_images(

@@ -10,7 +10,9 @@ check the configs and parameter counts without memory).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import torch
@@ -25,7 +27,12 @@ from lanepaint.models.architectures import (
     qwen_vl_config,
     qwen_vl_processor,
 )
-from lanepaint.models.tokenizers import qwen_tokenizer, set_released_generation_config
+from lanepaint.models.root import FLUX_FILL_DIR, RANDOM_MARKER
+from lanepaint.models.tokenizers import (
+    qwen_tokenizer,
+    set_released_generation_config,
+    write_clip_vocab_files,
+)
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -113,11 +120,6 @@ def build_sam2_video_predictor(device: Device = "cuda", seed: int = 0, vos_optim
 def save_flux_fill_root(pipe: FluxFillPipeline, root_dir) -> None:
     """A FluxFill pipeline written in a model root's layout (the CLIP folder as vocab.json +
     merges.txt, as the released one has it), so the stages load it like real weights."""
-    from pathlib import Path
-
-    from lanepaint.models.root import FLUX_FILL_DIR
-    from lanepaint.models.tokenizers import write_clip_vocab_files
-
     folder = Path(root_dir) / FLUX_FILL_DIR
     pipe.save_pretrained(folder)
     write_clip_vocab_files(folder / "tokenizer")
@@ -126,10 +128,5 @@ def save_flux_fill_root(pipe: FluxFillPipeline, root_dir) -> None:
 def mark_random_weights(root_dir, built_by: str, **note) -> None:
     """``RANDOM_WEIGHTS.json``: the stages load the root like real weights and label their
     outputs ``random`` (lanepaint.models.root)."""
-    import json
-    from pathlib import Path
-
-    from lanepaint.models.root import RANDOM_MARKER
-
     marker = {"random_weights": True, "built_by": built_by, **note}
     (Path(root_dir) / RANDOM_MARKER).write_text(json.dumps(marker) + "\n")
