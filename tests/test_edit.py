@@ -302,14 +302,18 @@ def _item_outputs(out: Path) -> dict[str, object]:
 
 
 def _assert_same_outputs(a: dict, b: dict) -> None:
-    """Bit-equal, except side_by_side.mp4: its x264 encode differs by a few levels in some
-    pixels between runs of one process too (seen between two one-process CLI runs of the
-    same inputs, while edited.mp4 came out byte-identical), so it is compared decoded."""
+    """Bit-equal, except side_by_side.mp4, compared decoded: PyAV's x264 does not encode
+    it the same way twice. The same 12 frames (192x64, crf 18) written 24 times in one
+    process, one encoder thread or several, gave 10 different files whose decoded frames
+    differ by up to 0.92 levels on average (each 2.2 from the input); a one-process run
+    and a two-worker run once differed by 1.17. Twice that spread is allowed; on these
+    frames the source written back as the edit differs by 12.5, frames off by one by 8.0
+    (and edited.mp4 is compared exactly)."""
     assert a.keys() == b.keys()
     for key in a:
         if key.endswith("side_by_side.mp4"):
             diff = np.abs(a[key].astype(np.int16) - b[key].astype(np.int16))
-            assert diff.mean() < 1.0, (key, diff.mean())
+            assert diff.mean() < 2.0, (key, diff.mean())
         elif isinstance(a[key], np.ndarray):
             assert np.array_equal(a[key], b[key]), key
         else:
