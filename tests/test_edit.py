@@ -302,16 +302,16 @@ def _item_outputs(out: Path) -> dict[str, object]:
 
 
 def _assert_same_outputs(a: dict, b: dict) -> None:
-    """Bit-equal, except side_by_side.mp4, compared decoded: PyAV's x264 does not encode
-    it the same way twice. The same 12 frames (192x64, crf 18) written 24 times in one
-    process, one encoder thread or several, gave 10 different files whose decoded frames
-    differ by up to 0.92 levels on average (each 2.2 from the input); a one-process run
-    and a two-worker run once differed by 1.17. Twice that spread is allowed; on these
-    frames the source written back as the edit differs by 12.5, frames off by one by 8.0
-    (and edited.mp4 is compared exactly)."""
+    """Bit-equal, except the videos, compared decoded: PyAV's x264 does not encode the
+    same frames the same way twice. The side-by-side frames of this test (12 at 192x64,
+    crf 18) written 24 times in one process, one encoder thread or several, gave 10
+    different files, decoded up to 0.92 levels apart on average (each 2.2 from the input);
+    the edited half alone, 9 files up to 0.50 apart; a one-process run and a two-worker run
+    once differed by 1.17. Twice that spread is allowed; on these frames the source written
+    back as the edit differs by 12.5 to 25, frames off by one by 8.0."""
     assert a.keys() == b.keys()
     for key in a:
-        if key.endswith("side_by_side.mp4"):
+        if key.endswith(".mp4"):
             diff = np.abs(a[key].astype(np.int16) - b[key].astype(np.int16))
             assert diff.mean() < 2.0, (key, diff.mean())
         elif isinstance(a[key], np.ndarray):
@@ -322,9 +322,10 @@ def _assert_same_outputs(a: dict, b: dict) -> None:
 
 @pytest.mark.slow
 def test_two_workers_edit_what_one_process_edits(smoke_root, data, tmp_path):
-    """parallel_items=2 on the CPU: two worker processes, one video each, give bit-equal
-    edited videos, masks and first frames and the same records as one process, in the same
-    layout (the workers' own summary folders are merged and removed)."""
+    """parallel_items=2 on the CPU: two worker processes, one video each, give the same
+    edited videos (up to the encoder's own spread), bit-equal masks and first frames and
+    the same records as one process, in the same layout (the workers' own summary folders
+    are merged and removed)."""
     import subprocess
     import sys
 
