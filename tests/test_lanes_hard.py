@@ -35,9 +35,9 @@ from lanepaint.lanes.analyze import (
     trusted_attributes,
 )
 
-SHORTFALLS = {("worn", "pattern"): 0.6, ("occluded", "pattern"): 0.85}
-#: Abstention above the goal's 25 % on these scenes (measured: 33 % and 33 %).
-ABSTENTION_SHORTFALLS = {("worn", "pattern"): 0.34, ("occluded", "pattern"): 0.34}
+SHORTFALLS = {("worn", "pattern"): 0.75, ("occluded", "pattern"): 0.85}
+#: Abstention above the goal's 25 % on these scenes (measured: 33 %).
+ABSTENTION_SHORTFALLS = {("occluded", "pattern"): 0.34}
 YELLOW_SOLID = LaneAttributes("single", "yellow", "solid")
 WHITE_DASHED = LaneAttributes("single", "white", "dashed")
 
@@ -54,7 +54,7 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
     # Goal, first half: >= 95 % of the answers right, per attribute (abstentions aside).
     # Pattern under worn paint and under occluding traffic are the known shortfalls
     # (docs/quality.md): a solid line worn to a third of its paint, or hidden by cars,
-    # can still read as dashed (5 of 8 and 7 of 8 answers right on these scenes). They
+    # can still read as dashed (7 of 9 and 7 of 8 answers right on these scenes). They
     # are held at those levels here so that they cannot get worse unnoticed.
     t = tally([c for c in hard_cases if c.group == condition])
     assert t.cases == 6
@@ -67,7 +67,7 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
 @pytest.mark.parametrize("condition", HARD_CONDITIONS)
 def test_hard_conditions_answer_most_lines(hard_cases, condition):
     # Goal, second half: at most 25 % of the lines unanswered per attribute, but for the
-    # known shortfalls (worn and occluded pattern), held at their measured level.
+    # known shortfall (occluded pattern), held at its measured level.
     t = tally([c for c in hard_cases if c.group == condition])
     for name in SCORED:
         limit = ABSTENTION_SHORTFALLS.get((condition, name), MAX_ABSTENTION)
@@ -303,13 +303,24 @@ def test_evaluate_counts_an_abstention_as_not_correct(monkeypatch):
 def test_worn_solid_and_dashed_lines_are_told_apart_by_their_gaps():
     decide = classify.decide_pattern
     # paint on half the rows, short gaps with a trace of paint left in them: worn solid
-    worn = decide(_evidence(0.5, 3, longest=0.9, gap_paint=0.2, mean_gap=0.6))
+    worn = decide(_evidence(0.5, 3, longest=0.9, gap_paint_high=0.2, mean_gap=0.6))
     assert worn.value == "solid" and worn.confidence >= MIN_CONFIDENCE
+    # worn paint is patchy: a trace in a quarter of the gap rows will do (median bare)
+    patchy = decide(
+        _evidence(0.3, 4, longest=1.2, gap_paint=0.03, gap_paint_high=0.14, mean_gap=0.8)
+    )
+    assert patchy.value == "solid" and patchy.confidence >= MIN_CONFIDENCE
+    # ... of faded paint only: bright dashes on concrete keep its seams' trace in their gaps
+    fresh = decide(_evidence(0.5, 3, longest=0.9, gap_paint_high=0.2, mean_gap=0.6, lift=2.4))
+    assert fresh.confidence < MIN_CONFIDENCE
     # the same gaps of clean asphalt: dashed
-    clean = decide(_evidence(0.5, 3, longest=0.9, gap_paint=0.01, mean_gap=0.6))
+    clean = decide(_evidence(0.5, 3, longest=0.9, gap_paint_high=0.01, mean_gap=0.6))
     assert clean.value == "dashed" and clean.confidence >= MIN_CONFIDENCE
+    # a faint trace between clean and worn: no answer
+    faint = decide(_evidence(0.4, 3, longest=0.9, gap_paint_high=0.085, mean_gap=0.6))
+    assert faint.confidence < MIN_CONFIDENCE
     # gaps metres long stay dash gaps even with a faint trace (seams, tyre marks on concrete)
-    concrete = decide(_evidence(0.4, 1, longest=2.0, gap_paint=0.2, mean_gap=2.0))
+    concrete = decide(_evidence(0.4, 1, longest=2.0, gap_paint_high=0.3, mean_gap=2.0))
     assert concrete.value == "dashed" and concrete.confidence >= MIN_CONFIDENCE
     # only short holes over a long stretch: solid; over a dash's length: no answer
     holed = decide(_evidence(0.65, 2, longest=0.5, mean_gap=0.45))
@@ -329,5 +340,11 @@ def test_gap_trace_measures_paint_left_in_the_gaps():
         strength = np.full((rows, cols), 0.05)
         strength[:, 39:42] = np.where(on, 1.0, 0.05 + left)[:, None]
         trace = classify.gap_trace(strength, centre, paint_cols, on, seen, valid)
-        assert trace == pytest.approx(left / 0.95, abs=0.01)
-    assert np.isnan(classify.gap_trace(strength, centre, paint_cols, on & False, seen, valid))
+        assert trace == pytest.approx((left / 0.95, left / 0.95), abs=0.01)
+    # paint left in a third of the gap rows only: the median is bare, the upper quartile not
+    strength[:, 39:42] = np.where(on, 1.0, 0.05)[:, None]
+    patches = ~on & (np.arange(rows) % 12 < 4)
+    strength[patches, 39:42] = 0.35
+    median, high = classify.gap_trace(strength, centre, paint_cols, on, seen, valid)
+    assert median == pytest.approx(0.0, abs=0.01) and high == pytest.approx(0.3 / 0.95, abs=0.01)
+    assert np.isnan(classify.gap_trace(strength, centre, paint_cols, on & False, seen, valid)).all()

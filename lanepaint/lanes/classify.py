@@ -29,11 +29,17 @@ GAP_MIN = 0.3  # z units: the shortest gap that counts as a dash gap
 HOLE = 0.35  # z units: gaps shorter than this are holes, left out of the mean gap
 PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 # Worn solid vs dashed, by the gaps (holes shorter than GAP_MIN count as paint): a worn solid
-# line leaves a trace of paint in short gaps, a dashed one clean asphalt in long ones.
-SHORT_GAPS = 0.9  # z units: mean gap below which the gaps are short
-WORN_TRACE = 0.12  # gap_paint above which the gaps hold worn paint ...
-WORN_COVERAGE = 0.45  # ... on a line with paint on at least this share of its rows
-CLEAN_TRACE = 0.08  # gap_paint above which short gaps are not a dashed line's
+# line leaves a trace of paint in short gaps, a dashed one clean asphalt in long ones. Worn
+# paint is patchy (some gap rows keep a trace, others are bare), so the upper quartile of
+# the gap rows' trace (gap_paint_high) tells it, not their median.
+SHORT_GAPS = 0.9  # z units: mean gap below which gaps with a trace are not a dashed line's
+WORN_HOLES = 1.1  # z units: mean gap below which gaps with a trace may be worn holes (solid)
+WORN_TRACE = 0.1  # gap_paint_high above which such gaps hold worn paint ...
+DASH_TRACE = 0.08  # ... and above which short gaps are not a dashed line's (between: abstain)
+# Worn paint is faded too: a line this much lighter than the asphalt or more is fresh paint
+# (dashes on a light concrete road keep a trace of its seams and stains in their gaps).
+WORN_LIFT = 2.0
+CLEAN_TRACE = 0.08  # gap_paint (median) from which a line's gaps hold worn paint (worn_paint)
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 WORN_GAP = 1.0  # z units: mean gap below which gaps with a trace are worn paint's (worn_paint)
@@ -110,6 +116,7 @@ class LineEvidence:
     # road beside the line subtracted): a worn solid line keeps a faint trace in its holes,
     # the asphalt between dashes is clean. NaN when there are too few gap rows to tell.
     gap_paint: float = float("nan")
+    gap_paint_high: float = float("nan")  # the upper quartile of the same over the gap rows
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
     near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
     near_paint: int = 0  # ... and those of them with paint
@@ -363,7 +370,7 @@ def measure(
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
-    peaks, separation, dip, width, trace, stripe = _cross_section(
+    peaks, separation, dip, width, (trace, trace_high), stripe = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
     if len(clear_profiles) >= 3:
@@ -383,6 +390,7 @@ def measure(
         width=width,
         longest_gap=longest,
         gap_paint=trace,
+        gap_paint_high=trace_high,
         mean_gap=mean_gap,
         near_view=int((seen & near).sum()),
         near_paint=int((on & near).sum()),
@@ -398,11 +406,11 @@ def _cross_section(
     on: np.ndarray,
     seen: np.ndarray,
     valid: np.ndarray,
-) -> tuple[int, float, float, float, float, float]:
-    """(peaks, separation, dip, width, gap trace, second stripe) of a line's mean
-    cross-section."""
+) -> tuple[int, float, float, float, tuple[float, float], float]:
+    """(peaks, separation, dip, width, gap trace (median, upper quartile), second stripe)
+    of a line's mean cross-section."""
     if len(profiles) < 3:
-        return 0, 0.0, 1.0, 0.0, float("nan"), 0.0
+        return 0, 0.0, 1.0, 0.0, (float("nan"), float("nan")), 0.0
     mean_profile = np.mean(profiles, axis=0)
     peaks, separation, dip = _two_peaks(mean_profile)
     width = _half_width(mean_profile)
@@ -453,9 +461,11 @@ def gap_trace(
     on: np.ndarray,
     seen: np.ndarray,
     valid: np.ndarray,
-) -> float:
+) -> tuple[float, float]:
     """Paint strength left in a line's gaps over that on its paint, the road beside it
     subtracted from both: ~0 for dash gaps (clean asphalt), clearly above for worn paint.
+    The median and the upper quartile over the gap rows (NaN, NaN when too few): worn
+    paint is patchy, so a worn line's trace may show in a quarter of its gap rows only.
 
     Measured in the columns where the line's cross-section has paint (both stripes of a
     double line), against the road 0.32-0.45 camera heights to either side (the cleaner
@@ -464,8 +474,9 @@ def gap_trace(
     cols_n = strength.shape[1]
     near, far = int(round(0.32 / DA)), int(round(0.45 / DA))
     idx = np.nonzero(on)[0]
+    none = float("nan"), float("nan")
     if len(idx) < 3 or len(paint_cols) == 0:
-        return float("nan")
+        return none
     span = np.zeros_like(on)
     span[idx.min() : idx.max() + 1] = True
     values = {True: [], False: []}
@@ -479,9 +490,12 @@ def gap_trace(
         )
         values[bool(on[r])].append(float(strength[r, j + paint_cols].mean()) - beside)
     if len(values[False]) < 5 or len(values[True]) < 3:
-        return float("nan")
+        return none
     paint = float(np.median(values[True]))
-    return float(np.median(values[False])) / paint if paint > 0 else float("nan")
+    if not paint > 0:
+        return none
+    gaps = np.asarray(values[False]) / paint
+    return float(np.median(gaps)), float(np.percentile(gaps, 75))
 
 
 def _coverage(
@@ -554,14 +568,16 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
     conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
     # Short gaps with paint left in them are a worn solid line's holes, not dash gaps.
-    trace = 0.0 if math.isnan(ev.gap_paint) else ev.gap_paint
+    trace = 0.0 if math.isnan(ev.gap_paint_high) else ev.gap_paint_high
     short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
-    conf *= 1.0 - _sigmoid((trace - CLEAN_TRACE) / 0.01) * short
-    worn = _sigmoid((trace - WORN_TRACE) / 0.02) * _sigmoid((ev.coverage - WORN_COVERAGE) / 0.04)
+    conf *= 1.0 - _sigmoid((trace - DASH_TRACE) / 0.01) * short
+    worn = _sigmoid((trace - WORN_TRACE) / 0.01) * _sigmoid((WORN_HOLES - ev.mean_gap) / 0.1)
+    if not math.isnan(ev.lift):  # ... of faded paint
+        worn *= _sigmoid((WORN_LIFT - ev.lift) / 0.05)
     holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
     # ... judged over a stretch long enough to hold several holes (as solid above)
-    solid = max(worn * short, holed) * min(1.0, ev.visible_range / 3.0)
+    solid = max(worn, holed) * min(1.0, ev.visible_range / 3.0)
     if solid > conf:
         return Decision("solid", round(solid, 3))
     return Decision("dashed", round(conf, 3))
