@@ -33,7 +33,7 @@ PATTERN_MIN_RANGE = 1.2  # z units of visible line needed to judge the pattern
 # paint is patchy (some gap rows keep a trace, others are bare), so the upper quartile of
 # the gap rows' trace (gap_paint_high) tells it, not their median.
 SHORT_GAPS = 0.9  # z units: mean gap below which gaps with a trace are not a dashed line's
-WORN_HOLES = 1.1  # z units: mean gap below which gaps with a trace may be worn holes (solid)
+WORN_HOLES = 1.0  # z units: mean gap below which gaps with a trace may be worn holes (solid)
 WORN_TRACE = 0.1  # gap_paint_high above which such gaps hold worn paint ...
 DASH_TRACE = 0.08  # ... and above which short gaps are not a dashed line's (between: abstain)
 # Worn paint is faded too: a line this much lighter than the asphalt or more is fresh paint
