@@ -39,10 +39,11 @@ DASH_TRACE = 0.08  # ... and above which short gaps are not a dashed line's (bet
 # Worn paint is faded too: a line this much lighter than the asphalt or more is fresh paint
 # (dashes on a light concrete road keep a trace of its seams and stains in their gaps).
 WORN_LIFT = 2.0
-CLEAN_TRACE = 0.08  # gap_paint (median) from which a line's gaps hold worn paint (worn_paint)
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
-WORN_GAP = 1.0  # z units: mean gap below which gaps with a trace are worn paint's (worn_paint)
+# Worn paint beside a missing line (worn_paint, for presence): the median trace and the gaps.
+CLEAN_TRACE = 0.08  # gap_paint from which a line's gaps hold worn paint ...
+WORN_GAP = 1.0  # ... when their mean (z units) is below this
 DOUBLE_SEPARATION = (0.1, 0.45)  # camera heights between the two stripes' centres
 DOUBLE_DIP = 0.8  # the dip between two peaks must fall below this share of the lower one
 # ... and a line with two peaks at a double line's separation is single only when the dip
