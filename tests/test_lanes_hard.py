@@ -6,6 +6,7 @@ tuned on nor the one of the table in docs/quality.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -35,9 +36,9 @@ from lanepaint.lanes.analyze import (
     trusted_attributes,
 )
 
-SHORTFALLS = {("worn", "pattern"): 0.75, ("occluded", "pattern"): 0.85}
-#: Abstention above the goal's 25 % on these scenes (measured: 33 %).
-ABSTENTION_SHORTFALLS = {("occluded", "pattern"): 0.34}
+SHORTFALLS = {("worn", "pattern"): 0.85, ("occluded", "pattern"): 0.85}
+#: Abstention above the goal's 25 % on these scenes (measured: 4 of 12 lines each, 33 %).
+ABSTENTION_SHORTFALLS = {("worn", "pattern"): 0.34, ("occluded", "pattern"): 0.34}
 YELLOW_SOLID = LaneAttributes("single", "yellow", "solid")
 WHITE_DASHED = LaneAttributes("single", "white", "dashed")
 
@@ -54,8 +55,8 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
     # Goal, first half: >= 95 % of the answers right, per attribute (abstentions aside).
     # Pattern under worn paint and under occluding traffic are the known shortfalls
     # (docs/quality.md): a solid line worn to a third of its paint, or hidden by cars,
-    # can still read as dashed (7 of 9 and 7 of 8 answers right on these scenes). They
-    # are held at those levels here so that they cannot get worse unnoticed.
+    # can still read as dashed (7 of 8 answers right for each on these scenes). They are
+    # held at those levels here so that they cannot get worse unnoticed.
     t = tally([c for c in hard_cases if c.group == condition])
     assert t.cases == 6
     for name in SCORED:
@@ -67,7 +68,8 @@ def test_hard_condition_answers_are_right(hard_cases, condition):
 @pytest.mark.parametrize("condition", HARD_CONDITIONS)
 def test_hard_conditions_answer_most_lines(hard_cases, condition):
     # Goal, second half: at most 25 % of the lines unanswered per attribute, but for the
-    # known shortfall (occluded pattern), held at its measured level.
+    # known shortfalls (pattern: occluded, and worn on these few lines), held at their
+    # measured level.
     t = tally([c for c in hard_cases if c.group == condition])
     for name in SCORED:
         limit = ABSTENTION_SHORTFALLS.get((condition, name), MAX_ABSTENTION)
@@ -327,6 +329,38 @@ def test_worn_solid_and_dashed_lines_are_told_apart_by_their_gaps():
     assert holed.value == "solid" and holed.confidence >= MIN_CONFIDENCE
     near = decide(_evidence(0.65, 1, longest=0.5, mean_gap=0.5, visible_range=1.4))
     assert near.confidence < MIN_CONFIDENCE
+
+
+def test_dashes_are_painted_at_one_period_worn_holes_are_not():
+    decide = classify.decide_pattern
+    # long gaps with a trace of faded paint: alike in length, dashes (worn or on concrete)
+    even = _evidence(0.3, 3, longest=1.6, gap_paint_high=0.25, mean_gap=1.5, gap_ratio=0.9)
+    assert decide(even).value == "dashed" and decide(even).confidence >= MIN_CONFIDENCE
+    # of unlike length: holes in a worn solid line, or a dash worn through: no answer
+    uneven = decide(replace(even, gap_ratio=0.45))
+    assert uneven.confidence < MIN_CONFIDENCE
+    # clean gaps of unlike length: dashes seen through a hole in the view, or a worn dash
+    clean = decide(replace(even, gap_ratio=0.45, gap_paint_high=0.02))
+    assert clean.value == "dashed" and clean.confidence >= MIN_CONFIDENCE
+    # fresh paint: a trace is the road's (concrete seams), not worn paint
+    fresh = decide(replace(even, gap_ratio=0.45, lift=2.4))
+    assert fresh.value == "dashed" and fresh.confidence >= MIN_CONFIDENCE
+    # one gap only: nothing to compare
+    single = decide(replace(even, long_gaps=1, gap_ratio=float("nan")))
+    assert single.value == "dashed" and single.confidence >= MIN_CONFIDENCE
+
+
+def test_gap_ratio_compares_the_two_longest_inner_gaps():
+    z = np.linspace(6.0, 0.0, 301)  # 0.02 z units a row, far to near
+    seen = np.ones(301, bool)
+    on = np.ones(301, bool)
+    on[20:120] = on[150:200] = on[220:230] = False  # gaps of 2.0, 1.0 and 0.2 (a hole)
+    coverage, gaps, _, longest, inner = classify._coverage(on, seen, z, None)
+    assert gaps == 2 and longest == pytest.approx(2.0) and len(inner) == 2
+    assert sorted(inner) == pytest.approx([1.0, 2.0])
+    assert classify.gap_ratio(inner) == pytest.approx(0.5)
+    assert classify.gap_ratio([1.0, 0.5, 0.96]) == pytest.approx(0.96)
+    assert math.isnan(classify.gap_ratio([2.0]))
 
 
 def test_gap_trace_measures_paint_left_in_the_gaps():

@@ -39,6 +39,10 @@ DASH_TRACE = 0.08  # ... and above which short gaps are not a dashed line's (bet
 # Worn paint is faded too: a line this much lighter than the asphalt or more is fresh paint
 # (dashes on a light concrete road keep a trace of its seams and stains in their gaps).
 WORN_LIFT = 2.0
+# Dashes are painted at one period, so a dashed line's gaps are alike in length; worn holes
+# are as long as the wear made them. A faded line with a trace in gaps of unlike length
+# (the second longest below this share of the longest) is not called dashed.
+EVEN_GAPS = 0.7
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 # Worn paint beside a missing line (worn_paint, for presence): the median trace and the gaps.
@@ -119,6 +123,8 @@ class LineEvidence:
     gap_paint: float = float("nan")
     gap_paint_high: float = float("nan")  # the upper quartile of the same over the gap rows
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
+    # the second longest of those gaps over the longest; NaN with fewer than two
+    gap_ratio: float = float("nan")
     near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
     near_paint: int = 0  # ... and those of them with paint
     paint_rows: int = 0  # rows with paint, near and far
@@ -361,7 +367,9 @@ def measure(
     beside = beside_clear(line, maps, bev)  # per row: no car beside the line
     clear = set(_mostly_clear(profile_rows, beside))
     clear_profiles = [p for r, p in zip(profile_rows, profiles, strict=True) if r in clear]
-    coverage, gaps, vis_range, longest, mean_gap = _coverage(on, seen, z, near_row)
+    coverage, gaps, vis_range, longest, inner = _coverage(on, seen, z, near_row)
+    # with no gap between paint, the one toward the camera is all there is to judge by
+    mean_gap = float(np.mean(inner)) if inner else longest
     near = z <= NEAR_Z
     # colour
     chroma_delta = float("nan")
@@ -393,6 +401,7 @@ def measure(
         gap_paint=trace,
         gap_paint_high=trace_high,
         mean_gap=mean_gap,
+        gap_ratio=gap_ratio(inner),
         near_view=int((seen & near).sum()),
         near_paint=int((on & near).sum()),
         paint_rows=int(on.sum()),
@@ -501,11 +510,10 @@ def gap_trace(
 
 def _coverage(
     on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
-) -> tuple[float, int, float, float, float]:
-    """(share of seen rows with paint, long gaps, z range, longest gap, mean gap) from the
-    nearest paint in view to this line's farthest paint. The mean is over the gaps of at
-    least HOLE that paint follows (the last one may be cut short by the view), else the
-    longest gap."""
+) -> tuple[float, int, float, float, list[float]]:
+    """(share of seen rows with paint, long gaps, z range, longest gap, inner gaps) from
+    the nearest paint in view to this line's farthest paint. The inner gaps are those of at
+    least HOLE that paint follows (the last one may be cut short by the view)."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
     inner: list[float] = []
@@ -527,8 +535,16 @@ def _coverage(
                 run = 0
             else:
                 run += 1
-    # with no gap between paint, the one toward the camera is all there is to judge by
-    return coverage, gaps, vis_range, longest, float(np.mean(inner)) if inner else longest
+    return coverage, gaps, vis_range, longest, inner
+
+
+def gap_ratio(gaps: list[float]) -> float:
+    """The second longest gap over the longest, NaN with fewer than two: near 1 for a dashed
+    line's gaps, which are painted at one period."""
+    if len(gaps) < 2:
+        return float("nan")
+    second, longest = sorted(gaps)[-2:]
+    return second / longest
 
 
 def _smooth(profile: np.ndarray) -> np.ndarray:
@@ -572,15 +588,19 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     trace = 0.0 if math.isnan(ev.gap_paint_high) else ev.gap_paint_high
     short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
     conf *= 1.0 - _sigmoid((trace - DASH_TRACE) / 0.01) * short
+    faded = 1.0 if math.isnan(ev.lift) else _sigmoid((WORN_LIFT - ev.lift) / 0.05)
     worn = _sigmoid((trace - WORN_TRACE) / 0.01) * _sigmoid((WORN_HOLES - ev.mean_gap) / 0.1)
-    if not math.isnan(ev.lift):  # ... of faded paint
-        worn *= _sigmoid((WORN_LIFT - ev.lift) / 0.05)
+    worn *= faded
     holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
     # ... judged over a stretch long enough to hold several holes (as solid above)
     solid = max(worn, holed) * min(1.0, ev.visible_range / 3.0)
     if solid > conf:
         return Decision("solid", round(solid, 3))
+    # Gaps of unlike length with worn paint in them are holes, or a dash worn through: doubt
+    if not math.isnan(ev.gap_ratio):
+        uneven = _sigmoid((EVEN_GAPS - ev.gap_ratio) / 0.03)
+        conf *= 1.0 - _sigmoid((trace - WORN_TRACE) / 0.01) * faded * uneven
     return Decision("dashed", round(conf, 3))
 
 
