@@ -16,7 +16,7 @@ import pytest
 from lanepaint.data.synth import SceneSpec, render_frame
 from lanepaint.data.synth_hard import HARD_CONDITIONS, hard_spec
 from lanepaint.data.vocab import LaneAttributes
-from lanepaint.lanes import analyze, classify
+from lanepaint.lanes import analyze, classify, detect
 from lanepaint.lanes.accuracy import (
     GOAL,
     MAX_ABSTENTION,
@@ -382,3 +382,18 @@ def test_gap_trace_measures_paint_left_in_the_gaps():
     median, high = classify.gap_trace(strength, centre, paint_cols, on, seen, valid)
     assert median == pytest.approx(0.0, abs=0.01) and high == pytest.approx(0.3 / 0.95, abs=0.01)
     assert np.isnan(classify.gap_trace(strength, centre, paint_cols, on & False, seen, valid)).all()
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_tail_lights_and_red_cars_are_not_paint(monkeypatch, gate):
+    # long stripes on grey asphalt, as a bird's-eye view shows a line or a tail light's streak
+    bev = np.full((120, 160, 3), 100, np.uint8)
+    stripes = {"white": (30, (230, 230, 230)), "yellow": (70, (228, 172, 38))}
+    stripes["red"] = (110, (235, 30, 30))
+    for col, rgb in stripes.values():
+        bev[:, col : col + 4] = rgb
+    if not gate:  # without the rule the red streak passes for paint: the test can tell
+        monkeypatch.setattr(detect, "RED_GREEN", 0.0)
+    mask = detect.marking_maps(bev, np.ones(bev.shape[:2], bool)).mask
+    marked = {name: mask[10:-10, col : col + 4].mean() > 0.5 for name, (col, _) in stripes.items()}
+    assert marked == {"white": True, "yellow": True, "red": not gate}

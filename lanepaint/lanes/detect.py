@@ -20,6 +20,9 @@ import numpy as np
 MIN_SIDE = 48  # px; smaller images cannot show lane markings reliably
 MAX_WIDTH = 800  # px; larger images are downscaled first (speed, and no accuracy gain)
 NIGHT_LEVEL = 60  # median grey of the top third below which a frame is treated as night
+# Paint is white or yellow (green about three quarters of red or more): a pixel with green
+# below this share of red is a tail light or a red car's body, never paint.
+RED_GREEN = 0.45
 
 # BEV layout: lateral a in [-A_RANGE, A_RANGE] camera heights, distance z in [1, Z_MAX].
 A_RANGE = 4.0
@@ -337,6 +340,7 @@ def marking_maps(bev: np.ndarray, valid: np.ndarray) -> MarkingMaps:
     # the headroom to saturation instead of a ratio it cannot reach.
     need = np.minimum(0.3 * (surface + 25.0), 0.45 * (255.0 - surface))
     mask = (excess > np.maximum(need, 14.0)) | ((yellow > 0.12) & (r - b > 30) & (excess > -4))
+    mask &= g >= RED_GREEN * r
     # Paint lies on the road surface: the "surface" under a bright spot on a car body or
     # under a tail light is the car's dark underside, far darker than the road in that row
     # (a shadow darkens by a factor of two or three; the underside of a car, more).
