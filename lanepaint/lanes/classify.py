@@ -589,7 +589,8 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
     conf *= 1.0 - _sigmoid((trace - DASH_TRACE) / 0.01) * short
     faded = 1.0 if math.isnan(ev.lift) else _sigmoid((WORN_LIFT - ev.lift) / 0.05)
-    worn = _sigmoid((trace - WORN_TRACE) / 0.01) * _sigmoid((WORN_HOLES - ev.mean_gap) / 0.1)
+    worn_trace = _sigmoid((trace - WORN_TRACE) / 0.01)  # as much paint left as worn paint's
+    worn = worn_trace * _sigmoid((WORN_HOLES - ev.mean_gap) / 0.1)
     worn *= faded
     holed = _sigmoid((ev.coverage - HOLED_COVERAGE) / 0.04)
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
@@ -600,7 +601,7 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     # Gaps of unlike length with worn paint in them are holes, or a dash worn through: doubt
     if not math.isnan(ev.gap_ratio):
         uneven = _sigmoid((EVEN_GAPS - ev.gap_ratio) / 0.03)
-        conf *= 1.0 - _sigmoid((trace - WORN_TRACE) / 0.01) * faded * uneven
+        conf *= 1.0 - worn_trace * faded * uneven
     return Decision("dashed", round(conf, 3))
 
 
