@@ -363,6 +363,39 @@ def test_gap_ratio_compares_the_two_longest_inner_gaps():
     assert math.isnan(classify.gap_ratio([2.0]))
 
 
+def test_paint_unbroken_for_longer_than_a_dash_is_a_solid_line():
+    decide = classify.decide_pattern
+    # a solid line in view near the camera, then a car it is not told from, then paint:
+    # one long gap reads as a dash gap ...
+    hidden = _evidence(0.46, 1, longest=2.6, mean_gap=2.6, visible_range=5.7, near_run=1.0)
+    assert decide(hidden).value == "dashed" and decide(hidden).confidence >= MIN_CONFIDENCE
+    # ... unless the near paint runs on for longer than any dash
+    long_run = decide(replace(hidden, near_run=1.9))
+    assert long_run.value == "solid" and long_run.confidence >= MIN_CONFIDENCE
+    # a trace in the gaps (a ghost stripe, worn paint) may join dashes into one run: no answer
+    traced = decide(replace(hidden, near_run=1.9, gap_paint_high=0.3))
+    assert traced.confidence < MIN_CONFIDENCE
+    # paint over most of the rows already reads solid; the run makes it sure
+    covered = _evidence(0.73, 1, longest=1.4, visible_range=5.7, near_run=1.0)
+    assert decide(covered).value == "solid" and decide(covered).confidence < MIN_CONFIDENCE
+    assert decide(replace(covered, near_run=3.1)).confidence >= MIN_CONFIDENCE
+    # the longest dash seen on the Udacity frames keeps its answer
+    dash = decide(replace(hidden, near_run=1.3))
+    assert dash.value == "dashed" and dash.confidence >= MIN_CONFIDENCE
+
+
+def test_near_run_is_the_longest_unbroken_paint_reaching_the_near_stretch():
+    z = np.linspace(7.0, 1.0, 301)  # 0.02 z units a row, far to near
+    on = np.zeros(301, bool)
+    on[0:150] = True  # 3.0 z units, far: ends at z = 4.02 (blurred dashes may join there)
+    on[160:200] = True  # 0.8, ends at z = 3.02
+    on[210:216] = on[217:260] = True  # 0.12 and 0.86: one row without paint breaks a run
+    assert classify.near_run(on, z) == pytest.approx(0.86)
+    on[150] = True  # the far run now reaches z = 4.0
+    assert classify.near_run(on, z) == pytest.approx(3.02)
+    assert classify.near_run(np.zeros(301, bool), z) == 0.0
+
+
 def test_gap_trace_measures_paint_left_in_the_gaps():
     rows, cols = 60, 80
     centre = np.full(rows, 40)

@@ -43,6 +43,10 @@ WORN_LIFT = 2.0
 # are as long as the wear made them. A faded line with a trace in gaps of unlike length
 # (the second longest below this share of the longest) is not called dashed.
 EVEN_GAPS = 0.7
+# A dash is ~3 m: about 1 z unit near the camera, at most 1.3 on the Udacity frames.
+# Unbroken paint this long (z units) reaching the near stretch is longer than any dash: a
+# solid line's stretch, whatever gaps the cars ahead leave in the rest of it.
+SOLID_RUN = 1.8
 HOLED_COVERAGE = 0.55  # paint on this share of rows with no gap longer than
 HOLE_MAX = 0.65  # ... this (z units) is a solid line with holes, trace or not
 # Worn paint beside a missing line (worn_paint, for presence): the median trace and the gaps.
@@ -125,6 +129,7 @@ class LineEvidence:
     mean_gap: float = 0.0  # z units: mean gap between paint (holes < HOLE left out)
     # the second longest of those gaps over the longest; NaN with fewer than two
     gap_ratio: float = float("nan")
+    near_run: float = 0.0  # z units: the longest unbroken paint reaching z = NEAR_Z (see below)
     near_view: int = 0  # rows up to z = 4 where the line's place is in view ...
     near_paint: int = 0  # ... and those of them with paint
     paint_rows: int = 0  # rows with paint, near and far
@@ -402,6 +407,7 @@ def measure(
         gap_paint_high=trace_high,
         mean_gap=mean_gap,
         gap_ratio=gap_ratio(inner),
+        near_run=near_run(on, z),
         near_view=int((seen & near).sum()),
         near_paint=int((on & near).sum()),
         paint_rows=int(on.sum()),
@@ -547,6 +553,18 @@ def gap_ratio(gaps: list[float]) -> float:
     return second / longest
 
 
+def near_run(on: np.ndarray, z: np.ndarray) -> float:
+    """The longest run of consecutive rows with paint (z units) whose near end is within
+    NEAR_Z: near paint is resolved, while far dashes may blur into one."""
+    edges = np.diff(np.concatenate(([0], on.astype(np.int8), [0])))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # ends: exclusive
+    step = float(z[0] - z[1])
+    return max(
+        (float(e - s) * step for s, e in zip(starts, ends, strict=True) if z[e - 1] <= NEAR_Z),
+        default=0.0,
+    )
+
+
 def _smooth(profile: np.ndarray) -> np.ndarray:
     """A cross-section smoothed over three columns (1-2-1), as its peaks are read."""
     return np.convolve(profile, np.array([1.0, 2.0, 1.0]) / 4.0, mode="same")
@@ -574,20 +592,25 @@ def _two_peaks(profile: np.ndarray) -> tuple[int, float, float]:
 def decide_pattern(ev: LineEvidence) -> Decision:
     if ev.visible_range < PATTERN_MIN_RANGE:
         return Decision("unknown", 0.0)
+    trace = 0.0 if math.isnan(ev.gap_paint_high) else ev.gap_paint_high
+    traced = _sigmoid((trace - DASH_TRACE) / 0.01)
+    # Unbroken paint longer than a dash is not a dash. With clean gaps it is a solid line's
+    # (a trace in them may be a ghost stripe or worn paint joining dashes into one run).
+    unbroken = _sigmoid((ev.near_run - SOLID_RUN) / 0.05)
     margin = (SOLID_COVERAGE - ev.coverage) / 0.08
     if ev.long_gaps == 0 or margin < 0:
         # solid: confident when coverage is well above the threshold and the line is long
         conf = _sigmoid(-margin) * min(1.0, ev.visible_range / 3.0)
-        return Decision("solid", round(conf, 3))
+        return Decision("solid", round(max(conf, unbroken * (1.0 - traced)), 3))
     # dashed: confident only well below the threshold. Paint on half the length or more
     # is as likely a worn or partly hidden solid line as a dashed one.
     # And a dash gap is metres long: worn paint leaves holes of a metre or so.
     conf = _sigmoid((DASHED_COVERAGE - ev.coverage) / 0.04) * min(1.0, 0.6 + 0.2 * ev.long_gaps)
     conf *= _sigmoid((ev.longest_gap - DASH_GAP) / 0.08)
     # Short gaps with paint left in them are a worn solid line's holes, not dash gaps.
-    trace = 0.0 if math.isnan(ev.gap_paint_high) else ev.gap_paint_high
     short = _sigmoid((SHORT_GAPS - ev.mean_gap) / 0.1)
-    conf *= 1.0 - _sigmoid((trace - DASH_TRACE) / 0.01) * short
+    conf *= 1.0 - traced * short
+    conf *= 1.0 - unbroken
     faded = 1.0 if math.isnan(ev.lift) else _sigmoid((WORN_LIFT - ev.lift) / 0.05)
     worn_trace = _sigmoid((trace - WORN_TRACE) / 0.01)  # as much paint left as worn paint's
     worn = worn_trace * _sigmoid((WORN_HOLES - ev.mean_gap) / 0.1)
@@ -596,6 +619,7 @@ def decide_pattern(ev: LineEvidence) -> Decision:
     holed *= _sigmoid((HOLE_MAX - ev.longest_gap) / 0.06)
     # ... judged over a stretch long enough to hold several holes (as solid above)
     solid = max(worn, holed) * min(1.0, ev.visible_range / 3.0)
+    solid = max(solid, unbroken * (1.0 - traced))
     if solid > conf:
         return Decision("solid", round(solid, 3))
     # Gaps of unlike length with worn paint in them are holes, or a dash worn through: doubt
