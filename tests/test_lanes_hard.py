@@ -360,6 +360,10 @@ def test_gap_ratio_compares_the_two_longest_inner_gaps():
     assert sorted(inner) == pytest.approx([1.0, 2.0])
     assert classify.gap_ratio(inner) == pytest.approx(0.5)
     assert classify.gap_ratio([1.0, 0.5, 0.96]) == pytest.approx(0.96)
+    # the length in view leaves out rows a car hides: the pattern is judged on what is seen
+    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(6.0)
+    seen[240:290] = False
+    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(5.0)
     assert math.isnan(classify.gap_ratio([2.0]))
 
 

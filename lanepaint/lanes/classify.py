@@ -112,7 +112,7 @@ class LineEvidence:
     rows_visible: int
     coverage: float
     long_gaps: int
-    visible_range: float
+    visible_range: float  # z units in view from the far paint to the near end (hidden rows out)
     chroma_delta: float
     profile_peaks: int
     peak_separation: float
@@ -517,9 +517,11 @@ def gap_trace(
 def _coverage(
     on: np.ndarray, seen: np.ndarray, z: np.ndarray, near_row: int | None
 ) -> tuple[float, int, float, float, list[float]]:
-    """(share of seen rows with paint, long gaps, z range, longest gap, inner gaps) from
-    the nearest paint in view to this line's farthest paint. The inner gaps are those of at
-    least HOLE that paint follows (the last one may be cut short by the view)."""
+    """(share of seen rows with paint, long gaps, length in view, longest gap, inner gaps)
+    from the nearest paint in view to this line's farthest paint. The length in view (z
+    units) leaves out the rows a car hides: the pattern is judged on what is seen. The
+    inner gaps are those of at least HOLE that paint follows (the last one may be cut short
+    by the view)."""
     idx = np.nonzero(on)[0]
     coverage, gaps, vis_range, longest = 0.0, 0, 0.0, 0.0
     inner: list[float] = []
@@ -529,8 +531,8 @@ def _coverage(
             hi = max(hi, near_row)
         occ = on[lo : hi + 1][seen[lo : hi + 1]]
         coverage = float(occ.mean()) if len(occ) else 0.0
-        vis_range = float(z[lo] - z[hi])
         step = float(z[0] - z[1])
+        vis_range = (len(occ) - 1) * step  # z[lo] - z[hi] with nothing hidden
         run = 0
         for i, v in enumerate(np.append(occ, True)):
             if v:
