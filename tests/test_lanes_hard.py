@@ -400,6 +400,34 @@ def test_near_run_is_the_longest_unbroken_paint_reaching_the_near_stretch():
     assert classify.near_run(np.zeros(301, bool), z) == 0.0
 
 
+def test_a_gap_that_starts_at_a_cars_dark_base_is_out_of_view():
+    rows, cols = 120, 40
+    centre = np.full(rows, 20)
+    on = np.zeros(rows, bool)
+    on[:20] = on[60:] = True  # far paint, a gap (rows 20-59), near paint
+    seen = np.ones(rows, bool)
+    surface = np.full((rows, cols), 100.0)
+    maps = detect.MarkingMaps(
+        *(np.zeros((rows, cols)),) * 3,
+        on[:, None] & np.ones((1, cols), bool),
+        np.ones((rows, cols), bool),
+        surface,
+    )
+    ref = np.full(rows, 100.0)
+    # a dash gap: asphalt all along
+    assert not classify._gaps_under_cars(centre, maps, ref, seen, on).any()
+    # where the near paint stops, ground at 0.4 of the asphalt: a car's base over the line
+    surface[55:60] = 40.0
+    under = classify._gaps_under_cars(centre, maps, ref, seen, on)
+    assert under[20:60].all() and not under[:20].any() and not under[60:].any()
+    # as dark at the gap's far end only: a dash gap with a car (or shadow) beyond it
+    surface[55:60], surface[20:25] = 100.0, 40.0
+    assert not classify._gaps_under_cars(centre, maps, ref, seen, on).any()
+    # a tree shadow at 0.6 of the asphalt is not a car's base
+    surface[20:25], surface[50:60] = 100.0, 60.0
+    assert not classify._gaps_under_cars(centre, maps, ref, seen, on).any()
+
+
 def test_gap_trace_measures_paint_left_in_the_gaps():
     rows, cols = 60, 80
     centre = np.full(rows, 40)

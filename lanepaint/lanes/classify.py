@@ -70,6 +70,11 @@ LIFT_MIN = 1.2  # paint must be this much lighter than the road's row median
 # this much more coloured, is hidden (a car), not a gap.
 HIDDEN_RATIO = (0.3, 1.7)
 HIDDEN_TINT = 0.12
+# A car's shadow and dark base lie where a line goes under it (0.33-0.45 of the asphalt
+# ahead here): a gap whose near end (BASE_ROWS rows before the nearer paint) holds ground
+# darker than this is hidden by a car, not a dash gap. A dash ends on asphalt.
+CAR_BASE = 0.5
+BASE_ROWS = 10
 REF_WIDE = 2.0  # camera heights: the road across both ego lines (see _row_refs)
 # Widest paint (camera heights, at half its peak): one stripe, or two of a double line.
 MAX_WIDTH = (0.19, 0.32)
@@ -252,7 +257,8 @@ def occupancy(
 
     A row where something unlike the road covers the line's place (a car: far darker or
     lighter than the asphalt ahead, or coloured) is not seen: a solid line hidden by
-    traffic has no gap there, it is out of view.
+    traffic has no gap there, it is out of view. So is a gap that starts at a car's dark
+    base where the paint stops (``_gaps_under_cars``).
     """
     rows_n, cols_n = maps.mask.shape
     centre = _centres(line, bev)
@@ -269,7 +275,37 @@ def occupancy(
             continue
         on[r] = maps.mask[r, window].any()
         seen[r] = on[r] or not _hidden(maps, r, window, surface_ref[r], chroma_ref[r])
-    return seen, on
+    return seen & ~_gaps_under_cars(centre, maps, surface_ref, seen, on), on
+
+
+def _gaps_under_cars(
+    centre: np.ndarray, maps: MarkingMaps, surface_ref: np.ndarray, seen: np.ndarray, on: np.ndarray
+) -> np.ndarray:
+    """Per BEV row: whether it lies in a gap that starts, where the nearer paint stops, at
+    ground darker than CAR_BASE of the asphalt ahead (a car's base: see CAR_BASE)."""
+    under = np.zeros_like(on)
+    painted = np.nonzero(on)[0]
+    if maps.surface is None or len(painted) < 2:
+        return under
+    half = int(round(LINE_HALF / DA))
+    edges = np.diff(on[painted.min() : painted.max() + 1].astype(np.int8))
+    starts = painted.min() + 1 + np.nonzero(edges == -1)[0]  # first row of each gap
+    ends = painted.min() + 1 + np.nonzero(edges == 1)[0]  # the nearer paint's first row
+    for start, end in zip(starts, ends, strict=True):
+        base = [
+            r for r in range(max(start, end - BASE_ROWS), end) if seen[r] and surface_ref[r] > 0
+        ]
+        darkest = min(
+            (
+                float(np.median(maps.surface[r, centre[r] - half : centre[r] + half + 1]))
+                / surface_ref[r]
+                for r in base
+            ),
+            default=1.0,
+        )
+        if seen[start:end].any() and darkest < CAR_BASE:
+            under[start:end] = True
+    return under
 
 
 def _hidden(maps: MarkingMaps, r: int, window: slice, surface: float, chroma: float) -> bool:
