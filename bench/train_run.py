@@ -443,7 +443,8 @@ def make_record(size: str, state: State, work: Path, command: list[str]) -> dict
         "unit": f"train-lora CLI, {s['steps']} steps, checkpoint every {s['every']}, "
         f"SIGKILL after the checkpoint at/after step {s['kill_at']}, then rerun (resume)",
         "weights": _weights(Path(s["root"])),
-        "command": " ".join(command),
+        # paths under the repository as a user's checkout would have them
+        "command": " ".join(command).replace(f"{REPO}/", ""),
         "ours_is": "B wall: killed run + resumed run",
         "reference_is": "A wall: the uninterrupted run",
         "rel_err_is": "relative L2 of B's final LoRA tensors against A's",

@@ -360,11 +360,17 @@ def test_gap_ratio_compares_the_two_longest_inner_gaps():
     assert sorted(inner) == pytest.approx([1.0, 2.0])
     assert classify.gap_ratio(inner) == pytest.approx(0.5)
     assert classify.gap_ratio([1.0, 0.5, 0.96]) == pytest.approx(0.96)
-    # the length in view leaves out rows a car hides: the pattern is judged on what is seen
-    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(6.0)
-    seen[240:290] = False
-    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(5.0)
     assert math.isnan(classify.gap_ratio([2.0]))
+
+
+def test_the_length_judged_leaves_out_rows_a_car_hides():
+    z = np.linspace(6.0, 0.0, 301)  # 0.02 z units a row, far to near
+    seen = np.ones(301, bool)
+    on = np.ones(301, bool)
+    on[20:120] = False
+    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(6.0)
+    seen[240:290] = False  # a car over the line: the pattern is judged on what is seen
+    assert classify._coverage(on, seen, z, None)[2] == pytest.approx(5.0)
 
 
 def test_paint_unbroken_for_longer_than_a_dash_is_a_solid_line():

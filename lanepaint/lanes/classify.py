@@ -289,7 +289,6 @@ def _gaps_under_cars(
     if maps.surface is None or len(painted) < 2:
         return under
     half = int(round(LINE_HALF / DA))
-    windows = [slice(c - half, c + half + 1) for c in centre]
     edges = np.diff(on[painted.min() : painted.max() + 1].astype(np.int8))
     starts = painted.min() + 1 + np.nonzero(edges == -1)[0]  # first row of each gap
     ends = painted.min() + 1 + np.nonzero(edges == 1)[0]  # the nearer paint's first row
@@ -297,7 +296,13 @@ def _gaps_under_cars(
         base = [
             r for r in range(max(start, end - BASE_ROWS), end) if seen[r] and surface_ref[r] > 0
         ]
-        darkest = min((_lightness(maps, r, windows[r], surface_ref[r]) for r in base), default=1.0)
+        darkest = min(
+            (
+                _lightness(maps, r, slice(centre[r] - half, centre[r] + half + 1), surface_ref[r])
+                for r in base
+            ),
+            default=1.0,
+        )
         if seen[start:end].any() and darkest < CAR_BASE:
             under[start:end] = True
     return under
