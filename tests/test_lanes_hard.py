@@ -141,6 +141,41 @@ def test_weak_evidence_abstains():
     assert classify.decide_presence(line, _evidence(1.0, 0, width=0.24)).confidence < 0.55
 
 
+def test_paint_narrow_in_each_row_is_paint_where_the_fit_drifts():
+    # a stripe 0.125 camera heights wide whose centre drifts 0.3 off the line's fit over
+    # 40 rows (cars hid the horizon): one shift for all rows smears it, each row does not
+    rows, cols, half = 40, 61, int(round(0.35 / classify.DA))
+    centre = np.full(rows, 30)
+    drift = np.linspace(-6, 6, rows).round().astype(int)
+    strength = np.zeros((rows, cols))
+    for r, d in enumerate(drift):
+        strength[r, 28 + d : 33 + d] = 1.0
+    smeared = classify._half_width(strength[:, 30 - half : 30 + half + 1].mean(axis=0))
+    shifts = {r: float(d) for r, d in enumerate(drift)}
+    narrow = classify._row_width(strength, centre, shifts, half)
+    assert smeared > 0.24 and narrow == pytest.approx(0.125)
+    # a car's flank or a gutter pan is wide in every row
+    strength[:, 22:40] = 1.0
+    assert classify._row_width(strength, centre, shifts, half) > classify.MAX_WIDTH[0]
+    # too few rows to tell
+    assert classify._row_width(strength, centre, {0: 0.0, 1: 0.0}, half) == math.inf
+    line = classify.Line(-1.3, 0.0, 0.0, rows=200, extent=4.0)
+    drifted = _evidence(1.0, 0, width=smeared, row_width=narrow)
+    assert classify.decide_presence(line, drifted).confidence > 0.9
+    wide = _evidence(1.0, 0, width=smeared, row_width=smeared)
+    assert classify.decide_presence(line, wide).confidence < MIN_CONFIDENCE
+
+
+def test_a_line_read_white_with_much_yellow_in_it_is_in_doubt():
+    white = classify.decide_color(_evidence(1.0, 0, chroma_delta=0.02, yellow_share=0.0))
+    assert white.value == "white" and white.confidence > 0.9
+    # a yellow line whose fit runs onto a light car: the median is white, a third is yellow
+    mixed = classify.decide_color(_evidence(1.0, 0, chroma_delta=0.06, yellow_share=0.35))
+    assert mixed.confidence < MIN_CONFIDENCE
+    yellow = classify.decide_color(_evidence(1.0, 0, chroma_delta=0.3, yellow_share=0.9))
+    assert yellow.value == "yellow" and yellow.confidence > 0.9
+
+
 def test_double_line_dip_band_abstains():
     # two peaks at a double line's spacing: a clear dip is double, a faint one (worn or
     # glared paint) is neither answer, only a nearly flat top is single

@@ -22,6 +22,9 @@ from lanepaint.lanes.detect import A_RANGE, DA, LINE_HALF, Birdseye, Line, Marki
 
 # Decision thresholds (tuned on synthetic scenes and the Udacity frames; see docs/quality.md).
 YELLOW_DELTA = 0.1  # chroma excess over the road that makes paint yellow
+#: Share of yellow pixels from which a line read white is in doubt. White lines on the
+#: tuning data: 1 of 954 over 0.15; yellow ones read white through a car: 0.3-0.42.
+MIXED_YELLOW = 0.25
 SOLID_COVERAGE = 0.72  # share of rows with paint above which a line is solid
 DASH_GAP = 0.7  # z units: a dashed line's longest gap is at least this long
 DASHED_COVERAGE = 0.62  # ... and below which it is dashed (between them: abstain)
@@ -141,6 +144,11 @@ class LineEvidence:
     paint_rows: int = 0  # rows with paint, near and far
     # share of cross-section rows with paint in a faint second stripe (second_stripe)
     second_stripe: float = 0.0
+    # camera heights: the paint's width with each row centred on its own paint
+    # (_row_width); inf with too few rows to tell
+    row_width: float = math.inf
+    # share of the near paint's pixels that are yellow (chroma over the road's by YELLOW_DELTA)
+    yellow_share: float = float("nan")
 
 
 def is_plausible(line: Line) -> bool:
@@ -401,6 +409,7 @@ def measure(
         if z[r] <= profile_z and core.sum() > 0:
             shifts.append(float((core * np.arange(-half, half + 1)).sum() / core.sum()))
             profile_rows.append(r)
+    row_shifts = dict(zip(profile_rows, shifts, strict=True))
     # Centre the rows on the paint, then average. One shift for all rows (a median): a row
     # where one stripe of a double line is worn away must not be centred on the other.
     shift = int(round(float(np.median(shifts)))) if shifts else 0
@@ -417,18 +426,21 @@ def measure(
     mean_gap = float(np.mean(inner)) if inner else longest
     near = z <= NEAR_Z
     # colour
-    chroma_delta = float("nan")
+    chroma_delta = yellow_share = float("nan")
     if line_px:
         paint = np.concatenate(line_px)
         road = np.concatenate(road_px) if road_px else np.zeros(0)
         if paint.size >= 10:
             base = float(np.median(road)) if road.size >= 10 else 0.0
             chroma_delta = float(np.median(paint)) - base
+            yellow_share = float(np.mean(paint - base > YELLOW_DELTA))
     peaks, separation, dip, width, (trace, trace_high), stripe = _cross_section(
         profiles, strength, centre + shift, on, seen & (z <= 5.0), maps.valid
     )
     if len(clear_profiles) >= 3:
         width = _half_width(np.mean(clear_profiles, axis=0))
+    row_shifts = {r: row_shifts[r] for r in _mostly_clear(list(row_shifts), beside)}
+    row_width = _row_width(strength, centre, row_shifts, wide)
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -452,6 +464,8 @@ def measure(
         near_paint=int((on & near).sum()),
         paint_rows=int(on.sum()),
         second_stripe=stripe,
+        row_width=row_width,
+        yellow_share=yellow_share,
     )
 
 
@@ -503,6 +517,25 @@ def second_stripe(profiles: np.ndarray) -> float:
         if p[a : b + 1].min() < STRIPE_DIP * p[j]:
             share = max(share, float((column(j) > 0.5 * main).mean()))
     return share
+
+
+def _row_width(
+    strength: np.ndarray, centre: np.ndarray, row_shifts: dict[int, float], wide: int
+) -> float:
+    """The paint's width with each row centred on its own paint (``row_shifts``: row ->
+    paint centre off the line's, in columns); inf with fewer than 3 rows.
+
+    Where cars hide the far road, and with it the horizon, the line's fit can drift off
+    the paint by more than the paint's width; one shift for all rows (``measure``) then
+    smears the mean cross-section wider than any row's paint. A gutter pan or a car's
+    flank is wide in every row."""
+    cols_n = strength.shape[1]
+    profiles = []
+    for r, s in row_shifts.items():
+        jc = centre[r] + int(round(s))
+        if 0 <= jc - wide and jc + wide < cols_n:
+            profiles.append(strength[r, jc - wide : jc + wide + 1])
+    return _half_width(np.mean(profiles, axis=0)) if len(profiles) >= 3 else math.inf
 
 
 def _half_width(profile: np.ndarray) -> float:
@@ -677,7 +710,11 @@ def decide_color(ev: LineEvidence) -> Decision:
     margin = (ev.chroma_delta - YELLOW_DELTA) / 0.03
     if margin > 0:
         return Decision("yellow", round(_sigmoid(margin), 3))
-    return Decision("white", round(_sigmoid(-margin), 3))
+    # White paint has no yellow pixels; a line read white with much yellow in it is a
+    # yellow line mixed with other light ground (a car the fit runs onto): doubt.
+    mixed = 0.0 if math.isnan(ev.yellow_share) else ev.yellow_share
+    conf = _sigmoid(-margin) * _sigmoid((MIXED_YELLOW - mixed) / 0.03)
+    return Decision("white", round(conf, 3))
 
 
 def decide_count(ev: LineEvidence) -> Decision:
@@ -771,8 +808,8 @@ def decide_presence(line: Line, ev: LineEvidence) -> Decision:
     clear = _yellow(ev) or (not math.isnan(ev.lift) and ev.lift >= LIFT_MIN + 0.25)
     floor = SPARSE_COVERAGE[1] if clear and line.extent >= 3.0 else SPARSE_COVERAGE[0]
     conf *= _sigmoid((ev.coverage - floor) / 0.03)
-    if ev.width > 0:  # paint is narrow: a gutter pan or a car's flank is not
+    if ev.width > 0:  # paint is narrow in each row: a gutter pan or a car's flank is not
         limit = MAX_WIDTH[1] if ev.profile_peaks >= 2 else MAX_WIDTH[0]
-        conf *= _sigmoid((limit - ev.width) / 0.02)
+        conf *= _sigmoid((limit - min(ev.width, ev.row_width)) / 0.02)
     conf *= _sigmoid((BALANCE_MAX - ev.balance) / 0.08)
     return Decision("present", round(conf, 3))
