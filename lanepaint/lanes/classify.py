@@ -297,10 +297,9 @@ def _gaps_under_cars(
     if maps.surface is None or len(painted) < 2:
         return under
     half = int(round(LINE_HALF / DA))
-    edges = np.diff(on[painted.min() : painted.max() + 1].astype(np.int8))
-    starts = painted.min() + 1 + np.nonzero(edges == -1)[0]  # first row of each gap
-    ends = painted.min() + 1 + np.nonzero(edges == 1)[0]  # the nearer paint's first row
-    for start, end in zip(starts, ends, strict=True):
+    lo, hi = painted.min(), painted.max()
+    starts, ends = _runs(~on[lo : hi + 1])  # the gaps between paint; ends: the nearer paint
+    for start, end in zip(lo + starts, lo + ends, strict=True):
         base = [
             r for r in range(max(start, end - BASE_ROWS), end) if seen[r] and surface_ref[r] > 0
         ]
@@ -439,8 +438,7 @@ def measure(
     )
     if len(clear_profiles) >= 3:
         width = _half_width(np.mean(clear_profiles, axis=0))
-    row_shifts = {r: row_shifts[r] for r in _mostly_clear(list(row_shifts), beside)}
-    row_width = _row_width(strength, centre, row_shifts, wide)
+    row_width = _row_width(strength, centre, {r: row_shifts[r] for r in clear}, wide)
     return LineEvidence(
         a0=line.a0,
         rows_visible=int(seen.sum()),
@@ -628,11 +626,16 @@ def gap_ratio(gaps: list[float]) -> float:
     return second / longest
 
 
+def _runs(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each run of True in ``flags``, and the row after its last."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+
+
 def near_run(on: np.ndarray, z: np.ndarray) -> float:
     """The longest run of consecutive rows with paint (z units) whose near end is within
     NEAR_Z: near paint is resolved, while far dashes may blur into one."""
-    edges = np.diff(np.concatenate(([0], on.astype(np.int8), [0])))
-    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]  # ends: exclusive
+    starts, ends = _runs(on)
     step = float(z[0] - z[1])
     return max(
         (float(e - s) * step for s, e in zip(starts, ends, strict=True) if z[e - 1] <= NEAR_Z),
